@@ -1,0 +1,207 @@
+// The float32 CPU backend: the reference every faster path is tested against.
+// Activations are float32; weights are read in place from the mmap'd file by
+// the matmul kernels (any supported dtype).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/matmul.h"
+#include "core/thread_pool.h"
+
+namespace gf {
+namespace {
+
+float* F(const Act& a) { return static_cast<float*>(a.data); }
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+
+  Act alloc(int64_t rows, int64_t cols) override {
+    Act a;
+    a.rows = rows;
+    a.cols = cols;
+    a.data = new float[static_cast<size_t>(std::max<int64_t>(1, rows * cols))]();
+    return a;
+  }
+  void release(Act& a) override {
+    delete[] F(a);
+    a = Act{};
+  }
+  Result<Weight> upload_matrix(const TensorView& w) override {
+    if (!cpu::matmul_supported(w.dtype))
+      return Err("tensor " + w.name + " has dtype " + dtype_name(w.dtype) + ", which the CPU kernels do not support");
+    Weight out;
+    out.host = w;
+    out.device_dtype = w.dtype;
+    return out;
+  }
+  Result<Weight> upload_vector(const std::vector<float>& v, const std::string& name) override {
+    Weight out;
+    auto* copy = new float[v.size()];
+    std::memcpy(copy, v.data(), v.size() * sizeof(float));
+    out.device = copy;
+    out.host.name = name;
+    out.host.dtype = DType::F32;
+    out.host.shape = {static_cast<int64_t>(v.size())};
+    out.host.data = reinterpret_cast<const uint8_t*>(copy);
+    out.host.nbytes = v.size() * sizeof(float);
+    return out;
+  }
+  void free_weight(Weight& w) override {
+    delete[] static_cast<float*>(w.device);
+    w = Weight{};
+  }
+  Result<KvLayer> alloc_kv(int64_t capacity, int64_t width) override {
+    KvLayer kv;
+    kv.capacity = capacity;
+    kv.width = width;
+    size_t n = static_cast<size_t>(capacity * width);
+    kv.k = new (std::nothrow) float[n];
+    kv.v = new (std::nothrow) float[n];
+    if (!kv.k || !kv.v) {
+      free_kv(kv);
+      return Err("out of memory allocating a KV cache of " + std::to_string(2 * n * 4 / (1 << 20)) + " MiB");
+    }
+    return kv;
+  }
+  void free_kv(KvLayer& kv) override {
+    delete[] static_cast<float*>(kv.k);
+    delete[] static_cast<float*>(kv.v);
+    kv = KvLayer{};
+  }
+  void upload(Act& dst, const float* src) override { std::memcpy(dst.data, src, static_cast<size_t>(dst.rows * dst.cols) * 4); }
+  void download(const Act& src, float* dst) override { std::memcpy(dst, src.data, static_cast<size_t>(src.rows * src.cols) * 4); }
+
+  void embed(const Weight& table, const std::vector<int32_t>& ids, float scale, Act& out) override {
+    const int64_t H = out.cols;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      float* row = F(out) + static_cast<int64_t>(t) * H;
+      Status s = cpu::dequantize_row(table.host.dtype, table.host.row(ids[t]), row, H);
+      (void)s;  // dtype was checked at upload
+      for (int64_t i = 0; i < H; ++i) row[i] *= scale;
+    }
+  }
+
+  void matmul(const Act& x, const Weight& w, Act& out) override { cpu::matmul(w.host, F(x), x.rows, F(out)); }
+
+  void rmsnorm(Act& x, const Weight* scale, int64_t group, float eps) override {
+    const int64_t groups = x.rows * x.cols / group;
+    const float* w = scale ? reinterpret_cast<const float*>(scale->host.data) : nullptr;
+    parallel_for(groups, [&](int64_t b, int64_t e) {
+      for (int64_t g = b; g < e; ++g) norm_row(F(x) + g * group, F(x) + g * group, w, group, eps);
+    }, 64);
+  }
+  void rmsnorm_to(const Act& x, const Weight& scale, float eps, Act& out) override {
+    const float* w = reinterpret_cast<const float*>(scale.host.data);
+    parallel_for(x.rows, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) norm_row(F(x) + r * x.cols, F(out) + r * x.cols, w, x.cols, eps);
+    });
+  }
+  void add(Act& x, const Act& y) override {
+    const int64_t n = x.rows * x.cols;
+    for (int64_t i = 0; i < n; ++i) F(x)[i] += F(y)[i];
+  }
+  void scale(Act& x, float s) override {
+    const int64_t n = x.rows * x.cols;
+    for (int64_t i = 0; i < n; ++i) F(x)[i] *= s;
+  }
+  void rope(Act& x, int head_dim, const std::vector<int32_t>& positions, const std::vector<float>& inv_freq) override {
+    const int half = head_dim / 2;
+    const int64_t heads = x.cols / head_dim;
+    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+    for (int64_t t = 0; t < x.rows; ++t) {
+      // HF computes angle = position * inv_freq in float32, then cos/sin.
+      for (int i = 0; i < half; ++i) {
+        float ang = static_cast<float>(positions[static_cast<size_t>(t)]) * inv_freq[static_cast<size_t>(i)];
+        cs[static_cast<size_t>(i)] = std::cos(ang);
+        sn[static_cast<size_t>(i)] = std::sin(ang);
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = F(x) + t * x.cols + h * head_dim;
+        for (int i = 0; i < half; ++i) {
+          float a = v[i], b = v[i + half];
+          v[i] = a * cs[static_cast<size_t>(i)] - b * sn[static_cast<size_t>(i)];
+          v[i + half] = b * cs[static_cast<size_t>(i)] + a * sn[static_cast<size_t>(i)];
+        }
+      }
+    }
+  }
+  void gelu_mul(Act& gate, const Act& up) override {
+    const int64_t n = gate.rows * gate.cols;
+    parallel_for(n, [&](int64_t b, int64_t e) {
+      const float k = 0.7978845608028654f;  // sqrt(2/pi)
+      for (int64_t i = b; i < e; ++i) {
+        float g = F(gate)[i];
+        float gl = 0.5f * g * (1.0f + std::tanh(k * (g + 0.044715f * g * g * g)));
+        F(gate)[i] = gl * F(up)[i];
+      }
+    }, 4096);
+  }
+  void softcap(Act& x, float cap) override {
+    const int64_t n = x.rows * x.cols;
+    for (int64_t i = 0; i < n; ++i) F(x)[i] = cap * std::tanh(F(x)[i] / cap);
+  }
+  void kv_write(KvLayer& kv, const Act& k, const Act& v, const std::vector<int32_t>& positions) override {
+    for (int64_t t = 0; t < k.rows; ++t) {
+      int64_t p = positions[static_cast<size_t>(t)];
+      std::memcpy(static_cast<float*>(kv.k) + p * kv.width, F(k) + t * k.cols, static_cast<size_t>(kv.width) * 4);
+      std::memcpy(static_cast<float*>(kv.v) + p * kv.width, F(v) + t * v.cols, static_cast<size_t>(kv.width) * 4);
+    }
+  }
+  void attention(const Act& q, const KvLayer& kv, const std::vector<int32_t>& positions, const AttentionParams& p,
+                 Act& out) override {
+    const int group = p.num_heads / p.num_kv_heads;
+    const int hd = p.head_dim;
+    parallel_for(q.rows * p.num_heads, [&](int64_t b, int64_t e) {
+      std::vector<float> scores;
+      for (int64_t job = b; job < e; ++job) {
+        const int64_t t = job / p.num_heads;
+        const int h = static_cast<int>(job % p.num_heads);
+        const int kvh = h / group;
+        const int64_t pos = positions[static_cast<size_t>(t)];
+        const int64_t lo = p.sliding_window > 0 ? std::max<int64_t>(0, pos - p.sliding_window + 1) : 0;
+        const float* qv = F(q) + t * q.cols + h * hd;
+        scores.assign(static_cast<size_t>(pos - lo + 1), 0.0f);
+        float mx = -INFINITY;
+        for (int64_t j = lo; j <= pos; ++j) {
+          const float* kv_row = static_cast<const float*>(kv.k) + j * kv.width + kvh * hd;
+          float s = 0;
+          for (int d = 0; d < hd; ++d) s += qv[d] * kv_row[d];
+          s *= p.scale;
+          if (p.softcap > 0) s = p.softcap * std::tanh(s / p.softcap);
+          scores[static_cast<size_t>(j - lo)] = s;
+          mx = std::max(mx, s);
+        }
+        float sum = 0;
+        for (auto& s : scores) sum += (s = std::exp(s - mx));
+        float* o = F(out) + t * out.cols + h * hd;
+        std::fill(o, o + hd, 0.0f);
+        for (int64_t j = lo; j <= pos; ++j) {
+          const float w = scores[static_cast<size_t>(j - lo)] / sum;
+          const float* v_row = static_cast<const float*>(kv.v) + j * kv.width + kvh * hd;
+          for (int d = 0; d < hd; ++d) o[d] += w * v_row[d];
+        }
+      }
+    });
+  }
+  void copy_row(const Act& src, int64_t row, Act& dst) override {
+    std::memcpy(dst.data, F(src) + row * src.cols, static_cast<size_t>(src.cols) * 4);
+  }
+
+ private:
+  static void norm_row(const float* x, float* y, const float* w, int64_t n, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
+    for (int64_t i = 0; i < n; ++i) y[i] = w ? (x[i] * inv) * w[i] : x[i] * inv;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace gf

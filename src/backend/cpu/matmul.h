@@ -1,0 +1,25 @@
+// CPU matrix products over weights of any supported dtype (float or GGML
+// block-quantized), with float32 activations. The float32 reference path
+// (dequantize a row, dot in float32) is what the fused kernels are tested against.
+#pragma once
+#include <cstdint>
+
+#include "core/status.h"
+#include "formats/tensor.h"
+
+namespace gf::cpu {
+
+// Dequantizes n elements (a multiple of the block size) of type t into dst.
+Status dequantize_row(DType t, const void* src, float* dst, int64_t n);
+
+// Whether the CPU kernels know this weight dtype.
+bool matmul_supported(DType t);
+
+// y[T, out] = x[T, in] · W[out, in]^T, multithreaded over the global pool.
+// W.shape = [out, in]; x and y are dense row-major float32.
+void matmul(const TensorView& W, const float* x, int64_t T, float* y);
+
+// The slow, obviously-correct version: dequantize each row, dot in double.
+void matmul_reference(const TensorView& W, const float* x, int64_t T, float* y);
+
+}  // namespace gf::cpu

@@ -1,0 +1,60 @@
+// A loaded model: its spec and views of its weights by role, whatever the
+// source (Hugging Face folder, GGUF file, or synthetic random weights). Norm
+// scales are converted to float32 with the checkpoint's convention applied
+// (1 + w for Hugging Face Gemma 1-3), so the forward pass always multiplies.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "formats/tensor.h"
+#include "model/model_spec.h"
+
+namespace gf {
+
+struct LayerTensors {
+  const TensorView* q = nullptr;
+  const TensorView* k = nullptr;
+  const TensorView* v = nullptr;  // null when k_eq_v
+  const TensorView* o = nullptr;
+  const TensorView* gate = nullptr;
+  const TensorView* up = nullptr;
+  const TensorView* down = nullptr;
+  std::vector<float> input_norm, post_attn_norm, pre_ffw_norm, post_ffw_norm, q_norm, k_norm;
+};
+
+struct Model {
+  ModelSpec spec;
+  std::string source;                       // path, or "synthetic:<name>"
+  std::string format;                       // "safetensors", "gguf", "synthetic"
+  const TensorView* embed = nullptr;        // [vocab, hidden]
+  const TensorView* lm_head = nullptr;      // == embed when tied
+  std::vector<float> final_norm;
+  std::vector<LayerTensors> layers;
+  std::vector<const TensorView*> tensors;   // every tensor of the source, for inspect
+  std::vector<std::shared_ptr<const void>> keep_alive;  // mmaps and owned buffers behind the views
+  std::string tokenizer_path;               // tokenizer.json folder or GGUF; empty if none
+
+  uint64_t weight_bytes() const;
+};
+
+// MODEL is a Hugging Face folder (config.json + safetensors) or a .gguf file.
+Result<Model> load_model(const std::string& path);
+
+// Random weights of a published shape (see synthetic_model_names()).
+Result<Model> synthetic_model(const std::string& name, uint64_t seed = 1, DType dtype = DType::BF16);
+std::vector<std::string> synthetic_model_names();
+// The hub-style config.json of a synthetic shape (for tests and inspect).
+Result<std::string> synthetic_config_json(const std::string& name);
+
+// Binds a Model's weights from a tensor lookup (shared by every format).
+class TensorLookup {
+ public:
+  virtual ~TensorLookup() = default;
+  virtual const TensorView* find(const std::string& name) const = 0;
+};
+enum class NamingScheme { HuggingFace, Gguf };
+Status bind_weights(const TensorLookup& lookup, NamingScheme naming, const std::string& prefix, Model& model);
+
+}  // namespace gf
