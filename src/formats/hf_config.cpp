@@ -185,7 +185,7 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
   if (g4) {
     s.num_kv_shared_layers = r.integer("num_kv_shared_layers", 0);
     s.per_layer_input_dim = r.integer("hidden_size_per_layer_input", 0);
-    s.vocab_size_per_layer_input = r.integer("vocab_size_per_layer_input", s.vocab_size);
+    s.vocab_size_per_layer_input = s.per_layer_input_dim > 0 ? r.integer("vocab_size_per_layer_input", s.vocab_size) : 0;
     if (r.boolean("enable_moe_block", false)) {
       s.num_experts = r.integer("num_experts", 0);
       s.top_k_experts = r.integer("top_k_experts", 0);
@@ -246,6 +246,10 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
       if (!pr.error.ok()) return pr.error.with_context("config.json per_layer_config." + it.key());
     }
   }
+  // transformers casts the rotary inv_freq buffer with the model: a bf16
+  // checkpoint rotates with bf16-rounded frequencies (the reference logits show it).
+  if (s.weights_dtype == "bfloat16")
+    for (auto& l : s.layers) l.rope.bf16_inv_freq = true;
   GF_RETURN_IF_ERROR(s.validate());
   return s;
 }

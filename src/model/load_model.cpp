@@ -23,11 +23,13 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-Result<Model> load_hf_folder(const std::string& dir) {
+}  // namespace
+
+Result<Model> load_hf_model(const std::string& dir, const std::string& config_file) {
   Model m;
   m.source = dir;
   m.format = "safetensors";
-  GF_ASSIGN_OR_RETURN(m.spec, spec_from_hf_config_file(dir + "/config.json"));
+  GF_ASSIGN_OR_RETURN(m.spec, spec_from_hf_config_file(config_file));
   auto ck = std::make_shared<SafetensorsCheckpoint>();
   {
     auto opened = SafetensorsCheckpoint::open(dir);
@@ -50,18 +52,19 @@ Result<Model> load_hf_folder(const std::string& dir) {
   return m;
 }
 
-}  // namespace
-
 Result<Model> load_model(const std::string& path) {
   if (path.empty()) return Err("no model given: pass -m MODEL (a Hugging Face folder or a .gguf file)");
   if (is_directory(path)) {
     if (!file_exists(path + "/config.json"))
       return Err(path + " has no config.json: a model folder needs config.json and *.safetensors");
-    return load_hf_folder(path);
+    return load_hf_model(path, path + "/config.json");
   }
   if (!file_exists(path)) return Err("model not found: " + path);
   if (ends_with(path, ".gguf")) return load_gguf_model(path);
-  if (ends_with(path, "config.json")) return load_hf_folder(path.substr(0, path.size() - std::string("config.json").size()));
+  if (ends_with(path, ".json")) {  // a config file: its folder holds the weights
+    const size_t slash = path.find_last_of('/');
+    return load_hf_model(slash == std::string::npos ? "." : path.substr(0, slash), path);
+  }
   // Sniff: GGUF files start with the magic "GGUF".
   auto f = MappedFile::open(path);
   if (!f.ok()) return f.status();

@@ -40,7 +40,10 @@ struct Model {
 };
 
 // MODEL is a Hugging Face folder (config.json + safetensors) or a .gguf file.
+// A path ending in .json is taken as the config file of the folder it sits in.
 Result<Model> load_model(const std::string& path);
+// A Hugging Face folder with an explicit config file (e.g. config.hub-style.json).
+Result<Model> load_hf_model(const std::string& dir, const std::string& config_file);
 
 // Random weights of a published shape (see synthetic_model_names()).
 Result<Model> synthetic_model(const std::string& name, uint64_t seed = 1, DType dtype = DType::BF16);

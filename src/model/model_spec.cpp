@@ -1,7 +1,9 @@
 #include "model/model_spec.h"
 
 #include <cmath>
+#include "core/half.h"
 #include <cstdio>
+#include <cstring>
 #include <sstream>
 
 namespace gf {
@@ -29,6 +31,10 @@ std::vector<float> RopeSpec::inv_freq(int head_dim) const {
     if (kind != RopeKind::Default) v /= static_cast<float>(factor);
     f[static_cast<size_t>(i)] = v;
   }
+  // Hugging Face keeps inv_freq as a buffer that is cast with the model: a
+  // bf16 checkpoint loaded by transformers rotates with bf16-rounded frequencies.
+  if (bf16_inv_freq)
+    for (auto& x : f) x = bf16_to_f32(f32_to_bf16(x));
   return f;
 }
 
@@ -93,6 +99,7 @@ std::string ModelSpec::layer_table() const {
       std::snprintf(rope, sizeof rope, "%s %.0f x%.1f", kind, l.rope.theta, l.rope.factor);
     else
       std::snprintf(rope, sizeof rope, "%s %.0f", kind, l.rope.theta);
+    if (l.rope.bf16_inv_freq) std::strncat(rope, " bf16", sizeof rope - std::strlen(rope) - 1);
     std::string extras;
     if (l.v_norm) extras += "v_norm ";
     if (l.k_eq_v) extras += "k_eq_v ";

@@ -23,6 +23,7 @@ struct RopeSpec {
   double theta = 10000.0;
   double factor = 1.0;                 // linear / proportional scaling: inv_freq /= factor
   double partial_rotary_factor = 1.0;  // proportional: fraction of dims that rotate
+  bool bf16_inv_freq = false;          // round inv_freq to bf16 as transformers does for bf16 checkpoints
   // inv_freq[i] for i in [0, head_dim/2): 0 for unrotated pairs.
   std::vector<float> inv_freq(int head_dim) const;
   bool operator==(const RopeSpec&) const = default;

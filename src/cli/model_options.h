@@ -1,0 +1,37 @@
+// Options shared by every command that loads a model: -m MODEL or --synthetic NAME.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "model/model.h"
+
+namespace gf::cli {
+
+struct ModelOptions {
+  std::string model;
+  std::string synthetic;
+  uint64_t seed = 1;
+  int threads = 0;
+  std::string backend = "cpu";
+};
+
+// require_model: false lets a command fall back to the default model.
+void add_model_options(CLI::App* cmd, ModelOptions& o);
+
+// Loads -m / --synthetic; with neither, the default model (the real Gemma 3
+// 270M GGUF installed by scripts/setup.sh) when allow_default.
+Result<Model> load_model_from_options(const ModelOptions& o, bool allow_default);
+
+// Finds the default model file (GEMFORGE_MODEL, then the pip package's cache).
+Result<std::string> default_model_path();
+
+// "2,17,301" -> ids; an error names the bad item.
+Result<std::vector<int32_t>> parse_id_list(const std::string& s);
+
+// Prints "error: <message>" to stderr and returns 1 (for command callbacks).
+int fail(const Status& s);
+
+}  // namespace gf::cli

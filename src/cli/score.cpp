@@ -1,0 +1,74 @@
+// gemforge score: runs a prompt through the model once (no cache reuse), writes
+// the logits [T, V] and prints each token's log-probability given its prefix.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "backend/backend.h"
+#include "cli/command.h"
+#include "cli/model_options.h"
+#include "formats/safetensors.h"
+#include "model/decoder.h"
+#include "runtime/logprobs.h"
+
+namespace gf::cli {
+namespace {
+
+struct ScoreOptions {
+  ModelOptions model;
+  std::string ids;
+  std::string logits_out;
+};
+
+int run_score(const ScoreOptions& o) {
+  auto ids = parse_id_list(o.ids);
+  if (!ids.ok()) return fail(ids.status());
+  auto m = load_model_from_options(o.model, true);
+  if (!m.ok()) return fail(m.status());
+  auto be = make_cpu_backend();
+  auto dec = Decoder::create(*m, *be);
+  if (!dec.ok()) return fail(dec.status());
+  const int64_t T = static_cast<int64_t>(ids->size());
+  if (T > m->spec.max_position_embeddings)
+    return fail(Err("prompt of " + std::to_string(T) + " tokens is longer than the model's context of " +
+                    std::to_string(m->spec.max_position_embeddings)));
+  auto cache = (*dec)->new_cache(T);
+  if (!cache.ok()) return fail(cache.status());
+  auto logits = (*dec)->forward(*ids, **cache, true);
+  if (!logits.ok()) return fail(logits.status());
+  const int64_t V = m->spec.vocab_size;
+  if (!o.logits_out.empty()) {
+    OwnedTensor t{"logits", DType::F32, {T, V}, {}};
+    t.bytes.resize(logits->size() * 4);
+    std::memcpy(t.bytes.data(), logits->data(), t.bytes.size());
+    Status s = write_safetensors(o.logits_out, {t});
+    if (!s.ok()) return fail(s);
+  }
+  // Token t is scored by the logits at t-1; the first token has no prefix.
+  double total = 0;
+  std::printf("pos\tid\tlogprob\n");
+  for (int64_t t = 0; t < T; ++t) {
+    if (t == 0) {
+      std::printf("0\t%d\t-\n", (*ids)[0]);
+      continue;
+    }
+    double lp = token_logprob(logits->data() + (t - 1) * V, V, (*ids)[static_cast<size_t>(t)]);
+    total += lp;
+    std::printf("%lld\t%d\t%.6f\n", static_cast<long long>(t), (*ids)[static_cast<size_t>(t)], lp);
+  }
+  if (T > 1)
+    std::printf("total logprob: %.6f  mean: %.6f  perplexity: %.4f\n", total, total / (T - 1), std::exp(-total / (T - 1)));
+  return 0;
+}
+
+CommandRegistration reg(30, [](CLI::App& root) {
+  auto o = std::make_shared<ScoreOptions>();
+  auto* c = root.add_subcommand("score", "Per-token log-probabilities of a prompt; optionally write all logits");
+  add_model_options(c, o->model);
+  c->add_option("--ids", o->ids, "Comma-separated token ids, e.g. 2,17,301")->required();
+  c->add_option("--logits-out", o->logits_out, "Write logits [T, V] float32 as tensor \"logits\" to this .safetensors file");
+  c->callback([o] { set_exit_code(run_score(*o)); });
+});
+
+}  // namespace
+}  // namespace gf::cli

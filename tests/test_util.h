@@ -1,0 +1,43 @@
+// Helpers shared by tests: fixture paths and temp files.
+#pragma once
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace gf::test {
+
+inline std::string fixtures() { return GEMFORGE_FIXTURES; }
+inline std::string hf_tiny(const std::string& name) { return fixtures() + "/hf-tiny/" + name; }
+
+inline std::string temp_path(const std::string& name) {
+  return std::string(::testing::TempDir()) + "/gf_" + std::to_string(::getpid()) + "_" + name;
+}
+
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Runs a shell command, returns stdout; exit code in *rc.
+inline std::string run_command(const std::string& cmd, int* rc = nullptr) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  if (rc) *rc = WEXITSTATUS(status);
+  return out;
+}
+
+}  // namespace gf::test
