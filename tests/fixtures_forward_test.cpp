@@ -113,8 +113,9 @@ TEST(Decoder, ContextOverflowIsAnError) {
   auto be = make_cpu_backend();
   auto dec = Decoder::create(*model, *be);
   ASSERT_TRUE(dec.ok());
-  auto cache = (*dec)->new_cache(4);
-  auto r = (*dec)->forward({2, 3, 4, 5, 6}, **cache, false);
+  auto cache = (*dec)->new_cache(16);
+  ASSERT_EQ((*cache)->capacity(), 16);
+  auto r = (*dec)->forward(std::vector<int32_t>(17, 5), **cache, false);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.message().find("exceeds the context"), std::string::npos) << r.message();
   auto bad = (*dec)->forward({100000}, **cache, false);

@@ -40,12 +40,27 @@ struct AttentionParams {
   float softcap = 0.0f;    // 0 = none
 };
 
-// K and V history of one layer for one sequence: [capacity, kv_heads * head_dim] each.
-struct KvLayer {
+// The paged KV cache of one layer: K and V pools of num_blocks blocks, each
+// block_size tokens of `width` (= kv_heads * head_dim) values. Sequences own
+// blocks through block tables (see BatchLayout), as in vLLM.
+struct KvPool {
   void* k = nullptr;
   void* v = nullptr;
-  int64_t capacity = 0;
-  int64_t width = 0;  // kv_heads * head_dim
+  int64_t num_blocks = 0;
+  int block_size = 0;
+  int64_t width = 0;
+};
+
+// Where the tokens of one forward step come from: several sequences, each a
+// run of consecutive new tokens (a prefill chunk or one decode token).
+struct BatchLayout {
+  std::vector<int32_t> positions;   // per token: position in its sequence
+  std::vector<int32_t> token_seq;   // per token: index of its sequence in this batch
+  std::vector<int32_t> slots;       // per token: block * block_size + offset its K/V is written to
+  std::vector<std::vector<int32_t>> block_tables;  // per sequence: its blocks in order
+  std::vector<int32_t> seq_lens;    // per sequence: tokens in the cache after this step
+  int64_t num_tokens() const { return static_cast<int64_t>(positions.size()); }
+  int64_t num_seqs() const { return static_cast<int64_t>(block_tables.size()); }
 };
 
 class Backend {
@@ -59,10 +74,14 @@ class Backend {
   virtual Result<Weight> upload_matrix(const TensorView& w) = 0;
   virtual Result<Weight> upload_vector(const std::vector<float>& v, const std::string& name) = 0;
   virtual void free_weight(Weight& w) = 0;
-  virtual Result<KvLayer> alloc_kv(int64_t capacity, int64_t width) = 0;
-  virtual void free_kv(KvLayer& kv) = 0;
+  virtual Result<KvPool> alloc_kv(int64_t num_blocks, int block_size, int64_t width) = 0;
+  virtual void free_kv(KvPool& kv) = 0;
   virtual void upload(Act& dst, const float* src) = 0;    // host float32 -> act
   virtual void download(const Act& src, float* dst) = 0;  // act -> host float32
+
+  // Sets the token layout used by rope, kv_write and attention until the next
+  // call (uploaded once per step, not once per layer).
+  virtual void begin_batch(const BatchLayout& layout) = 0;
 
   // Ops. Shapes are checked by the caller (the decoder).
   // out[t] = table[ids[t]] * scale
@@ -77,20 +96,20 @@ class Backend {
   virtual void add(Act& x, const Act& y) = 0;
   // x *= s
   virtual void scale(Act& x, float s) = 0;
-  // Rotate-half RoPE on every head of x ([T, heads*head_dim]); inv_freq has head_dim/2 entries.
-  virtual void rope(Act& x, int head_dim, const std::vector<int32_t>& positions, const std::vector<float>& inv_freq) = 0;
+  // Rotate-half RoPE on every head of x ([T, heads*head_dim]) at the batch's
+  // positions; inv_freq (head_dim/2 entries, 0 = unrotated) is a vector weight.
+  virtual void rope(Act& x, int head_dim, const Weight& inv_freq) = 0;
   // gate = gelu_tanh(gate) * up
   virtual void gelu_mul(Act& gate, const Act& up) = 0;
   // x = cap * tanh(x / cap)
   virtual void softcap(Act& x, float cap) = 0;
-  // Writes k, v rows ([T, width]) at positions into the layer's history.
-  virtual void kv_write(KvLayer& kv, const Act& k, const Act& v, const std::vector<int32_t>& positions) = 0;
-  // out[t] = softmax(q[t] K^T * scale (+ softcap, causal/window mask over positions)) V
-  // for query positions `positions` against the history [0, positions[t]].
-  virtual void attention(const Act& q, const KvLayer& kv, const std::vector<int32_t>& positions,
-                         const AttentionParams& p, Act& out) = 0;
-  // Copies row `row` of src into row 0 of dst.
-  virtual void copy_row(const Act& src, int64_t row, Act& dst) = 0;
+  // Writes k, v rows ([T, width]) to the batch's slots in the pool.
+  virtual void kv_write(KvPool& kv, const Act& k, const Act& v) = 0;
+  // out[t] = softmax(q[t] K^T * scale (+ softcap; causal and sliding-window
+  // mask)) V over keys [0, positions[t]] of token t's own sequence.
+  virtual void attention(const Act& q, const KvPool& kv, const AttentionParams& p, Act& out) = 0;
+  // dst row i = src row rows[i].
+  virtual void gather_rows(const Act& src, const std::vector<int32_t>& rows, Act& dst) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -4,10 +4,6 @@
 
 namespace gf {
 
-KvCache::~KvCache() {
-  for (auto& l : layers_) be_->free_kv(l);
-}
-
 Decoder::~Decoder() {
   auto free = [&](Weight& w) { be_->free_weight(w); };
   free(embed_);
@@ -15,7 +11,7 @@ Decoder::~Decoder() {
   free(final_norm_);
   for (auto& l : layers_)
     for (Weight* w : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down, &l.input_norm, &l.post_attn_norm, &l.pre_ffw_norm,
-                      &l.post_ffw_norm, &l.q_norm, &l.k_norm})
+                      &l.post_ffw_norm, &l.q_norm, &l.k_norm, &l.inv_freq})
       free(*w);
 }
 
@@ -34,6 +30,7 @@ Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be) {
     const LayerTensors& t = m.layers[static_cast<size_t>(i)];
     LayerWeights& w = d->layers_[static_cast<size_t>(i)];
     const LayerSpec& ls = s.layers[static_cast<size_t>(i)];
+    if (!t.v) return Err("layer " + std::to_string(i) + " has no v_proj (k_eq_v is not supported yet)");
     GF_ASSIGN_OR_RETURN(w.q, be.upload_matrix(*t.q));
     GF_ASSIGN_OR_RETURN(w.k, be.upload_matrix(*t.k));
     GF_ASSIGN_OR_RETURN(w.v, be.upload_matrix(*t.v));
@@ -51,61 +48,84 @@ Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be) {
       GF_ASSIGN_OR_RETURN(w.q_norm, be.upload_vector(t.q_norm, "q_norm"));
       GF_ASSIGN_OR_RETURN(w.k_norm, be.upload_vector(t.k_norm, "k_norm"));
     }
-    w.inv_freq = ls.rope.inv_freq(ls.head_dim);
+    GF_ASSIGN_OR_RETURN(w.inv_freq, be.upload_vector(ls.rope.inv_freq(ls.head_dim), "inv_freq"));
   }
   return d;
 }
 
 Result<std::unique_ptr<KvCache>> Decoder::new_cache(int64_t capacity) {
-  const ModelSpec& s = spec();
   if (capacity <= 0) return Err("KV cache capacity must be positive");
-  std::vector<KvLayer> layers;
-  for (const auto& l : s.layers) {
-    auto kv = be_->alloc_kv(capacity, static_cast<int64_t>(l.num_kv_heads) * l.head_dim);
-    if (!kv.ok()) {
-      for (auto& k : layers) be_->free_kv(k);
-      return kv.status();
-    }
-    layers.push_back(*kv);
-  }
-  return std::make_unique<KvCache>(*be_, std::move(layers), capacity);
+  const int bs = 16;
+  auto c = std::unique_ptr<KvCache>(new KvCache());
+  GF_ASSIGN_OR_RETURN(c->cache_, new_paged_cache((capacity + bs - 1) / bs, bs));
+  return c;
+}
+
+Result<std::unique_ptr<PagedKvCache>> Decoder::new_paged_cache(int64_t num_blocks, int block_size) {
+  return PagedKvCache::create(*be_, spec(), num_blocks, block_size);
 }
 
 Result<std::vector<float>> Decoder::forward(const std::vector<int32_t>& ids, KvCache& cache, bool all_logits) {
-  const ModelSpec& s = spec();
   if (ids.empty()) return Err("forward: no tokens");
-  for (int32_t id : ids)
-    if (id < 0 || id >= s.vocab_size)
-      return Err("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(s.vocab_size) + ")");
   const int64_t n = static_cast<int64_t>(ids.size());
   if (cache.length() + n > cache.capacity())
     return Err("sequence of " + std::to_string(cache.length() + n) + " tokens exceeds the context of " +
                std::to_string(cache.capacity()) + " tokens");
   std::vector<float> out;
-  out.reserve(static_cast<size_t>((all_logits ? n : 1) * s.vocab_size));
   for (int64_t start = 0; start < n; start += max_chunk_) {
     const int64_t len = std::min(max_chunk_, n - start);
-    std::vector<int32_t> chunk(ids.begin() + start, ids.begin() + start + len);
-    const bool last = start + len == n;
-    if (!all_logits && !last) {
-      std::vector<float> ignore;
-      GF_RETURN_IF_ERROR(forward_chunk(chunk, cache.length(), cache, false, ignore));
-    } else {
-      GF_RETURN_IF_ERROR(forward_chunk(chunk, cache.length(), cache, all_logits, out));
-    }
+    std::vector<SeqStep> step(1);
+    step[0].seq = &cache.seq_;
+    step[0].ids.assign(ids.begin() + start, ids.begin() + start + len);
+    step[0].all_logits = all_logits;
+    GF_ASSIGN_OR_RETURN(auto logits, forward_batch(*cache.cache_, step));
+    if (all_logits || start + len == n) out.insert(out.end(), logits[0].begin(), logits[0].end());
   }
   return out;
 }
 
-Status Decoder::forward_chunk(const std::vector<int32_t>& ids, int64_t start, KvCache& cache, bool all_logits,
-                              std::vector<float>& out) {
+Result<std::vector<std::vector<float>>> Decoder::forward_batch(PagedKvCache& cache, std::vector<SeqStep>& steps) {
   const ModelSpec& s = spec();
   Backend& be = *be_;
+  if (steps.empty()) return Err("forward: empty batch");
+  const int bs = cache.block_size();
+
+  // Validate everything before touching any state.
+  int64_t need_blocks = 0;
+  for (const auto& st : steps) {
+    if (!st.seq || st.ids.empty()) return Err("forward: a sequence in the batch has no tokens");
+    for (int32_t id : st.ids)
+      if (id < 0 || id >= s.vocab_size)
+        return Err("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(s.vocab_size) + ")");
+    const int64_t len = st.seq->length + static_cast<int64_t>(st.ids.size());
+    need_blocks += std::max<int64_t>(0, (len + bs - 1) / bs - static_cast<int64_t>(st.seq->blocks.size()));
+  }
+  if (need_blocks > cache.free_blocks())
+    return Err("KV cache is full: this step needs " + std::to_string(need_blocks) + " more blocks, " +
+               std::to_string(cache.free_blocks()) + " are free");
+  for (auto& st : steps) GF_RETURN_IF_ERROR(cache.reserve(*st.seq, st.seq->length + static_cast<int64_t>(st.ids.size())));
+
+  // Token layout of the step.
+  BatchLayout layout;
+  std::vector<int32_t> ids, logit_rows;
+  for (size_t si = 0; si < steps.size(); ++si) {
+    const SeqStep& st = steps[si];
+    const int64_t start = st.seq->length;
+    for (size_t j = 0; j < st.ids.size(); ++j) {
+      const int64_t p = start + static_cast<int64_t>(j);
+      if (st.all_logits || j + 1 == st.ids.size()) logit_rows.push_back(static_cast<int32_t>(ids.size()));
+      ids.push_back(st.ids[j]);
+      layout.positions.push_back(static_cast<int32_t>(p));
+      layout.token_seq.push_back(static_cast<int32_t>(si));
+      layout.slots.push_back(st.seq->blocks[static_cast<size_t>(p / bs)] * bs + static_cast<int32_t>(p % bs));
+    }
+    layout.block_tables.push_back(st.seq->blocks);
+    layout.seq_lens.push_back(static_cast<int32_t>(start + static_cast<int64_t>(st.ids.size())));
+  }
+  be.begin_batch(layout);
+
   const int64_t T = static_cast<int64_t>(ids.size());
   const int64_t H = s.hidden_size;
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = static_cast<int32_t>(start + t);
-
   int64_t max_q = 0, max_kv = 0, max_i = 0;
   for (const auto& l : s.layers) {
     max_q = std::max<int64_t>(max_q, static_cast<int64_t>(l.num_heads) * l.head_dim);
@@ -124,7 +144,7 @@ Status Decoder::forward_chunk(const std::vector<int32_t>& ids, int64_t start, Kv
     Act ql = shaped(q, qd), kl = shaped(k, kvd), vl = shaped(v, kvd), al = shaped(att, qd);
     Act gl = shaped(g, ls.intermediate_size), ul = shaped(u, ls.intermediate_size);
 
-    // Attention block.
+    // Attention block: x += post_norm(o(attn(rope(qk_norm(q, k)), v)))
     be.rmsnorm_to(x, w.input_norm, s.rms_norm_eps, h);
     be.matmul(h, w.q, ql);
     be.matmul(h, w.k, kl);
@@ -133,17 +153,17 @@ Status Decoder::forward_chunk(const std::vector<int32_t>& ids, int64_t start, Kv
       be.rmsnorm(ql, &w.q_norm, ls.head_dim, s.rms_norm_eps);
       be.rmsnorm(kl, &w.k_norm, ls.head_dim, s.rms_norm_eps);
     }
-    be.rope(ql, ls.head_dim, pos, w.inv_freq);
-    be.rope(kl, ls.head_dim, pos, w.inv_freq);
-    KvLayer& kv = cache.layer(static_cast<size_t>(li));
-    be.kv_write(kv, kl, vl, pos);
+    be.rope(ql, ls.head_dim, w.inv_freq);
+    be.rope(kl, ls.head_dim, w.inv_freq);
+    KvPool& pool = cache.pool(static_cast<size_t>(li));
+    be.kv_write(pool, kl, vl);
     AttentionParams ap{ls.num_heads, ls.num_kv_heads, ls.head_dim, ls.sliding_window, ls.attn_scale, ls.attn_softcap};
-    be.attention(ql, kv, pos, ap, al);
+    be.attention(ql, pool, ap, al);
     be.matmul(al, w.o, h);
     if (ls.sandwich_norms) be.rmsnorm(h, &w.post_attn_norm, H, s.rms_norm_eps);
     be.add(x, h);
 
-    // MLP block.
+    // MLP block: x += post_norm(down(gelu_tanh(gate(h)) * up(h)))
     be.rmsnorm_to(x, w.pre_ffw_norm, s.rms_norm_eps, h);
     be.matmul(h, w.gate, gl);
     be.matmul(h, w.up, ul);
@@ -152,27 +172,28 @@ Status Decoder::forward_chunk(const std::vector<int32_t>& ids, int64_t start, Kv
     if (ls.sandwich_norms) be.rmsnorm(h, &w.post_ffw_norm, H, s.rms_norm_eps);
     be.add(x, h);
   }
-  cache.length_ = start + T;
+  for (auto& st : steps) st.seq->length += static_cast<int64_t>(st.ids.size());
 
-  // Final norm and LM head, on every row or only the last.
-  Act rows = x;
-  Act last{};
-  if (!all_logits) {
-    last = be.alloc(1, H);
-    be.copy_row(x, T - 1, last);
-    rows = last;
-  }
+  // Final norm and LM head on the rows that need logits only.
+  Act rows = be.alloc(static_cast<int64_t>(logit_rows.size()), H);
+  be.gather_rows(x, logit_rows, rows);
   be.rmsnorm(rows, &final_norm_, H, s.rms_norm_eps);
   Act logits = be.alloc(rows.rows, s.vocab_size);
   be.matmul(rows, lm_head_, logits);
   if (s.final_softcap > 0) be.softcap(logits, s.final_softcap);
-  const size_t old = out.size();
-  out.resize(old + static_cast<size_t>(rows.rows * s.vocab_size));
-  be.download(logits, out.data() + old);
+  std::vector<float> all(static_cast<size_t>(rows.rows * s.vocab_size));
+  be.download(logits, all.data());
+  for (Act* a : {&x, &h, &q, &k, &v, &att, &g, &u, &rows, &logits}) be.release(*a);
 
-  for (Act* a : {&x, &h, &q, &k, &v, &att, &g, &u, &logits}) be.release(*a);
-  if (last.data) be.release(last);
-  return Ok();
+  std::vector<std::vector<float>> out(steps.size());
+  size_t r = 0;
+  for (size_t si = 0; si < steps.size(); ++si) {
+    const size_t n = steps[si].all_logits ? steps[si].ids.size() : 1;
+    out[si].assign(all.begin() + static_cast<std::ptrdiff_t>(r * static_cast<size_t>(s.vocab_size)),
+                   all.begin() + static_cast<std::ptrdiff_t>((r + n) * static_cast<size_t>(s.vocab_size)));
+    r += n;
+  }
+  return out;
 }
 
 }  // namespace gf

@@ -1,5 +1,8 @@
 // The one Gemma decoder: the forward pass written once against the Backend
-// ops, driven by the ModelSpec's per-layer table.
+// ops, driven by the ModelSpec's per-layer table. forward_batch runs many
+// sequences in one step (prefill chunks and decode tokens mixed), which is
+// what the server's continuous batching drives; KvCache is the convenience
+// for one sequence (run, score, chat).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -7,30 +10,31 @@
 
 #include "backend/backend.h"
 #include "core/status.h"
+#include "model/kv_cache.h"
 #include "model/model.h"
 
 namespace gf {
 
-// K/V history of one sequence, one entry per layer.
+// One sequence's part of a batched step.
+struct SeqStep {
+  SeqState* seq = nullptr;
+  std::vector<int32_t> ids;  // new tokens, appended at seq->length
+  bool all_logits = false;   // logits for every new token, else only the last
+};
+
+// A single sequence with its own paged cache.
 class KvCache {
  public:
-  KvCache(Backend& be, std::vector<KvLayer> layers, int64_t capacity) : be_(&be), layers_(std::move(layers)), capacity_(capacity) {}
-  KvCache(const KvCache&) = delete;
-  KvCache& operator=(const KvCache&) = delete;
-  ~KvCache();
-  int64_t capacity() const { return capacity_; }
-  int64_t length() const { return length_; }  // tokens already in the cache
-  void reset() { length_ = 0; }
-  // Keeps the first n tokens (drops the rest), e.g. to rewind after an edit.
-  void truncate(int64_t n) { if (n < length_) length_ = n; }
-  KvLayer& layer(size_t i) { return layers_[i]; }
+  int64_t capacity() const { return cache_->capacity_tokens(); }
+  int64_t length() const { return seq_.length; }
+  void reset() { seq_.length = 0; }
+  // Keeps the first n tokens, e.g. to rewind a chat after an interrupted reply.
+  void truncate(int64_t n) { if (n < seq_.length) seq_.length = n; }
 
  private:
   friend class Decoder;
-  Backend* be_;
-  std::vector<KvLayer> layers_;
-  int64_t capacity_;
-  int64_t length_ = 0;
+  std::unique_ptr<PagedKvCache> cache_;
+  SeqState seq_;
 };
 
 class Decoder {
@@ -42,23 +46,29 @@ class Decoder {
   const ModelSpec& spec() const { return model_->spec; }
   Backend& backend() { return *be_; }
 
+  // A single-sequence cache holding up to `capacity` tokens.
   Result<std::unique_ptr<KvCache>> new_cache(int64_t capacity);
+  // A shared paged cache for many sequences.
+  Result<std::unique_ptr<PagedKvCache>> new_paged_cache(int64_t num_blocks, int block_size = 16);
 
   // Runs ids at positions [cache.length(), cache.length() + n), appending to
-  // the cache. Returns logits [n, vocab] if all_logits, else the last row [1, vocab].
+  // the cache, in chunks of at most max_chunk tokens. Returns logits
+  // [n, vocab] if all_logits, else the last row [1, vocab].
   Result<std::vector<float>> forward(const std::vector<int32_t>& ids, KvCache& cache, bool all_logits);
 
-  // Largest chunk of prompt tokens processed in one pass (bounds scratch memory).
+  // One step over several sequences sharing `cache`. Reserves blocks as
+  // needed (an error leaves every sequence unchanged). Returns, per step, its
+  // logits ([n, vocab] or [1, vocab]).
+  Result<std::vector<std::vector<float>>> forward_batch(PagedKvCache& cache, std::vector<SeqStep>& steps);
+
   void set_max_chunk(int64_t n) { max_chunk_ = n; }
 
  private:
   struct LayerWeights {
     Weight q, k, v, o, gate, up, down;
-    Weight input_norm, post_attn_norm, pre_ffw_norm, post_ffw_norm, q_norm, k_norm;
-    std::vector<float> inv_freq;
+    Weight input_norm, post_attn_norm, pre_ffw_norm, post_ffw_norm, q_norm, k_norm, inv_freq;
   };
   Decoder(const Model& m, Backend& be) : model_(&m), be_(&be) {}
-  Status forward_chunk(const std::vector<int32_t>& ids, int64_t start, KvCache& cache, bool all_logits, std::vector<float>& out);
 
   const Model* model_;
   Backend* be_;

@@ -54,11 +54,12 @@ class CpuBackend final : public Backend {
     delete[] static_cast<float*>(w.device);
     w = Weight{};
   }
-  Result<KvLayer> alloc_kv(int64_t capacity, int64_t width) override {
-    KvLayer kv;
-    kv.capacity = capacity;
+  Result<KvPool> alloc_kv(int64_t num_blocks, int block_size, int64_t width) override {
+    KvPool kv;
+    kv.num_blocks = num_blocks;
+    kv.block_size = block_size;
     kv.width = width;
-    size_t n = static_cast<size_t>(capacity * width);
+    size_t n = static_cast<size_t>(num_blocks * block_size * width);
     kv.k = new (std::nothrow) float[n];
     kv.v = new (std::nothrow) float[n];
     if (!kv.k || !kv.v) {
@@ -67,11 +68,12 @@ class CpuBackend final : public Backend {
     }
     return kv;
   }
-  void free_kv(KvLayer& kv) override {
+  void free_kv(KvPool& kv) override {
     delete[] static_cast<float*>(kv.k);
     delete[] static_cast<float*>(kv.v);
-    kv = KvLayer{};
+    kv = KvPool{};
   }
+  void begin_batch(const BatchLayout& layout) override { layout_ = layout; }
   void upload(Act& dst, const float* src) override { std::memcpy(dst.data, src, static_cast<size_t>(dst.rows * dst.cols) * 4); }
   void download(const Act& src, float* dst) override { std::memcpy(dst, src.data, static_cast<size_t>(src.rows * src.cols) * 4); }
 
@@ -81,7 +83,7 @@ class CpuBackend final : public Backend {
       float* row = F(out) + static_cast<int64_t>(t) * H;
       Status s = cpu::dequantize_row(table.host.dtype, table.host.row(ids[t]), row, H);
       (void)s;  // dtype was checked at upload
-      for (int64_t i = 0; i < H; ++i) row[i] *= scale;
+        for (int64_t i = 0; i < H; ++i) row[i] *= scale;
     }
   }
 
@@ -108,26 +110,29 @@ class CpuBackend final : public Backend {
     const int64_t n = x.rows * x.cols;
     for (int64_t i = 0; i < n; ++i) F(x)[i] *= s;
   }
-  void rope(Act& x, int head_dim, const std::vector<int32_t>& positions, const std::vector<float>& inv_freq) override {
+  void rope(Act& x, int head_dim, const Weight& inv_freq_w) override {
     const int half = head_dim / 2;
     const int64_t heads = x.cols / head_dim;
-    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
-    for (int64_t t = 0; t < x.rows; ++t) {
-      // HF computes angle = position * inv_freq in float32, then cos/sin.
-      for (int i = 0; i < half; ++i) {
-        float ang = static_cast<float>(positions[static_cast<size_t>(t)]) * inv_freq[static_cast<size_t>(i)];
-        cs[static_cast<size_t>(i)] = std::cos(ang);
-        sn[static_cast<size_t>(i)] = std::sin(ang);
-      }
-      for (int64_t h = 0; h < heads; ++h) {
-        float* v = F(x) + t * x.cols + h * head_dim;
+    const float* inv_freq = reinterpret_cast<const float*>(inv_freq_w.host.data);
+    parallel_for(x.rows, [&](int64_t b, int64_t e) {
+      std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+      for (int64_t t = b; t < e; ++t) {
+        // As HF: angle = position * inv_freq in float32, then cos/sin.
         for (int i = 0; i < half; ++i) {
-          float a = v[i], b = v[i + half];
-          v[i] = a * cs[static_cast<size_t>(i)] - b * sn[static_cast<size_t>(i)];
-          v[i + half] = b * cs[static_cast<size_t>(i)] + a * sn[static_cast<size_t>(i)];
+          float ang = static_cast<float>(layout_.positions[static_cast<size_t>(t)]) * inv_freq[i];
+          cs[static_cast<size_t>(i)] = std::cos(ang);
+          sn[static_cast<size_t>(i)] = std::sin(ang);
+        }
+        for (int64_t h = 0; h < heads; ++h) {
+          float* v = F(x) + t * x.cols + h * head_dim;
+          for (int i = 0; i < half; ++i) {
+            float a = v[i], c = v[i + half];
+            v[i] = a * cs[static_cast<size_t>(i)] - c * sn[static_cast<size_t>(i)];
+            v[i + half] = c * cs[static_cast<size_t>(i)] + a * sn[static_cast<size_t>(i)];
+          }
         }
       }
-    }
+    });
   }
   void gelu_mul(Act& gate, const Act& up) override {
     const int64_t n = gate.rows * gate.cols;
@@ -144,32 +149,37 @@ class CpuBackend final : public Backend {
     const int64_t n = x.rows * x.cols;
     for (int64_t i = 0; i < n; ++i) F(x)[i] = cap * std::tanh(F(x)[i] / cap);
   }
-  void kv_write(KvLayer& kv, const Act& k, const Act& v, const std::vector<int32_t>& positions) override {
+  void kv_write(KvPool& kv, const Act& k, const Act& v) override {
     for (int64_t t = 0; t < k.rows; ++t) {
-      int64_t p = positions[static_cast<size_t>(t)];
-      std::memcpy(static_cast<float*>(kv.k) + p * kv.width, F(k) + t * k.cols, static_cast<size_t>(kv.width) * 4);
-      std::memcpy(static_cast<float*>(kv.v) + p * kv.width, F(v) + t * v.cols, static_cast<size_t>(kv.width) * 4);
+      const int64_t slot = layout_.slots[static_cast<size_t>(t)];
+      std::memcpy(static_cast<float*>(kv.k) + slot * kv.width, F(k) + t * k.cols, static_cast<size_t>(kv.width) * 4);
+      std::memcpy(static_cast<float*>(kv.v) + slot * kv.width, F(v) + t * v.cols, static_cast<size_t>(kv.width) * 4);
     }
   }
-  void attention(const Act& q, const KvLayer& kv, const std::vector<int32_t>& positions, const AttentionParams& p,
-                 Act& out) override {
+  void attention(const Act& q, const KvPool& kv, const AttentionParams& p, Act& out) override {
     const int group = p.num_heads / p.num_kv_heads;
     const int hd = p.head_dim;
+    const int bs = kv.block_size;
     parallel_for(q.rows * p.num_heads, [&](int64_t b, int64_t e) {
       std::vector<float> scores;
       for (int64_t job = b; job < e; ++job) {
         const int64_t t = job / p.num_heads;
         const int h = static_cast<int>(job % p.num_heads);
         const int kvh = h / group;
-        const int64_t pos = positions[static_cast<size_t>(t)];
+        const int64_t pos = layout_.positions[static_cast<size_t>(t)];
+        const auto& table = layout_.block_tables[static_cast<size_t>(layout_.token_seq[static_cast<size_t>(t)])];
         const int64_t lo = p.sliding_window > 0 ? std::max<int64_t>(0, pos - p.sliding_window + 1) : 0;
+        auto row = [&](const void* base, int64_t j) {
+          const int64_t slot = static_cast<int64_t>(table[static_cast<size_t>(j / bs)]) * bs + j % bs;
+          return static_cast<const float*>(base) + slot * kv.width + kvh * hd;
+        };
         const float* qv = F(q) + t * q.cols + h * hd;
         scores.assign(static_cast<size_t>(pos - lo + 1), 0.0f);
         float mx = -INFINITY;
         for (int64_t j = lo; j <= pos; ++j) {
-          const float* kv_row = static_cast<const float*>(kv.k) + j * kv.width + kvh * hd;
+          const float* kr = row(kv.k, j);
           float s = 0;
-          for (int d = 0; d < hd; ++d) s += qv[d] * kv_row[d];
+          for (int d = 0; d < hd; ++d) s += qv[d] * kr[d];
           s *= p.scale;
           if (p.softcap > 0) s = p.softcap * std::tanh(s / p.softcap);
           scores[static_cast<size_t>(j - lo)] = s;
@@ -181,17 +191,20 @@ class CpuBackend final : public Backend {
         std::fill(o, o + hd, 0.0f);
         for (int64_t j = lo; j <= pos; ++j) {
           const float w = scores[static_cast<size_t>(j - lo)] / sum;
-          const float* v_row = static_cast<const float*>(kv.v) + j * kv.width + kvh * hd;
-          for (int d = 0; d < hd; ++d) o[d] += w * v_row[d];
+          const float* vr = row(kv.v, j);
+          for (int d = 0; d < hd; ++d) o[d] += w * vr[d];
         }
       }
     });
   }
-  void copy_row(const Act& src, int64_t row, Act& dst) override {
-    std::memcpy(dst.data, F(src) + row * src.cols, static_cast<size_t>(src.cols) * 4);
+  void gather_rows(const Act& src, const std::vector<int32_t>& rows, Act& dst) override {
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::memcpy(F(dst) + static_cast<int64_t>(i) * dst.cols, F(src) + rows[i] * src.cols, static_cast<size_t>(src.cols) * 4);
   }
 
  private:
+  BatchLayout layout_;
+
   static void norm_row(const float* x, float* y, const float* w, int64_t n, float eps) {
     double ss = 0;
     for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
