@@ -5,6 +5,9 @@
 
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
+#ifdef GEMFORGE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace gf::cli {
 
@@ -14,6 +17,8 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
                   "Use random weights of a published shape instead of -m (gemma-2b, gemma-7b, gemma2-2b, gemma2-9b, "
                   "gemma2-27b, gemma3-270m, gemma3-1b, gemma3-4b, gemma3-12b, gemma3-27b)");
   cmd->add_option("--seed-weights", o.seed, "Seed of the synthetic weights")->capture_default_str();
+  cmd->add_option("--backend", o.backend, "Compute backend: cpu (float32 reference + quantized kernels) or cuda")
+      ->capture_default_str();
   cmd->add_option("-t,--threads", o.threads, "CPU threads (default: all cores, or GEMFORGE_THREADS)");
 }
 
@@ -63,6 +68,18 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& s) {
   }
   if (ids.empty()) return Err("no token ids in \"" + s + "\"");
   return ids;
+}
+
+Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o) {
+  if (o.backend == "cpu") return make_cpu_backend();
+  if (o.backend == "cuda") {
+#ifdef GEMFORGE_HAVE_CUDA
+    return make_cuda_backend(0);
+#else
+    return Err("this build has no CUDA backend (nvcc was not found when it was configured)");
+#endif
+  }
+  return Err("unknown backend \"" + o.backend + "\" (cpu, cuda)");
 }
 
 int fail(const Status& s) {

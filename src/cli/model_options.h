@@ -2,10 +2,12 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
+#include "backend/backend.h"
 #include "model/model.h"
 
 namespace gf::cli {
@@ -30,6 +32,9 @@ Result<std::string> default_model_path();
 
 // "2,17,301" -> ids; an error names the bad item.
 Result<std::vector<int32_t>> parse_id_list(const std::string& s);
+
+// The backend named by --backend (cpu, or cuda when built with CUDA).
+Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o);
 
 // Prints "error: <message>" to stderr and returns 1 (for command callbacks).
 int fail(const Status& s);

@@ -25,8 +25,9 @@ int run_run(RunOptions o) {
   if (!ids.ok()) return fail(ids.status());
   auto m = load_model_from_options(o.model, true);
   if (!m.ok()) return fail(m.status());
-  auto be = make_cpu_backend();
-  auto dec = Decoder::create(*m, *be);
+  auto be = make_backend_from_options(o.model);
+  if (!be.ok()) return fail(be.status());
+  auto dec = Decoder::create(*m, **be);
   if (!dec.ok()) return fail(dec.status());
   const int64_t ctx = o.ctx > 0 ? o.ctx : std::min<int64_t>(m->spec.max_position_embeddings, 8192);
   const int64_t need = static_cast<int64_t>(ids->size()) + o.n;

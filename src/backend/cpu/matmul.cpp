@@ -1,0 +1,306 @@
+// y[T, out] = x[T, in] · W[out, in]^T on the CPU.
+//  - float weights (F32/F16/BF16): float32 FMA dot products;
+//  - Q8_0, Q4_0, Q5_0, Q4_K, Q6_K: activations are quantized once per call to
+//    int8 blocks of 32 (as llama.cpp's Q8_0/Q8_K), then integer dot products
+//    with AVX2 (maddubs/madd) and one float scale per block;
+//  - every other supported type: dequantize the row, float dot (generic path).
+// Rows are split across the thread pool; each weight row is reused for all T
+// tokens while it is in L1.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/quant_blocks.h"
+#include "core/thread_pool.h"
+
+namespace gf::cpu {
+namespace {
+
+// Activations of one token quantized to blocks of 32 int8 values.
+struct QActs {
+  std::vector<int8_t> q;      // [in]
+  std::vector<float> d;       // [in/32] scale per block
+  std::vector<int32_t> sum16; // [in/16] sum of q over each 16
+};
+
+void quantize_acts(const float* x, int64_t n, QActs& a) {
+  a.q.resize(static_cast<size_t>(n));
+  a.d.resize(static_cast<size_t>(n / 32));
+  a.sum16.resize(static_cast<size_t>(n / 16));
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + b * 32;
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float d = amax / 127.0f;
+    const float id = d ? 1.0f / d : 0.0f;
+    a.d[static_cast<size_t>(b)] = d;
+    int32_t s0 = 0, s1 = 0;
+    for (int i = 0; i < 32; ++i) {
+      const int v = static_cast<int>(std::nearbyint(xb[i] * id));
+      a.q[static_cast<size_t>(b * 32 + i)] = static_cast<int8_t>(v);
+      (i < 16 ? s0 : s1) += v;
+    }
+    a.sum16[static_cast<size_t>(2 * b)] = s0;
+    a.sum16[static_cast<size_t>(2 * b + 1)] = s1;
+  }
+}
+
+#ifdef __AVX2__
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+// Signed int8 x signed int8, 32 lanes -> 8 int32 partial sums.
+inline __m256i dot_i8(__m256i x, __m256i y) {
+  const __m256i ax = _mm256_sign_epi8(x, x);
+  const __m256i sy = _mm256_sign_epi8(y, x);
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+}
+// Unsigned (< 64) x signed int8 -> 8 int32 partial sums.
+inline __m256i dot_u8(__m256i u, __m256i y) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1)); }
+// 32 bits -> 32 bytes of 0xFF (bit set) or 0x00.
+inline __m256i bits_to_bytes(const uint8_t* p) {
+  uint32_t x;
+  std::memcpy(&x, p, 4);
+  const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
+  __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(x)), shuf);
+  b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+  return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+}
+// 16 bytes of nibbles -> 32 bytes: low nibbles first, then high.
+inline __m256i nibbles(const uint8_t* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0xF);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+}
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+float dot_q8_0(const uint8_t* w, const QActs& a, int64_t n) {
+  const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
+    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + i * 32));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(q, y)), _mm256_set1_ps(h2f(b[i].d) * a.d[static_cast<size_t>(i)]), acc);
+  }
+  return hsum(acc);
+}
+
+float dot_q4_0(const uint8_t* w, const QActs& a, int64_t n) {
+  const BlockQ4_0* b = reinterpret_cast<const BlockQ4_0*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m256i q = _mm256_sub_epi8(nibbles(b[i].qs), _mm256_set1_epi8(8));
+    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + i * 32));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(q, y)), _mm256_set1_ps(h2f(b[i].d) * a.d[static_cast<size_t>(i)]), acc);
+  }
+  return hsum(acc);
+}
+
+float dot_q5_0(const uint8_t* w, const QActs& a, int64_t n) {
+  const BlockQ5_0* b = reinterpret_cast<const BlockQ5_0*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    // x - 16: where the fifth bit is clear, OR 0xF0 makes the byte x - 16 (negative).
+    const __m256i hi = _mm256_andnot_si256(bits_to_bytes(b[i].qh), _mm256_set1_epi8(static_cast<char>(0xF0)));
+    const __m256i q = _mm256_or_si256(nibbles(b[i].qs), hi);
+    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + i * 32));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(q, y)), _mm256_set1_ps(h2f(b[i].d) * a.d[static_cast<size_t>(i)]), acc);
+  }
+  return hsum(acc);
+}
+
+float dot_q4_k(const uint8_t* w, const QActs& a, int64_t n) {
+  const BlockQ4_K* b = reinterpret_cast<const BlockQ4_K*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0;
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+    for (int j = 0; j < 4; ++j) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * j));
+      for (int h = 0; h < 2; ++h) {
+        const int sub = 2 * j + h;
+        const int64_t ab = i * 8 + sub;  // activation block of 32
+        uint8_t sc, m;
+        k_scale_min(sub, b[i].scales, &sc, &m);
+        const __m256i qv = h ? _mm256_and_si256(_mm256_srli_epi16(q, 4), m4) : _mm256_and_si256(q, m4);
+        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + ab * 32));
+        const float da = a.d[static_cast<size_t>(ab)];
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(qv, y)), _mm256_set1_ps(d * sc * da), acc);
+        mins += dmin * m * da * static_cast<float>(a.sum16[static_cast<size_t>(2 * ab)] + a.sum16[static_cast<size_t>(2 * ab + 1)]);
+      }
+    }
+  }
+  return hsum(acc) - mins;
+}
+
+float dot_q6_k(const uint8_t* w, const QActs& a, int64_t n) {
+  const BlockQ6_K* b = reinterpret_cast<const BlockQ6_K*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  float offs = 0;
+  const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const float d = h2f(b[i].d);
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* ql = b[i].ql + 64 * half;
+      const uint8_t* qh = b[i].qh + 32 * half;
+      const int8_t* sc = b[i].scales + 8 * half;
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4)),
+      };
+      for (int k = 0; k < 4; ++k) {
+        const int64_t ab = i * 8 + half * 4 + k;
+        const float da = a.d[static_cast<size_t>(ab)] * d;
+        const float s0 = sc[2 * k] * da, s1 = sc[2 * k + 1] * da;
+        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + ab * 32));
+        // Lanes 0-3 hold elements 0-15 (scale s0), lanes 4-7 elements 16-31 (s1).
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(q[k], y)), _mm256_setr_ps(s0, s0, s0, s0, s1, s1, s1, s1), acc);
+        offs += 32.0f * (s0 * static_cast<float>(a.sum16[static_cast<size_t>(2 * ab)]) +
+                         s1 * static_cast<float>(a.sum16[static_cast<size_t>(2 * ab + 1)]));
+      }
+    }
+  }
+  return hsum(acc) - offs;
+}
+
+float dot_f32(const float* w, const float* x, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
+  }
+  float s = hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += w[i] * x[i];
+  return s;
+}
+inline __m256 load_bf16(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(load_bf16(w + i), _mm256_loadu_ps(x + i), acc0);
+    acc1 = _mm256_fmadd_ps(load_bf16(w + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
+  }
+  float s = hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += bf16_to_f32(w[i]) * x[i];
+  return s;
+}
+float dot_f16(const uint16_t* w, const float* x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))), _mm256_loadu_ps(x + i), acc);
+  float s = hsum(acc);
+  for (; i < n; ++i) s += f16_to_f32(w[i]) * x[i];
+  return s;
+}
+#else
+float dot_f32(const float* w, const float* x, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
+  return s;
+}
+#endif
+
+using QuantDot = float (*)(const uint8_t*, const QActs&, int64_t);
+
+QuantDot quant_dot(DType t, int64_t in) {
+#ifdef __AVX2__
+  switch (t) {
+    case DType::Q8_0: return dot_q8_0;
+    case DType::Q4_0: return dot_q4_0;
+    case DType::Q5_0: return dot_q5_0;
+    case DType::Q4_K: return in % 256 == 0 ? dot_q4_k : nullptr;
+    case DType::Q6_K: return in % 256 == 0 ? dot_q6_k : nullptr;
+    default: return nullptr;
+  }
+#else
+  (void)t;
+  (void)in;
+  return nullptr;
+#endif
+}
+
+}  // namespace
+
+bool matmul_supported(DType t) {
+  switch (t) {
+    case DType::F32: case DType::F16: case DType::BF16: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
+    case DType::Q5_1: case DType::Q8_0: case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K:
+    case DType::Q6_K: case DType::Q8_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
+  const int64_t out = W.rows(), in = W.cols();
+  if (QuantDot dot = quant_dot(W.dtype, in)) {
+    std::vector<QActs> acts(static_cast<size_t>(T));
+    parallel_for(T, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) quantize_acts(x + t * in, in, acts[static_cast<size_t>(t)]);
+    });
+    parallel_for(out, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const uint8_t* row = W.row(r);
+        for (int64_t t = 0; t < T; ++t) y[t * out + r] = dot(row, acts[static_cast<size_t>(t)], in);
+      }
+    }, 16);
+    return;
+  }
+  parallel_for(out, [&](int64_t b, int64_t e) {
+    std::vector<float> buf;
+    for (int64_t r = b; r < e; ++r) {
+      const float* wr;
+#ifdef __AVX2__
+      if (W.dtype == DType::BF16) {
+        for (int64_t t = 0; t < T; ++t) y[t * out + r] = dot_bf16(reinterpret_cast<const uint16_t*>(W.row(r)), x + t * in, in);
+        continue;
+      }
+      if (W.dtype == DType::F16) {
+        for (int64_t t = 0; t < T; ++t) y[t * out + r] = dot_f16(reinterpret_cast<const uint16_t*>(W.row(r)), x + t * in, in);
+        continue;
+      }
+#endif
+      if (W.dtype == DType::F32) {
+        wr = reinterpret_cast<const float*>(W.row(r));
+      } else {
+        buf.resize(static_cast<size_t>(in));
+        (void)dequantize_row(W.dtype, W.row(r), buf.data(), in);
+        wr = buf.data();
+      }
+      for (int64_t t = 0; t < T; ++t) y[t * out + r] = dot_f32(wr, x + t * in, in);
+    }
+  }, 16);
+}
+
+void matmul_reference(const TensorView& W, const float* x, int64_t T, float* y) {
+  const int64_t out = W.rows(), in = W.cols();
+  std::vector<float> row(static_cast<size_t>(in));
+  for (int64_t r = 0; r < out; ++r) {
+    (void)dequantize_row(W.dtype, W.row(r), row.data(), in);
+    for (int64_t t = 0; t < T; ++t) {
+      double s = 0;
+      for (int64_t i = 0; i < in; ++i) s += static_cast<double>(row[static_cast<size_t>(i)]) * x[t * in + i];
+      y[t * out + r] = static_cast<float>(s);
+    }
+  }
+}
+
+}  // namespace gf::cpu

@@ -1,0 +1,289 @@
+#include "formats/gguf.h"
+
+#include <cstring>
+#include <sstream>
+
+namespace gf {
+namespace {
+
+// GGML type ids (ggml.h) -> our DType.
+Result<DType> dtype_from_ggml(uint32_t id) {
+  switch (id) {
+    case 0: return DType::F32;
+    case 1: return DType::F16;
+    case 2: return DType::Q4_0;
+    case 3: return DType::Q4_1;
+    case 6: return DType::Q5_0;
+    case 7: return DType::Q5_1;
+    case 8: return DType::Q8_0;
+    case 9: return DType::Q8_1;
+    case 10: return DType::Q2_K;
+    case 11: return DType::Q3_K;
+    case 12: return DType::Q4_K;
+    case 13: return DType::Q5_K;
+    case 14: return DType::Q6_K;
+    case 15: return DType::Q8_K;
+    case 24: return DType::I8;
+    case 25: return DType::I16;
+    case 26: return DType::I32;
+    case 27: return DType::I64;
+    case 28: return DType::F64;
+    case 30: return DType::BF16;
+    default: return Err("GGML type id " + std::to_string(id) + " is not supported");
+  }
+}
+
+// Bounds-checked little-endian reader over the mapped bytes.
+class Cursor {
+ public:
+  Cursor(const uint8_t* p, uint64_t n) : p_(p), n_(n) {}
+  uint64_t pos() const { return pos_; }
+  bool read(void* dst, uint64_t len) {
+    if (len > n_ - pos_) return false;
+    std::memcpy(dst, p_ + pos_, len);
+    pos_ += len;
+    return true;
+  }
+  template <class T>
+  bool get(T& v) { return read(&v, sizeof(T)); }
+  bool str(std::string& s) {
+    uint64_t len;
+    if (!get(len) || len > n_ - pos_) return false;
+    s.assign(reinterpret_cast<const char*>(p_ + pos_), len);
+    pos_ += len;
+    return true;
+  }
+
+ private:
+  const uint8_t* p_;
+  uint64_t n_;
+  uint64_t pos_ = 0;
+};
+
+size_t scalar_size(GgufType t) {
+  switch (t) {
+    case GgufType::U8: case GgufType::I8: case GgufType::BOOL: return 1;
+    case GgufType::U16: case GgufType::I16: return 2;
+    case GgufType::U32: case GgufType::I32: case GgufType::F32: return 4;
+    case GgufType::U64: case GgufType::I64: case GgufType::F64: return 8;
+    default: return 0;
+  }
+}
+
+bool read_scalar(Cursor& c, GgufType t, GgufValue& v) {
+  v.type = t;
+  switch (t) {
+    case GgufType::U8: { uint8_t x; if (!c.get(x)) return false; v.i = x; v.u = x; return true; }
+    case GgufType::I8: { int8_t x; if (!c.get(x)) return false; v.i = x; v.u = static_cast<uint64_t>(x); return true; }
+    case GgufType::U16: { uint16_t x; if (!c.get(x)) return false; v.i = x; v.u = x; return true; }
+    case GgufType::I16: { int16_t x; if (!c.get(x)) return false; v.i = x; v.u = static_cast<uint64_t>(x); return true; }
+    case GgufType::U32: { uint32_t x; if (!c.get(x)) return false; v.i = x; v.u = x; return true; }
+    case GgufType::I32: { int32_t x; if (!c.get(x)) return false; v.i = x; v.u = static_cast<uint64_t>(x); return true; }
+    case GgufType::U64: { uint64_t x; if (!c.get(x)) return false; v.i = static_cast<int64_t>(x); v.u = x; return true; }
+    case GgufType::I64: { int64_t x; if (!c.get(x)) return false; v.i = x; v.u = static_cast<uint64_t>(x); return true; }
+    case GgufType::F32: { float x; if (!c.get(x)) return false; v.f = x; return true; }
+    case GgufType::F64: { double x; if (!c.get(x)) return false; v.f = x; return true; }
+    case GgufType::BOOL: { uint8_t x; if (!c.get(x) || x > 1) return false; v.i = x; v.u = x; return true; }
+    case GgufType::STRING: return c.str(v.s);
+    default: return false;
+  }
+}
+
+bool is_integer(GgufType t) {
+  return t == GgufType::U8 || t == GgufType::I8 || t == GgufType::U16 || t == GgufType::I16 || t == GgufType::U32 ||
+         t == GgufType::I32 || t == GgufType::U64 || t == GgufType::I64;
+}
+
+Status read_value(Cursor& c, GgufType t, GgufValue& v, uint64_t file_size, int depth) {
+  if (t == GgufType::ARRAY) {
+    if (depth > 4) return Err("arrays nested too deeply");
+    uint32_t et;
+    uint64_t n;
+    if (!c.get(et) || !c.get(n)) return Err("truncated array header");
+    if (et > 12) return Err("array of unknown type " + std::to_string(et));
+    v.type = GgufType::ARRAY;
+    v.elem_type = static_cast<GgufType>(et);
+    // Each element takes at least one byte (8 for strings): a count beyond
+    // the file is corrupt, and we must not reserve memory for it.
+    const uint64_t min_elem = et == 8 ? 8 : std::max<size_t>(1, scalar_size(v.elem_type));
+    if (n > file_size / min_elem) return Err("array of " + std::to_string(n) + " elements is larger than the file");
+    v.arr.resize(n);
+    for (uint64_t i = 0; i < n; ++i) GF_RETURN_IF_ERROR(read_value(c, v.elem_type, v.arr[i], file_size, depth + 1));
+    return Ok();
+  }
+  if (static_cast<uint32_t>(t) > 12) return Err("unknown value type " + std::to_string(static_cast<uint32_t>(t)));
+  if (!read_scalar(c, t, v)) return Err("truncated or invalid value");
+  return Ok();
+}
+
+}  // namespace
+
+Result<GgufFile> GgufFile::open(const std::string& path) {
+  GF_ASSIGN_OR_RETURN(MappedFile mf, MappedFile::open(path));
+  GgufFile g;
+  g.file_ = std::make_shared<MappedFile>(std::move(mf));
+  const uint64_t size = g.file_->size();
+  auto fail = [&](const std::string& m) { return Err(path + ": " + m); };
+  Cursor c(g.file_->data(), size);
+  char magic[4];
+  if (!c.read(magic, 4) || std::memcmp(magic, "GGUF", 4) != 0) return fail("not a GGUF file (bad magic)");
+  if (!c.get(g.version_)) return fail("truncated header");
+  if (g.version_ == 1) return fail("GGUF version 1 is not supported (re-convert with a llama.cpp from 2023-08 or later)");
+  if (g.version_ != 2 && g.version_ != 3) return fail("unknown GGUF version " + std::to_string(g.version_));
+  uint64_t n_tensors, n_kv;
+  if (!c.get(n_tensors) || !c.get(n_kv)) return fail("truncated header");
+  if (n_tensors > size / 24 || n_kv > size / 12) return fail("header counts (" + std::to_string(n_tensors) + " tensors, " +
+                                                                 std::to_string(n_kv) + " keys) are larger than the file allows");
+  for (uint64_t i = 0; i < n_kv; ++i) {
+    std::string key;
+    uint32_t type;
+    if (!c.str(key) || !c.get(type)) return fail("truncated metadata (key " + std::to_string(i) + ")");
+    GgufValue v;
+    Status s = read_value(c, static_cast<GgufType>(type), v, size, 0);
+    if (!s.ok()) return fail("metadata key \"" + key + "\": " + s.message());
+    if (g.kv_.count(key)) return fail("duplicate metadata key \"" + key + "\"");
+    g.key_order_.push_back(key);
+    g.kv_[key] = std::move(v);
+  }
+  if (const GgufValue* a = g.find("general.alignment")) {
+    if (!is_integer(a->type) || a->u == 0 || (a->u & (a->u - 1)) || a->u > 65536) return fail("general.alignment must be a power of two");
+    g.alignment_ = a->u;
+  }
+  struct Info { std::string name; uint32_t type; std::vector<int64_t> dims; uint64_t offset; };
+  std::vector<Info> infos;
+  for (uint64_t i = 0; i < n_tensors; ++i) {
+    Info t;
+    uint32_t nd;
+    if (!c.str(t.name) || !c.get(nd)) return fail("truncated tensor info " + std::to_string(i));
+    if (nd == 0 || nd > 4) return fail("tensor \"" + t.name + "\" has " + std::to_string(nd) + " dims (1 to 4 allowed)");
+    for (uint32_t d = 0; d < nd; ++d) {
+      uint64_t dim;
+      if (!c.get(dim)) return fail("truncated tensor info for \"" + t.name + "\"");
+      if (dim > (1ull << 40)) return fail("tensor \"" + t.name + "\" has an absurd dimension");
+      t.dims.push_back(static_cast<int64_t>(dim));
+    }
+    if (!c.get(t.type) || !c.get(t.offset)) return fail("truncated tensor info for \"" + t.name + "\"");
+    infos.push_back(std::move(t));
+  }
+  const uint64_t data_start = (c.pos() + g.alignment_ - 1) / g.alignment_ * g.alignment_;
+  if (data_start > size) return fail("truncated before the tensor data");
+  for (auto& in : infos) {
+    auto dt = dtype_from_ggml(in.type);
+    if (!dt.ok()) return fail("tensor \"" + in.name + "\": " + dt.message());
+    TensorView t;
+    t.name = in.name;
+    t.dtype = *dt;
+    t.shape.assign(in.dims.rbegin(), in.dims.rend());  // GGUF lists innermost first
+    uint64_t numel = 1;
+    for (int64_t d : in.dims)
+      if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel)) return fail("tensor \"" + in.name + "\" size overflows");
+    auto row = dtype_bytes(t.dtype, in.dims[0]);
+    if (!row.ok()) return fail("tensor \"" + in.name + "\": " + row.message());
+    uint64_t nbytes = in.dims[0] == 0 ? 0 : *row * (numel / static_cast<uint64_t>(in.dims[0]));
+    if (in.offset % g.alignment_) return fail("tensor \"" + in.name + "\" data offset is not aligned to " + std::to_string(g.alignment_));
+    if (in.offset > size - data_start || nbytes > size - data_start - in.offset)
+      return fail("tensor \"" + in.name + "\" data runs past the end of the file (truncated?)");
+    t.data = g.file_->data() + data_start + in.offset;
+    t.nbytes = nbytes;
+    if (g.tensor_index_.count(t.name)) return fail("duplicate tensor name \"" + t.name + "\"");
+    g.tensor_index_[t.name] = g.tensors_.size();
+    g.tensors_.push_back(std::move(t));
+  }
+  return g;
+}
+
+const GgufValue* GgufFile::find(const std::string& key) const {
+  auto it = kv_.find(key);
+  return it == kv_.end() ? nullptr : &it->second;
+}
+
+const TensorView* GgufFile::find_tensor(const std::string& name) const {
+  auto it = tensor_index_.find(name);
+  return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
+}
+
+namespace {
+Status missing(const GgufFile& f, const std::string& key) { return Err(f.path() + ": metadata key \"" + key + "\" is missing"); }
+Status wrong(const GgufFile& f, const std::string& key, const char* want) {
+  return Err(f.path() + ": metadata key \"" + key + "\" is not " + want);
+}
+}  // namespace
+
+Result<std::string> GgufFile::get_string(const std::string& key) const {
+  const GgufValue* v = find(key);
+  if (!v) return missing(*this, key);
+  if (v->type != GgufType::STRING) return wrong(*this, key, "a string");
+  return v->s;
+}
+
+Result<int64_t> GgufFile::get_int(const std::string& key) const {
+  const GgufValue* v = find(key);
+  if (!v) return missing(*this, key);
+  if (!is_integer(v->type) && v->type != GgufType::BOOL) return wrong(*this, key, "an integer");
+  return v->i;
+}
+
+Result<double> GgufFile::get_float(const std::string& key) const {
+  const GgufValue* v = find(key);
+  if (!v) return missing(*this, key);
+  if (v->type == GgufType::F32 || v->type == GgufType::F64) return v->f;
+  if (is_integer(v->type)) return static_cast<double>(v->i);
+  return wrong(*this, key, "a number");
+}
+
+Result<bool> GgufFile::get_bool(const std::string& key) const {
+  const GgufValue* v = find(key);
+  if (!v) return missing(*this, key);
+  if (v->type != GgufType::BOOL && !is_integer(v->type)) return wrong(*this, key, "a bool");
+  return v->i != 0;
+}
+
+Result<std::vector<std::string>> GgufFile::get_string_array(const std::string& key) const {
+  const GgufValue* v = find(key);
+  if (!v) return missing(*this, key);
+  if (v->type != GgufType::ARRAY || v->elem_type != GgufType::STRING) return wrong(*this, key, "an array of strings");
+  std::vector<std::string> out;
+  out.reserve(v->arr.size());
+  for (const auto& e : v->arr) out.push_back(e.s);
+  return out;
+}
+
+Result<std::vector<double>> GgufFile::get_float_array(const std::string& key) const {
+  const GgufValue* v = find(key);
+  if (!v) return missing(*this, key);
+  if (v->type != GgufType::ARRAY || (v->elem_type != GgufType::F32 && v->elem_type != GgufType::F64))
+    return wrong(*this, key, "an array of floats");
+  std::vector<double> out;
+  out.reserve(v->arr.size());
+  for (const auto& e : v->arr) out.push_back(e.f);
+  return out;
+}
+
+Result<std::vector<int64_t>> GgufFile::get_int_array(const std::string& key) const {
+  const GgufValue* v = find(key);
+  if (!v) return missing(*this, key);
+  if (v->type != GgufType::ARRAY || !is_integer(v->elem_type)) return wrong(*this, key, "an array of integers");
+  std::vector<int64_t> out;
+  out.reserve(v->arr.size());
+  for (const auto& e : v->arr) out.push_back(e.i);
+  return out;
+}
+
+std::string gguf_value_to_string(const GgufValue& v, size_t max_items) {
+  std::ostringstream o;
+  switch (v.type) {
+    case GgufType::STRING: o << '"' << v.s << '"'; break;
+    case GgufType::F32: case GgufType::F64: o << v.f; break;
+    case GgufType::BOOL: o << (v.i ? "true" : "false"); break;
+    case GgufType::ARRAY:
+      o << "[";
+      for (size_t i = 0; i < v.arr.size() && i < max_items; ++i) o << (i ? ", " : "") << gguf_value_to_string(v.arr[i], max_items);
+      if (v.arr.size() > max_items) o << ", ... (" << v.arr.size() << " items)";
+      o << "]";
+      break;
+    default: o << v.i;
+  }
+  return o.str();
+}
+
+}  // namespace gf
