@@ -1,0 +1,79 @@
+// Gemma tokenizers: BPE with byte fallback, exactly as Hugging Face
+// `tokenizers` encodes with the Gemma tokenizer.json files (merges by rank),
+// or, for GGUF vocabularies that carry scores instead of merges, the
+// SentencePiece rule llama.cpp uses (merge the adjacent pair whose merged piece
+// scores highest). Added tokens are matched in the raw text first, leftmost
+// longest, and never split.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/status.h"
+
+namespace gf {
+
+class GgufFile;
+
+class Tokenizer {
+ public:
+  // tokenizer.json (plain or .xz).
+  static Result<Tokenizer> from_json_file(const std::string& path);
+  static Result<Tokenizer> from_json_text(const std::string& json);
+  // The tokenizer.ggml.* metadata of a GGUF file.
+  static Result<Tokenizer> from_gguf(const GgufFile& f);
+  // A tokenizer.json / .json.xz file, a GGUF file, or a model folder holding tokenizer.json.
+  static Result<Tokenizer> from_path(const std::string& path);
+
+  // parse_special: match special/control tokens written in the text (as HF
+  // does by default). false treats them as plain text (chat message content:
+  // a user typing "<end_of_turn>" cannot end their turn); non-special added
+  // tokens (whitespace runs, <unusedN> in HF files) still match.
+  std::vector<int32_t> encode(std::string_view text, bool add_bos = false, bool parse_special = true) const;
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
+  // Raw bytes of one token as it contributes to decoded text (byte tokens give one byte).
+  const std::string& token_bytes(int32_t id) const { return bytes_[static_cast<size_t>(id)]; }
+
+  int32_t bos_id() const { return bos_; }
+  int32_t eos_id() const { return eos_; }
+  int32_t pad_id() const { return pad_; }
+  bool add_bos_default() const { return add_bos_; }
+  int32_t vocab_size() const { return static_cast<int32_t>(pieces_.size()); }
+  std::optional<int32_t> token_to_id(std::string_view piece) const;
+  std::string_view piece(int32_t id) const { return pieces_[static_cast<size_t>(id)]; }
+  bool is_special(int32_t id) const { return special_[static_cast<size_t>(id)] != 0; }
+  bool valid_id(int32_t id) const { return id >= 0 && id < vocab_size(); }
+
+ private:
+  struct TrieNode {
+    int32_t token = -1;
+    std::vector<std::pair<uint8_t, int32_t>> kids;
+  };
+  Status finish();  // builds the lookup tables once pieces and merges are set
+  void add_to_trie(const std::string& s, int32_t id);
+  int32_t match_added(std::string_view text, size_t pos, bool parse_special, size_t* len) const;
+  void encode_segment(std::string_view raw, std::vector<int32_t>& out) const;
+  void push_char_or_bytes(std::string_view ch, std::vector<int32_t>& syms) const;
+
+  std::vector<std::string> pieces_;
+  std::vector<std::string> bytes_;           // decoded bytes per token
+  std::vector<uint8_t> special_;             // 1 = special/control
+  std::vector<uint8_t> added_;               // 1 = added token (matched before BPE)
+  std::unordered_map<std::string_view, int32_t> index_;  // piece -> id (views into pieces_)
+  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (left, right) -> (rank, merged id)
+  std::vector<float> scores_;                // SPM mode when merges_ is empty
+  int32_t byte_ids_[256];
+  std::vector<TrieNode> trie_;
+  int32_t bos_ = 2, eos_ = 1, pad_ = 0, unk_ = 3;
+  bool add_bos_ = true;
+  bool use_scores_ = false;
+};
+
+// Whether s is valid UTF-8.
+bool valid_utf8(std::string_view s);
+
+}  // namespace gf
