@@ -101,6 +101,7 @@ Result<Model> load_gguf_model(const std::string& path) {
   m.source = path;
   m.format = "gguf";
   m.tokenizer_path = path;
+  m.has_chat_template = file->find("tokenizer.chat_template") != nullptr;
   GF_ASSIGN_OR_RETURN(m.spec, spec_from_gguf(*file));
   for (const auto& t : file->tensors()) m.tensors.push_back(&t);
   m.keep_alive.push_back(file);

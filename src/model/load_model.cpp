@@ -39,6 +39,8 @@ Result<Model> load_hf_model(const std::string& dir, const std::string& config_fi
   m.tensors = ck->tensors();
   m.keep_alive.push_back(ck);
   if (file_exists(dir + "/tokenizer.json")) m.tokenizer_path = dir;
+  if (auto tc = read_text_file(dir + "/tokenizer_config.json"); tc.ok()) m.has_chat_template = tc->find("chat_template") != std::string::npos;
+  if (file_exists(dir + "/chat_template.jinja") || file_exists(dir + "/chat_template.json")) m.has_chat_template = true;
   // Text decoder weights sit under one of these prefixes (multimodal wrappers nest them).
   std::string prefix;
   for (const char* p : {"model.", "model.language_model.", "language_model.model.", ""})

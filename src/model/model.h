@@ -35,6 +35,7 @@ struct Model {
   std::vector<const TensorView*> tensors;   // every tensor of the source, for inspect
   std::vector<std::shared_ptr<const void>> keep_alive;  // mmaps and owned buffers behind the views
   std::string tokenizer_path;               // tokenizer.json folder or GGUF; empty if none
+  bool has_chat_template = false;           // instruction-tuned: the source ships a chat template
 
   uint64_t weight_bytes() const;
 };
