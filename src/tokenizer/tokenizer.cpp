@@ -15,8 +15,6 @@ size_t utf8_len(uint8_t c) {
   return 1;  // stray continuation byte: its own "character"
 }
 
-uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
-
 }  // namespace
 
 bool valid_utf8(std::string_view s) {
@@ -46,12 +44,10 @@ Status Tokenizer::finish() {
   if (n == 0) return Err("tokenizer has an empty vocabulary");
   special_.resize(n, 0);
   added_.resize(n, 0);
-  index_.reserve(n * 2);
   bytes_.resize(n);
   for (int i = 0; i < 256; ++i) byte_ids_[i] = -1;
   for (size_t i = 0; i < n; ++i) {
     const std::string& p = pieces_[i];
-    index_.emplace(std::string_view(p), static_cast<int32_t>(i));
     // <0xNN> byte-fallback tokens decode to one byte.
     if (p.size() == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>' && !added_[i]) {
       const int v = std::stoi(p.substr(3, 2), nullptr, 16);
@@ -71,6 +67,7 @@ Status Tokenizer::finish() {
     }
     bytes_[i] = std::move(b);
   }
+  index_.build(pieces_);
   trie_.assign(1, TrieNode{});
   for (size_t i = 0; i < n; ++i)
     if (added_[i]) add_to_trie(pieces_[i], static_cast<int32_t>(i));
@@ -114,15 +111,15 @@ int32_t Tokenizer::match_added(std::string_view text, size_t pos, bool parse_spe
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view piece) const {
-  auto it = index_.find(piece);
-  if (it == index_.end()) return std::nullopt;
-  return it->second;
+  const int32_t id = index_.find(piece);
+  if (id < 0) return std::nullopt;
+  return id;
 }
 
 void Tokenizer::push_char_or_bytes(std::string_view ch, std::vector<int32_t>& syms) const {
-  auto it = index_.find(ch);
-  if (it != index_.end() && !added_[static_cast<size_t>(it->second)]) {
-    syms.push_back(it->second);
+  const int32_t id = index_.find(ch);
+  if (id >= 0 && !added_[static_cast<size_t>(id)]) {
+    syms.push_back(id);
     return;
   }
   for (char b : ch) {
@@ -152,8 +149,7 @@ void Tokenizer::encode_segment(std::string_view raw, std::vector<int32_t>& out) 
   for (size_t i = 0; i < norm.size();) {
     const size_t n = std::min(utf8_len(static_cast<uint8_t>(norm[i])), norm.size() - i);
     if (use_scores_) {
-      auto it = index_.find(std::string_view(norm).substr(i, n));
-      syms.push_back({it == index_.end() ? -1 : it->second, static_cast<uint32_t>(i), static_cast<uint32_t>(n), 0, 0});
+      syms.push_back({index_.find(std::string_view(norm).substr(i, n)), static_cast<uint32_t>(i), static_cast<uint32_t>(n), 0, 0});
     } else {
       ids.clear();
       push_char_or_bytes(std::string_view(norm).substr(i, n), ids);
@@ -184,14 +180,14 @@ void Tokenizer::encode_segment(std::string_view raw, std::vector<int32_t>& out) 
     const Sym& a = syms[static_cast<size_t>(l)];
     const Sym& b = syms[static_cast<size_t>(r)];
     if (use_scores_) {
-      auto it = index_.find(std::string_view(norm).substr(a.start, a.len + b.len));
-      if (it == index_.end() || added_[static_cast<size_t>(it->second)]) return;
-      pq.push({-static_cast<double>(scores_[static_cast<size_t>(it->second)]), l, r, a.len, b.len, it->second});
+      const int32_t id = index_.find(std::string_view(norm).substr(a.start, a.len + b.len));
+      if (id < 0 || added_[static_cast<size_t>(id)]) return;
+      pq.push({-static_cast<double>(scores_[static_cast<size_t>(id)]), l, r, a.len, b.len, id});
     } else {
       if (a.id < 0 || b.id < 0) return;
-      auto it = merges_.find(pair_key(a.id, b.id));
-      if (it == merges_.end()) return;
-      pq.push({static_cast<double>(it->second.first), l, r, a.len, b.len, it->second.second});
+      int32_t rank, merged;
+      if (!merges_.find(a.id, b.id, &rank, &merged)) return;
+      pq.push({static_cast<double>(rank), l, r, a.len, b.len, merged});
     }
   };
   for (int32_t i = 0; i + 1 < count; ++i) consider(i);

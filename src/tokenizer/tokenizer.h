@@ -10,10 +10,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "core/status.h"
+#include "tokenizer/flat_maps.h"
 
 namespace gf {
 
@@ -63,8 +63,8 @@ class Tokenizer {
   std::vector<std::string> bytes_;           // decoded bytes per token
   std::vector<uint8_t> special_;             // 1 = special/control
   std::vector<uint8_t> added_;               // 1 = added token (matched before BPE)
-  std::unordered_map<std::string_view, int32_t> index_;  // piece -> id (views into pieces_)
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (left, right) -> (rank, merged id)
+  PieceIndex index_;                         // piece -> id
+  MergeTable merges_;                        // (left, right) -> (rank, merged id)
   std::vector<float> scores_;                // SPM mode when merges_ is empty
   int32_t byte_ids_[256];
   std::vector<TrieNode> trie_;
