@@ -26,10 +26,10 @@ inline size_t table_size(size_t n) {
 
 // Piece string -> id; the strings live in the tokenizer's pieces vector.
 // Each slot keeps 32 bits of the hash so most probes never touch a string.
+// The owner passes its pieces to every call (no stored pointer: the owner may move).
 class PieceIndex {
  public:
   void build(const std::vector<std::string>& pieces) {
-    pieces_ = &pieces;
     slots_.assign(table_size(pieces.size()), Slot{});
     const size_t mask = slots_.size() - 1;
     for (size_t i = 0; i < pieces.size(); ++i) {
@@ -37,7 +37,7 @@ class PieceIndex {
       size_t h = hv & mask;
       bool dup = false;
       while (slots_[h].id >= 0) {
-        if (slots_[h].tag == static_cast<uint32_t>(hv >> 32) && (*pieces_)[static_cast<size_t>(slots_[h].id)] == pieces[i]) {
+        if (slots_[h].tag == static_cast<uint32_t>(hv >> 32) && pieces[static_cast<size_t>(slots_[h].id)] == pieces[i]) {
           dup = true;  // keep the first id of a duplicate piece
           break;
         }
@@ -46,13 +46,13 @@ class PieceIndex {
       if (!dup) slots_[h] = {static_cast<uint32_t>(hv >> 32), static_cast<int32_t>(i)};
     }
   }
-  int32_t find(std::string_view s) const {
+  int32_t find(const std::vector<std::string>& pieces, std::string_view s) const {
     if (slots_.empty()) return -1;
     const uint64_t hv = hash_bytes(s);
     const uint32_t tag = static_cast<uint32_t>(hv >> 32);
     const size_t mask = slots_.size() - 1;
     for (size_t h = hv & mask; slots_[h].id >= 0; h = (h + 1) & mask)
-      if (slots_[h].tag == tag && (*pieces_)[static_cast<size_t>(slots_[h].id)] == s) return slots_[h].id;
+      if (slots_[h].tag == tag && pieces[static_cast<size_t>(slots_[h].id)] == s) return slots_[h].id;
     return -1;
   }
 
@@ -61,7 +61,6 @@ class PieceIndex {
     uint32_t tag = 0;
     int32_t id = -1;
   };
-  const std::vector<std::string>* pieces_ = nullptr;
   std::vector<Slot> slots_;
 };
 

@@ -111,13 +111,13 @@ int32_t Tokenizer::match_added(std::string_view text, size_t pos, bool parse_spe
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view piece) const {
-  const int32_t id = index_.find(piece);
+  const int32_t id = index_.find(pieces_, piece);
   if (id < 0) return std::nullopt;
   return id;
 }
 
 void Tokenizer::push_char_or_bytes(std::string_view ch, std::vector<int32_t>& syms) const {
-  const int32_t id = index_.find(ch);
+  const int32_t id = index_.find(pieces_, ch);
   if (id >= 0 && !added_[static_cast<size_t>(id)]) {
     syms.push_back(id);
     return;
@@ -149,7 +149,7 @@ void Tokenizer::encode_segment(std::string_view raw, std::vector<int32_t>& out) 
   for (size_t i = 0; i < norm.size();) {
     const size_t n = std::min(utf8_len(static_cast<uint8_t>(norm[i])), norm.size() - i);
     if (use_scores_) {
-      syms.push_back({index_.find(std::string_view(norm).substr(i, n)), static_cast<uint32_t>(i), static_cast<uint32_t>(n), 0, 0});
+      syms.push_back({index_.find(pieces_, std::string_view(norm).substr(i, n)), static_cast<uint32_t>(i), static_cast<uint32_t>(n), 0, 0});
     } else {
       ids.clear();
       push_char_or_bytes(std::string_view(norm).substr(i, n), ids);
@@ -180,7 +180,7 @@ void Tokenizer::encode_segment(std::string_view raw, std::vector<int32_t>& out) 
     const Sym& a = syms[static_cast<size_t>(l)];
     const Sym& b = syms[static_cast<size_t>(r)];
     if (use_scores_) {
-      const int32_t id = index_.find(std::string_view(norm).substr(a.start, a.len + b.len));
+      const int32_t id = index_.find(pieces_, std::string_view(norm).substr(a.start, a.len + b.len));
       if (id < 0 || added_[static_cast<size_t>(id)]) return;
       pq.push({-static_cast<double>(scores_[static_cast<size_t>(id)]), l, r, a.len, b.len, id});
     } else {
