@@ -115,6 +115,56 @@ float dot_q5_0(const uint8_t* w, const QActs& a, int64_t n) {
   return hsum(acc);
 }
 
+// Prefill: a Q4_0/Q5_0 row is unpacked once to signed int8 + one scale per
+// 32, then dotted with several tokens at a time (the weight loads are shared).
+bool unpack_row_i8(DType t, const uint8_t* w, int64_t n, int8_t* q, float* d) {
+  for (int64_t i = 0; i < n / 32; ++i) {
+    __m256i v;
+    if (t == DType::Q5_0) {
+      const BlockQ5_0* b = reinterpret_cast<const BlockQ5_0*>(w) + i;
+      v = _mm256_or_si256(nibbles(b->qs), _mm256_andnot_si256(bits_to_bytes(b->qh), _mm256_set1_epi8(static_cast<char>(0xF0))));
+      d[i] = h2f(b->d);
+    } else if (t == DType::Q4_0) {
+      const BlockQ4_0* b = reinterpret_cast<const BlockQ4_0*>(w) + i;
+      v = _mm256_sub_epi8(nibbles(b->qs), _mm256_set1_epi8(8));
+      d[i] = h2f(b->d);
+    } else if (t == DType::Q8_0) {
+      const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(w) + i;
+      v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs));
+      d[i] = h2f(b->d);
+    } else {
+      return false;
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * i), v);
+  }
+  return true;
+}
+
+// out[k] = row · act[k] for 4 tokens.
+void dot_unpacked_x4(const int8_t* q, const float* d, int64_t n, const QActs* const* acts, float* out) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * i));
+    const __m256i aw = _mm256_sign_epi8(w, w);
+    for (int k = 0; k < 4; ++k) {
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acts[k]->q.data() + 32 * i));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w)), _mm256_set1_epi16(1));
+      acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d[i] * acts[k]->d[static_cast<size_t>(i)]), acc[k]);
+    }
+  }
+  for (int k = 0; k < 4; ++k) out[k] = hsum(acc[k]);
+}
+
+float dot_unpacked(const int8_t* q, const float* d, int64_t n, const QActs& a) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * i));
+    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + 32 * i));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(w, y)), _mm256_set1_ps(d[i] * a.d[static_cast<size_t>(i)]), acc);
+  }
+  return hsum(acc);
+}
+
 float dot_q4_k(const uint8_t* w, const QActs& a, int64_t n) {
   const BlockQ4_K* b = reinterpret_cast<const BlockQ4_K*>(w);
   __m256 acc = _mm256_setzero_ps();
@@ -175,6 +225,8 @@ float dot_q6_k(const uint8_t* w, const QActs& a, int64_t n) {
   return hsum(acc) - offs;
 }
 
+}  // namespace
+
 float dot_f32(const float* w, const float* x, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
@@ -186,6 +238,9 @@ float dot_f32(const float* w, const float* x, int64_t n) {
   for (; i < n; ++i) s += w[i] * x[i];
   return s;
 }
+
+namespace {
+
 inline __m256 load_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
@@ -207,12 +262,6 @@ float dot_f16(const uint16_t* w, const float* x, int64_t n) {
     acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))), _mm256_loadu_ps(x + i), acc);
   float s = hsum(acc);
   for (; i < n; ++i) s += f16_to_f32(w[i]) * x[i];
-  return s;
-}
-#else
-float dot_f32(const float* w, const float* x, int64_t n) {
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
   return s;
 }
 #endif
@@ -238,6 +287,14 @@ QuantDot quant_dot(DType t, int64_t in) {
 
 }  // namespace
 
+#ifndef __AVX2__
+float dot_f32(const float* w, const float* x, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
+  return s;
+}
+#endif
+
 bool matmul_supported(DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
@@ -257,8 +314,26 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
       for (int64_t t = b; t < e; ++t) quantize_acts(x + t * in, in, acts[static_cast<size_t>(t)]);
     });
     parallel_for(out, [&](int64_t b, int64_t e) {
+#ifdef __AVX2__
+      std::vector<int8_t> uq(static_cast<size_t>(in));
+      std::vector<float> ud(static_cast<size_t>(in / 32));
+#endif
       for (int64_t r = b; r < e; ++r) {
         const uint8_t* row = W.row(r);
+#ifdef __AVX2__
+        if (T >= 4 && unpack_row_i8(W.dtype, row, in, uq.data(), ud.data())) {
+          int64_t t = 0;
+          for (; t + 4 <= T; t += 4) {
+            const QActs* four[4] = {&acts[static_cast<size_t>(t)], &acts[static_cast<size_t>(t + 1)], &acts[static_cast<size_t>(t + 2)],
+                                    &acts[static_cast<size_t>(t + 3)]};
+            float res[4];
+            dot_unpacked_x4(uq.data(), ud.data(), in, four, res);
+            for (int k = 0; k < 4; ++k) y[(t + k) * out + r] = res[k];
+          }
+          for (; t < T; ++t) y[t * out + r] = dot_unpacked(uq.data(), ud.data(), in, acts[static_cast<size_t>(t)]);
+          continue;
+        }
+#endif
         for (int64_t t = 0; t < T; ++t) y[t * out + r] = dot(row, acts[static_cast<size_t>(t)], in);
       }
     }, 16);

@@ -19,6 +19,9 @@ bool matmul_supported(DType t);
 // W.shape = [out, in]; x and y are dense row-major float32.
 void matmul(const TensorView& W, const float* x, int64_t T, float* y);
 
+// Float32 dot product (AVX2 + FMA where available), for attention and friends.
+float dot_f32(const float* a, const float* b, int64_t n);
+
 // The slow, obviously-correct version: dequantize each row, dot in double.
 void matmul_reference(const TensorView& W, const float* x, int64_t T, float* y);
 
