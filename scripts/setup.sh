@@ -43,4 +43,4 @@ if [ "$want_build" = 1 ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build build
 fi
-echo "== Done. Try: ./build/gemforge run -p \"Why is the sky blue?\""
+echo "== Done. Try: ./build/gemforge run -p \$'Question: Why is the sky blue?\\nAnswer:' -n 64"

@@ -1,5 +1,6 @@
 #include "cli/model_options.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -44,7 +45,16 @@ Result<std::string> default_model_path() {
 Result<Model> load_model_from_options(const ModelOptions& o, bool allow_default) {
   if (o.threads > 0) set_num_threads(o.threads);
   if (!o.synthetic.empty() && !o.model.empty()) return Err("give either -m or --synthetic, not both");
-  if (!o.synthetic.empty()) return synthetic_model(o.synthetic, o.seed);
+  if (!o.synthetic.empty()) {
+    // Generating gigabytes of random weights takes seconds: say so.
+    std::fprintf(stderr, "generating random weights for %s ...\n", o.synthetic.c_str());
+    auto t0 = std::chrono::steady_clock::now();
+    auto m = synthetic_model(o.synthetic, o.seed);
+    if (m.ok())
+      std::fprintf(stderr, "generated %.1f MiB in %.1f s\n", m->weight_bytes() / 1048576.0,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return m;
+  }
   if (!o.model.empty()) return load_model(o.model);
   if (!allow_default) return Err("no model given: pass -m MODEL (a Hugging Face folder or .gguf file) or --synthetic NAME");
   GF_ASSIGN_OR_RETURN(std::string path, default_model_path());
