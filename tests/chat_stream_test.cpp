@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
+#include "tokenizer_fixture.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/stream_decoder.h"
 
@@ -12,13 +13,7 @@ namespace {
 
 using json = nlohmann::json;
 
-const Tokenizer& tok(const std::string& name) {
-  static std::map<std::string, Tokenizer> cache;
-  auto it = cache.find(name);
-  if (it == cache.end())
-    it = cache.emplace(name, *Tokenizer::from_json_file(test::fixtures() + "/tokenizers/" + name + "_tokenizer.json.xz")).first;
-  return it->second;
-}
+const Tokenizer& tok(const std::string& name) { return test::fixture_tokenizer(name); }
 
 void check_chat(const std::string& name, bool allow_system) {
   std::ifstream in(test::fixtures() + "/tokenizers/chat_" + name + ".json");

@@ -7,6 +7,7 @@
 
 #include "formats/gguf.h"
 #include "test_util.h"
+#include "tokenizer_fixture.h"
 #include "tokenizer/tokenizer.h"
 
 namespace gf {
@@ -14,16 +15,7 @@ namespace {
 
 using json = nlohmann::json;
 
-const Tokenizer& tok(const std::string& name) {
-  static std::map<std::string, Tokenizer> cache;
-  auto it = cache.find(name);
-  if (it == cache.end()) {
-    auto t = Tokenizer::from_json_file(test::fixtures() + "/tokenizers/" + name + "_tokenizer.json.xz");
-    EXPECT_TRUE(t.ok()) << t.message();
-    it = cache.emplace(name, std::move(t).value()).first;
-  }
-  return it->second;
-}
+const Tokenizer& tok(const std::string& name) { return test::fixture_tokenizer(name); }
 
 std::vector<json> lines(const std::string& file) {
   std::ifstream in(test::fixtures() + "/tokenizers/" + file);

@@ -59,7 +59,7 @@ Status ModelSpec::validate() const {
 Status ModelSpec::check_supported() const {
   if (family == Family::Gemma4)
     return Err("Gemma 4 (" + model_type + ") is not supported yet by the forward pass: the config was parsed (see `gemforge inspect`), "
-               "but per-layer embeddings, KV sharing, k_eq_v, v_norm and MoE are not implemented");
+               "but its per-layer embeddings, KV sharing, k_eq_v, v_norm and MoE have no forward pass in this build");
   return Ok();
 }
 
