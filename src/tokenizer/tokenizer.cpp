@@ -68,6 +68,13 @@ Status Tokenizer::finish() {
     bytes_[i] = std::move(b);
   }
   index_.build(pieces_);
+  // Most characters are ASCII or "▁": look those up once here, not per character.
+  for (int c = 0; c < 128; ++c) {
+    const int32_t id = index_.find(pieces_, std::string(1, static_cast<char>(c)));
+    ascii_ids_[c] = id >= 0 && !added_[static_cast<size_t>(id)] ? id : -1;
+  }
+  space_id_ = index_.find(pieces_, kSpace);
+  if (space_id_ >= 0 && added_[static_cast<size_t>(space_id_)]) space_id_ = -1;
   trie_.assign(1, TrieNode{});
   for (size_t i = 0; i < n; ++i)
     if (added_[i]) add_to_trie(pieces_[i], static_cast<int32_t>(i));
@@ -117,6 +124,14 @@ std::optional<int32_t> Tokenizer::token_to_id(std::string_view piece) const {
 }
 
 void Tokenizer::push_char_or_bytes(std::string_view ch, std::vector<int32_t>& syms) const {
+  if (ch.size() == 1 && static_cast<uint8_t>(ch[0]) < 128 && ascii_ids_[static_cast<uint8_t>(ch[0])] >= 0) {
+    syms.push_back(ascii_ids_[static_cast<uint8_t>(ch[0])]);
+    return;
+  }
+  if (space_id_ >= 0 && ch == kSpace) {
+    syms.push_back(space_id_);
+    return;
+  }
   const int32_t id = index_.find(pieces_, ch);
   if (id >= 0 && !added_[static_cast<size_t>(id)]) {
     syms.push_back(id);

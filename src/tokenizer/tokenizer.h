@@ -67,6 +67,8 @@ class Tokenizer {
   MergeTable merges_;                        // (left, right) -> (rank, merged id)
   std::vector<float> scores_;                // SPM mode when merges_ is empty
   int32_t byte_ids_[256];
+  int32_t ascii_ids_[128];                   // single-byte characters that are BPE symbols (-1: none)
+  int32_t space_id_ = -1;                    // the "▁" symbol
   std::vector<TrieNode> trie_;
   int32_t bos_ = 2, eos_ = 1, pad_ = 0, unk_ = 3;
   bool add_bos_ = true;
