@@ -318,8 +318,10 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
       std::vector<int8_t> uq(static_cast<size_t>(in));
       std::vector<float> ud(static_cast<size_t>(in / 32));
 #endif
-      for (int64_t r = b; r < e; ++r) {
-        const uint8_t* row = W.row(r);
+      const size_t row_bytes = W.row_bytes();
+      int64_t r = b;
+      for (; r < e; ++r) {
+        const uint8_t* row = W.data + static_cast<size_t>(r) * row_bytes;
 #ifdef __AVX2__
         if (T >= 4 && unpack_row_i8(W.dtype, row, in, uq.data(), ud.data())) {
           int64_t t = 0;
