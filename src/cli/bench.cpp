@@ -1,19 +1,28 @@
 // gemforge bench: prompt processing (pp) and generation (tg) speed, printed
 // like llama-bench: pp = one prefill of P tokens, tg = N single-token decode
-// steps after it. Reports the mean and spread over --reps runs and peak RSS.
+// steps after it; with --batch, decode throughput of B sequences stepped
+// together through forward_batch. Reports the mean and spread over --reps
+// runs. On --backend cuda it also measures the device (copy bandwidth, bf16
+// GEMM peak) and reports prefill TFLOP/s and the fraction of the memory
+// bandwidth limit that batch-1 decode reaches.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "cli/command.h"
 #include "cli/model_options.h"
 #include "core/thread_pool.h"
 #include "model/decoder.h"
+#ifdef GEMFORGE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace gf::cli {
 namespace {
@@ -23,6 +32,10 @@ struct BenchOptions {
   int prompt = 512;
   int gen = 128;
   int reps = 3;
+  std::string batches;
+  int batch_prompt = 32;
+  int batch_gen = 64;
+  bool no_graphs = false;
   std::string json_out;
 };
 
@@ -31,6 +44,7 @@ struct Stat {
 };
 Stat stats(const std::vector<double>& v) {
   Stat s;
+  if (v.empty()) return s;
   for (double x : v) s.mean += x;
   s.mean /= static_cast<double>(v.size());
   for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
@@ -38,58 +52,226 @@ Stat stats(const std::vector<double>& v) {
   return s;
 }
 
+// FLOPs of a forward over tokens at positions [start, start + n) of one
+// sequence: 2 x (matmul weights) per token plus causal (windowed) attention,
+// and the LM head for `logit_rows` rows.
+double forward_flops(const ModelSpec& s, int64_t start, int64_t n, int64_t logit_rows) {
+  double f = 0;
+  for (const auto& l : s.layers) {
+    const double qd = double(l.num_heads) * l.head_dim, kvd = double(l.num_kv_heads) * l.head_dim;
+    const double w = double(s.hidden_size) * (qd + 2 * kvd) + qd * s.hidden_size + 3.0 * s.hidden_size * l.intermediate_size;
+    f += 2 * w * double(n);
+    double keys = 0;
+    for (int64_t p = start; p < start + n; ++p) keys += double(l.sliding_window > 0 ? std::min<int64_t>(p + 1, l.sliding_window) : p + 1);
+    f += 4.0 * l.num_heads * l.head_dim * keys;
+  }
+  return f + 2.0 * s.hidden_size * double(s.vocab_size) * double(logit_rows);
+}
+
+// Bytes a decode step of one token at position p must read: every matmul
+// weight (bf16 on the GPU), the LM head, and the K/V rows attended.
+double decode_bytes(const ModelSpec& s, int64_t p, double weight_elem_bytes, double kv_elem_bytes) {
+  double b = 0;
+  for (const auto& l : s.layers) {
+    const double qd = double(l.num_heads) * l.head_dim, kvd = double(l.num_kv_heads) * l.head_dim;
+    b += weight_elem_bytes * (double(s.hidden_size) * (qd + 2 * kvd) + qd * s.hidden_size + 3.0 * s.hidden_size * l.intermediate_size);
+    const double keys = double(l.sliding_window > 0 ? std::min<int64_t>(p + 1, l.sliding_window) : p + 1);
+    b += kv_elem_bytes * 2 * kvd * keys;
+  }
+  return b + weight_elem_bytes * double(s.hidden_size) * s.vocab_size;
+}
+
+Result<std::vector<int>> parse_batches(const std::string& s) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    char* end = nullptr;
+    long v = std::strtol(item.c_str(), &end, 10);
+    if (*end || v <= 0 || v > 4096) return Err("bad batch size \"" + item + "\" in --batch " + s);
+    out.push_back(static_cast<int>(v));
+  }
+  return out;
+}
+
 int run_bench(const BenchOptions& o) {
   using clock = std::chrono::steady_clock;
+  auto secs = [](clock::time_point a) { return std::chrono::duration<double>(clock::now() - a).count(); };
+  auto batches = parse_batches(o.batches);
+  if (!batches.ok()) return fail(batches.status());
+  const bool cuda = o.model.backend == "cuda";
+  nlohmann::json js;
+  double copy_gbps = 0, gemm_tflops = 0;
+  std::string device = "cpu";
+#ifdef GEMFORGE_HAVE_CUDA
+  if (cuda) {
+    auto info = cuda_measure_device(0, o.prompt > 0);
+    if (!info.ok()) return fail(info.status());
+    copy_gbps = info->copy_gbps;
+    gemm_tflops = info->gemm_tflops;
+    device = info->name;
+    std::printf("device: %s, %.1f GiB; device copy %.0f GB/s (read + write); bf16 GEMM 8192^3 %.0f TFLOP/s\n", info->name.c_str(),
+                info->mem_gib, copy_gbps, gemm_tflops);
+    js["device"] = {{"name", info->name}, {"copy_gbps", copy_gbps}, {"gemm_tflops", gemm_tflops}};
+  }
+#endif
   auto m = load_model_from_options(o.model, true);
   if (!m.ok()) return fail(m.status());
-  auto be = make_backend_from_options(o.model);
-  if (!be.ok()) return fail(be.status());
-  auto dec = Decoder::create(*m, **be);
+  std::unique_ptr<Backend> be;
+  if (cuda) {
+#ifdef GEMFORGE_HAVE_CUDA
+    auto b = try_make_cuda_backend(0);
+    if (!b.ok()) return fail(b.status());
+    be = std::move(*b);
+    if (o.no_graphs) cuda_set_graphs(*be, false);
+#else
+    return fail(Err("this build has no CUDA backend (nvcc was not found when it was configured)"));
+#endif
+  } else {
+    auto b = make_backend_from_options(o.model);
+    if (!b.ok()) return fail(b.status());
+    be = std::move(*b);
+  }
+  auto t_up = clock::now();
+  auto dec = Decoder::create(*m, *be);
   if (!dec.ok()) return fail(dec.status());
-  auto cache = (*dec)->new_cache(o.prompt + o.gen + 1);
+  std::fprintf(stderr, "weights on the %s backend in %.1f s\n", be->name().c_str(), secs(t_up));
+  const ModelSpec& spec = m->spec;
+  (*dec)->set_max_chunk(std::max(512, o.prompt));
+  auto cache = (*dec)->new_cache(o.prompt + o.gen + 2);
   if (!cache.ok()) return fail(cache.status());
   std::mt19937 rng(1);
   std::vector<int32_t> prompt(static_cast<size_t>(o.prompt));
-  for (auto& id : prompt) id = static_cast<int32_t>(rng() % static_cast<uint32_t>(m->spec.vocab_size));
-  std::vector<double> pp, tg;
+  for (auto& id : prompt) id = static_cast<int32_t>(rng() % static_cast<uint32_t>(spec.vocab_size));
+
+  std::vector<double> pp, tg, tg_gpu_ms;
   for (int r = 0; r < o.reps + 1; ++r) {  // the first run warms caches and is dropped
     (*cache)->reset();
     if (o.prompt > 0) {
       auto t0 = clock::now();
       auto l = (*dec)->forward(prompt, **cache, false);
       if (!l.ok()) return fail(l.status());
-      if (r) pp.push_back(o.prompt / std::chrono::duration<double>(clock::now() - t0).count());
+      if (r) pp.push_back(o.prompt / secs(t0));
     }
     if (o.gen > 0) {
       (*cache)->reset();
-      auto l = (*dec)->forward({m->spec.bos_token_id}, **cache, false);
+      auto l = (*dec)->forward({spec.bos_token_id}, **cache, false);
+      double gpu = 0;
       auto t0 = clock::now();
-      for (int i = 0; i < o.gen && l.ok(); ++i) l = (*dec)->forward({static_cast<int32_t>(i % 1000 + 10)}, **cache, false);
+      for (int i = 0; i < o.gen && l.ok(); ++i) {
+        l = (*dec)->forward({static_cast<int32_t>(i % 1000 + 10)}, **cache, false);
+#ifdef GEMFORGE_HAVE_CUDA
+        if (cuda) gpu += cuda_step_stats(*be).last_step_ms;
+#endif
+      }
       if (!l.ok()) return fail(l.status());
-      if (r) tg.push_back(o.gen / std::chrono::duration<double>(clock::now() - t0).count());
+      if (r) {
+        tg.push_back(o.gen / secs(t0));
+        tg_gpu_ms.push_back(gpu / o.gen);
+      }
     }
   }
+
+  // Batched decode: B sequences with short prompts, stepped together.
+  struct BatchRow {
+    int b;
+    std::vector<double> tps;
+    double step_ms = 0, gpu_ms = 0;
+  };
+  std::vector<BatchRow> brows;
+  for (int B : *batches) {
+    const int bs = 16;
+    const int64_t per_seq = (o.batch_prompt + o.batch_gen + 1 + bs - 1) / bs + 1;
+    auto pc = (*dec)->new_paged_cache(per_seq * B, bs);
+    if (!pc.ok()) return fail(pc.status());
+    BatchRow row{B, {}, 0, 0};
+    for (int r = 0; r < std::max(1, o.reps - 1) + 1; ++r) {
+      std::vector<SeqState> seqs(static_cast<size_t>(B));
+      std::vector<SeqStep> steps(static_cast<size_t>(B));
+      for (int s = 0; s < B; ++s) {
+        steps[static_cast<size_t>(s)].seq = &seqs[static_cast<size_t>(s)];
+        for (int i = 0; i < o.batch_prompt; ++i)
+          steps[static_cast<size_t>(s)].ids.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(spec.vocab_size)));
+      }
+      auto out = (*dec)->forward_batch(**pc, steps);
+      if (!out.ok()) return fail(out.status());
+      double gpu = 0;
+      auto t0 = clock::now();
+      for (int i = 0; i < o.batch_gen; ++i) {
+        for (int s = 0; s < B; ++s) steps[static_cast<size_t>(s)].ids = {static_cast<int32_t>((i * 7 + s) % 1000 + 10)};
+        out = (*dec)->forward_batch(**pc, steps);
+        if (!out.ok()) return fail(out.status());
+#ifdef GEMFORGE_HAVE_CUDA
+        if (cuda) gpu += cuda_step_stats(*be).last_step_ms;
+#endif
+      }
+      const double dt = secs(t0);
+      if (r) {
+        row.tps.push_back(double(B) * o.batch_gen / dt);
+        row.step_ms = 1e3 * dt / o.batch_gen;
+        row.gpu_ms = gpu / o.batch_gen;
+      }
+      for (auto& s : seqs) (*pc)->release(s);
+    }
+    brows.push_back(row);
+  }
+
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   const double rss_mib = static_cast<double>(ru.ru_maxrss) / 1024.0;
-  std::printf("| %-28s | %9s | %7s | %7s | %6s | %18s |\n", "model", "size", "backend", "threads", "test", "t/s");
-  std::printf("| %-28s | %9s | %7s | %7s | %6s | %18s |\n", "---", "---", "---", "---", "---", "---");
-  nlohmann::json js = {{"model", m->source}, {"size_bytes", m->weight_bytes()}, {"backend", (*be)->name()},
-                       {"threads", num_threads()}, {"peak_rss_mib", rss_mib}};
-  auto row = [&](const std::string& test, const std::vector<double>& v) {
-    Stat s = stats(v);
-    char size[32];
-    std::snprintf(size, sizeof size, "%.1f MiB", m->weight_bytes() / 1048576.0);
-    std::printf("| %-28s | %9s | %7s | %7d | %6s | %10.2f ± %5.2f |\n", m->source.substr(m->source.find_last_of('/') + 1).substr(0, 28).c_str(),
-                size, (*be)->name().c_str(), num_threads(), test.c_str(), s.mean, s.sd);
-    js[test] = {{"tokens_per_s", s.mean}, {"sd", s.sd}, {"runs", v}};
+  const std::string mname = m->source.substr(m->source.find_last_of('/') + 1).substr(0, 24);
+  char size[32];
+  std::snprintf(size, sizeof size, "%.2f GiB", m->weight_bytes() / 1073741824.0);
+  std::printf("\n| %-24s | %9s | %7s | %-10s | %18s | %9s | %-28s |\n", "model", "size", "backend", "test", "t/s", "ms/step", "note");
+  std::printf("| %-24s | %9s | %7s | %-10s | %18s | %9s | %-28s |\n", "---", "---:", "---", "---", "---:", "---:", "---");
+  js["model"] = m->source;
+  js["size_bytes"] = m->weight_bytes();
+  js["backend"] = be->name();
+  js["threads"] = num_threads();
+  js["peak_rss_mib"] = rss_mib;
+  auto line = [&](const std::string& test, const Stat& s, double ms, const std::string& note) {
+    std::printf("| %-24s | %9s | %7s | %-10s | %10.2f ± %5.2f | %9.3f | %-28s |\n", mname.c_str(), size, be->name().c_str(),
+                test.c_str(), s.mean, s.sd, ms, note.c_str());
   };
-  if (!pp.empty()) row("pp" + std::to_string(o.prompt), pp);
-  if (!tg.empty()) row("tg" + std::to_string(o.gen), tg);
-  std::printf("peak RSS: %.1f MiB\n", rss_mib);
-  if (!o.json_out.empty()) {
-    std::ofstream(o.json_out) << js.dump(2) << "\n";
+  if (!pp.empty()) {
+    Stat s = stats(pp);
+    const double tflops = forward_flops(spec, 0, o.prompt, 1) * s.mean / o.prompt / 1e12;
+    char note[64] = "";
+    if (gemm_tflops > 0) std::snprintf(note, sizeof note, "%.0f TFLOP/s = %.0f%% of GEMM", tflops, 100 * tflops / gemm_tflops);
+    else std::snprintf(note, sizeof note, "%.2f TFLOP/s", tflops);
+    line("pp" + std::to_string(o.prompt), s, 1e3 * o.prompt / s.mean, note);
+    js["pp" + std::to_string(o.prompt)] = {{"tokens_per_s", s.mean}, {"sd", s.sd}, {"runs", pp}, {"tflops", tflops},
+                                           {"gemm_peak_fraction", gemm_tflops > 0 ? tflops / gemm_tflops : 0}};
   }
+  if (!tg.empty()) {
+    Stat s = stats(tg);
+    // Average bytes per step over positions 1..gen (bf16 weights and KV on the GPU).
+    double bytes = 0;
+    for (int i = 0; i < o.gen; ++i) bytes += decode_bytes(spec, 1 + i, 2.0, 2.0);  // bf16 weights and KV (GPU)
+    bytes /= o.gen;
+    const double ms = 1e3 / s.mean;
+    const double gpu_ms = stats(tg_gpu_ms).mean;
+    char note[96] = "";
+    if (copy_gbps > 0)
+      std::snprintf(note, sizeof note, "%.0f%% of BW limit (GPU %.3f ms)", 100 * bytes / (ms * 1e-3) / (copy_gbps * 1e9), gpu_ms);
+    line("tg" + std::to_string(o.gen), s, ms, note);
+    js["tg" + std::to_string(o.gen)] = {{"tokens_per_s", s.mean}, {"sd", s.sd}, {"runs", tg}, {"ms_per_step", ms},
+                                        {"gpu_ms_per_step", gpu_ms}, {"bytes_per_step", bytes},
+                                        {"bandwidth_fraction", copy_gbps > 0 ? bytes / (ms * 1e-3) / (copy_gbps * 1e9) : 0},
+                                        {"bandwidth_limit_tokens_per_s", copy_gbps > 0 ? copy_gbps * 1e9 / bytes : 0}};
+  }
+  for (const auto& r : brows) {
+    Stat s = stats(r.tps);
+    char note[96] = "";
+    if (cuda) std::snprintf(note, sizeof note, "GPU %.3f ms/step", r.gpu_ms);
+    const std::string test = "tg" + std::to_string(o.batch_gen) + " b" + std::to_string(r.b);
+    line(test, s, r.step_ms, note);
+    js["batch"][std::to_string(r.b)] = {{"tokens_per_s", s.mean}, {"sd", s.sd}, {"ms_per_step", r.step_ms}, {"gpu_ms_per_step", r.gpu_ms},
+                                       {"prompt", o.batch_prompt}, {"gen", o.batch_gen}};
+  }
+  std::printf("peak RSS: %.1f MiB\n", rss_mib);
+  if (!o.json_out.empty()) std::ofstream(o.json_out) << js.dump(2) << "\n";
   return 0;
 }
 
@@ -100,6 +282,10 @@ CommandRegistration reg(60, [](CLI::App& root) {
   c->add_option("-p,--prompt", o->prompt, "Prompt tokens for the pp test (0 = skip)")->capture_default_str();
   c->add_option("-n,--gen", o->gen, "Generated tokens for the tg test (0 = skip)")->capture_default_str();
   c->add_option("-r,--reps", o->reps, "Repetitions (after one warm-up)")->capture_default_str();
+  c->add_option("-b,--batch", o->batches, "Batched decode: comma-separated batch sizes, e.g. 1,8,32,64,128");
+  c->add_option("--batch-prompt", o->batch_prompt, "Prompt tokens per sequence before batched decode")->capture_default_str();
+  c->add_option("--batch-gen", o->batch_gen, "Decode steps per batched run")->capture_default_str();
+  c->add_flag("--no-graphs", o->no_graphs, "CUDA: run decode steps without CUDA graphs");
   c->add_option("--json", o->json_out, "Also write the results as JSON");
   c->callback([o] { set_exit_code(run_bench(*o)); });
 });
