@@ -1,0 +1,77 @@
+// gemforge serve: OpenAI-compatible HTTP server with continuous batching.
+#include <csignal>
+#include <cstdio>
+
+#include "cli/command.h"
+#include "cli/model_options.h"
+#include "runtime/engine.h"
+#include "server/openai_server.h"
+
+namespace gf::cli {
+namespace {
+
+struct ServeOptions {
+  ModelOptions model;
+  ServerOptions server;
+  int64_t kv_tokens = 8192;
+  int parallel = 32;
+  int max_waiting = 256;
+  int chunk = 512;
+};
+
+OpenAiServer* g_server = nullptr;
+extern "C" void on_stop_signal(int) {
+  if (g_server) g_server->stop();
+}
+
+int run_serve(ServeOptions o) {
+  auto m = load_model_from_options(o.model, true);
+  if (!m.ok()) return fail(m.status());
+  if (m->tokenizer_path.empty()) return fail(Err("the model has no tokenizer; the server needs one"));
+  auto tok = Tokenizer::from_path(m->tokenizer_path);
+  if (!tok.ok()) return fail(tok.status());
+  auto fmt = ChatFormat::for_tokenizer(*tok, m->spec.family >= Family::Gemma3);
+  auto be = make_backend_from_options(o.model);
+  if (!be.ok()) return fail(be.status());
+  auto dec = Decoder::create(*m, **be);
+  if (!dec.ok()) return fail(dec.status());
+  EngineOptions eo;
+  eo.block_size = 16;
+  eo.kv_blocks = (o.kv_tokens + eo.block_size - 1) / eo.block_size;
+  eo.max_running = o.parallel;
+  eo.max_waiting = static_cast<size_t>(o.max_waiting);
+  eo.max_step_tokens = o.chunk;
+  auto engine = Engine::create(**dec, eo);
+  if (!engine.ok()) return fail(engine.status());
+  if (o.server.model_name.empty()) o.server.model_name = m->source.substr(m->source.find_last_of('/') + 1);
+  OpenAiServer server(**engine, *tok, fmt.ok() ? &*fmt : nullptr, m->spec.eos_token_ids, o.server);
+  g_server = &server;
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  std::fprintf(stderr, "serving %s on http://%s:%d/v1 (KV cache %lld tokens, %d parallel)%s\n", o.server.model_name.c_str(),
+               o.server.host.c_str(), o.server.port, static_cast<long long>(o.kv_tokens), o.parallel,
+               o.server.api_key.empty() ? "" : ", API key required");
+  Status s = server.listen();
+  g_server = nullptr;
+  if (!s.ok()) return fail(s);
+  return 0;
+}
+
+CommandRegistration reg(40, [](CLI::App& root) {
+  auto o = std::make_shared<ServeOptions>();
+  auto* c = root.add_subcommand("serve", "OpenAI-compatible server (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics)");
+  add_model_options(c, o->model);
+  o->server.model_name.clear();
+  c->add_option("--host", o->server.host, "Address to bind (loopback by default)")->capture_default_str();
+  c->add_option("--port", o->server.port, "Port")->capture_default_str();
+  c->add_option("--api-key", o->server.api_key, "Require Authorization: Bearer KEY");
+  c->add_option("--model-name", o->server.model_name, "Model id reported by /v1/models (default: the file name)");
+  c->add_option("--kv-tokens", o->kv_tokens, "KV cache size in tokens, shared by all requests")->capture_default_str();
+  c->add_option("--parallel", o->parallel, "Most sequences per batch step")->capture_default_str();
+  c->add_option("--max-waiting", o->max_waiting, "Queued requests beyond which the server answers 503")->capture_default_str();
+  c->add_option("--chunk", o->chunk, "Prefill tokens per step (chunked prefill)")->capture_default_str();
+  c->callback([o] { set_exit_code(run_serve(*o)); });
+});
+
+}  // namespace
+}  // namespace gf::cli
