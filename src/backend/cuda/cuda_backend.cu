@@ -727,14 +727,26 @@ class CudaBackend final : public Backend {
         const bf16* w = static_cast<const bf16*>(c.p[1]);
         float* out = static_cast<float*>(const_cast<void*>(c.p[2]));
         if (c.i[3] == 0) {
-          constexpr int RB = 4;
-          const unsigned blocks = static_cast<unsigned>((N + RB - 1) / RB);
+          constexpr int RB = 2;
+          const int ks = K >= 4096 ? 8 : K >= 2048 ? 4 : K >= 512 ? 2 : 1;
+          const int rows_per_block = 8 / ks * RB;
+          const unsigned blocks = static_cast<unsigned>((N + rows_per_block - 1) / rows_per_block);
+#define GF_GEMV(MM, KS) k_gemv<MM, RB, KS><<<blocks, 256, 0, stream_>>>(w, x, out, (int)N, (int)K)
+#define GF_GEMV_KS(MM)                  \
+  switch (ks) {                         \
+    case 1: GF_GEMV(MM, 1); break;      \
+    case 2: GF_GEMV(MM, 2); break;      \
+    case 4: GF_GEMV(MM, 4); break;      \
+    default: GF_GEMV(MM, 8); break;     \
+  }
           switch (M) {
-            case 1: k_gemv<1, RB><<<blocks, 256, 0, stream_>>>(w, x, out, (int)N, (int)K); break;
-            case 2: k_gemv<2, RB><<<blocks, 256, 0, stream_>>>(w, x, out, (int)N, (int)K); break;
-            case 3: k_gemv<3, RB><<<blocks, 256, 0, stream_>>>(w, x, out, (int)N, (int)K); break;
-            default: k_gemv<4, RB><<<blocks, 256, 0, stream_>>>(w, x, out, (int)N, (int)K); break;
+            case 1: GF_GEMV_KS(1); break;
+            case 2: GF_GEMV_KS(2); break;
+            case 3: GF_GEMV_KS(3); break;
+            default: GF_GEMV_KS(4); break;
           }
+#undef GF_GEMV_KS
+#undef GF_GEMV
           break;
         }
         const bf16* xb;
@@ -813,7 +825,7 @@ class CudaBackend final : public Backend {
       const int4* t64 = reinterpret_cast<const int4*>(dm(m_.tiles64));
       const int4* t32 = reinterpret_cast<const int4*>(dm(m_.tiles32));
 #define GF_PREFILL(HD, BM, BN, TILES, NT)                                                                              \
-  k_attn_prefill<HD, BM, BN><<<dim3((unsigned)(NT), (unsigned)heads), 128, PrefillSmem<HD, BM, BN>::bytes, stream_>>>( \
+  k_attn_prefill<HD, BM, BN><<<dim3((unsigned)(NT), (unsigned)heads), 256, PrefillSmem<HD, BM, BN>::bytes, stream_>>>( \
       q, qcols, K, V, width, dm(m_.pos), dm(m_.tables), stride, bs, TILES, group, window, scale, cap, out, ocols, out16)
       switch (hd) {
         case 32: GF_PREFILL(32, 64, 64, t64, m_.n64); break;

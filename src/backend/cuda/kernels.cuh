@@ -153,12 +153,17 @@ __global__ void k_kv_write(bf16* __restrict__ K, bf16* __restrict__ V, const flo
 
 // ---------------------------------------------------------------- small-M GEMM (decode)
 // out[m, n] = sum_k x[m, k] * W[n, k]; W bf16 [N, K] row-major, x f32 [M, K].
-// A block of 8 warps owns RB rows; the warps split K; 16-byte weight loads.
-template <int M, int RB>
+// A block of 8 warps owns (8 / KS) * RB rows: each group of KS warps owns RB
+// rows and splits K among its warps. Each lane keeps U x RB 16-byte weight
+// loads in flight (streaming, not kept in L1).
+template <int M, int RB, int KS>
 __global__ __launch_bounds__(256) void k_gemv(const bf16* __restrict__ W, const float* __restrict__ x, float* __restrict__ out,
                                               int N, int K) {
-  const int r0 = blockIdx.x * RB;
+  constexpr int U = 4;
+  constexpr int GROUPS = 8 / KS;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int grp = warp / KS, wk = warp % KS;
+  const int r0 = (blockIdx.x * GROUPS + grp) * RB;
   float acc[M][RB];
 #pragma unroll
   for (int m = 0; m < M; ++m)
@@ -167,20 +172,29 @@ __global__ __launch_bounds__(256) void k_gemv(const bf16* __restrict__ W, const 
   const bf16* wr[RB];
 #pragma unroll
   for (int r = 0; r < RB; ++r) wr[r] = W + (int64_t)min(r0 + r, N - 1) * K;
-#pragma unroll 2
-  for (int k = (warp * 32 + lane) * 8; k < K; k += 8 * 32 * 8) {
-    uint4 wv[RB];
+  constexpr int STEP = KS * 32 * 8;
+  for (int k0 = (wk * 32 + lane) * 8; k0 < K; k0 += U * STEP) {
+    uint4 wv[U][RB];
 #pragma unroll
-    for (int r = 0; r < RB; ++r) wv[r] = __ldcs(reinterpret_cast<const uint4*>(wr[r] + k));
+    for (int u = 0; u < U; ++u)
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float4 xa = *reinterpret_cast<const float4*>(x + (int64_t)m * K + k);
-      const float4 xb = *reinterpret_cast<const float4*>(x + (int64_t)m * K + k + 4);
+      for (int r = 0; r < RB; ++r)
+        wv[u][r] = k0 + u * STEP < K ? __ldcs(reinterpret_cast<const uint4*>(wr[r] + k0 + u * STEP)) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-      for (int r = 0; r < RB; ++r) {
-        float f[8];
-        unpack8(wv[r], f);
-        acc[m][r] += f[0] * xa.x + f[1] * xa.y + f[2] * xa.z + f[3] * xa.w + f[4] * xb.x + f[5] * xb.y + f[6] * xb.z + f[7] * xb.w;
+    for (int u = 0; u < U; ++u) {
+      const int k = k0 + u * STEP;
+      if (k >= K) break;
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float4 xa = *reinterpret_cast<const float4*>(x + (int64_t)m * K + k);
+        const float4 xb = *reinterpret_cast<const float4*>(x + (int64_t)m * K + k + 4);
+#pragma unroll
+        for (int r = 0; r < RB; ++r) {
+          float f[8];
+          unpack8(wv[u][r], f);
+          acc[m][r] += f[0] * xa.x + f[1] * xa.y + f[2] * xa.z + f[3] * xa.w + f[4] * xb.x + f[5] * xb.y + f[6] * xb.z +
+                       f[7] * xb.w;
+        }
       }
     }
   }
@@ -193,12 +207,14 @@ __global__ __launch_bounds__(256) void k_gemv(const bf16* __restrict__ W, const 
       if (lane == 0) red[warp][m * RB + r] = v;
     }
   __syncthreads();
-  if (threadIdx.x < M * RB) {
-    const int m = threadIdx.x / RB, r = threadIdx.x % RB;
+  if (threadIdx.x < GROUPS * M * RB) {
+    const int g = threadIdx.x / (M * RB), j = threadIdx.x % (M * RB);
+    const int m = j / RB, r = j % RB;
     float s = 0;
 #pragma unroll
-    for (int w = 0; w < 8; ++w) s += red[w][threadIdx.x];
-    if (r0 + r < N) out[(int64_t)m * N + r0 + r] = s;
+    for (int w = 0; w < KS; ++w) s += red[g * KS + w][j];
+    const int row = (blockIdx.x * GROUPS + g) * RB + r;
+    if (row < N) out[(int64_t)m * N + row] = s;
   }
 }
 
@@ -327,7 +343,7 @@ struct PrefillSmem {
 };
 
 template <int HD, int BM, int BN>
-__global__ __launch_bounds__(128) void k_attn_prefill(const float* __restrict__ q, int64_t qcols, const bf16* __restrict__ Kc,
+__global__ __launch_bounds__(256) void k_attn_prefill(const float* __restrict__ q, int64_t qcols, const bf16* __restrict__ Kc,
                                                       const bf16* __restrict__ Vc, int64_t width, const int* __restrict__ pos,
                                                       const int* __restrict__ tables, int stride, int bs,
                                                       const int4* __restrict__ tiles, int group, int window, float scale,
@@ -356,20 +372,20 @@ __global__ __launch_bounds__(128) void k_attn_prefill(const float* __restrict__ 
   const int* table = tables + (int64_t)tile.x * stride;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
-  for (int i = tid; i < BM * HD; i += 128) {
+  for (int i = tid; i < BM * HD; i += 256) {
     const int r = i / HD, d = i % HD;
     const float v = r < cnt ? q[(int64_t)(t0 + r) * qcols + (int64_t)h * HD + d] : 0.f;
     Qs[r * LDQ + d] = __float2bfloat16(v);
   }
-  for (int i = tid; i < BM * LDO; i += 128) O[i] = 0.f;
-  for (int i = tid; i < BM; i += 128) {
+  for (int i = tid; i < BM * LDO; i += 256) O[i] = 0.f;
+  for (int i = tid; i < BM; i += 256) {
     mrow[i] = -INFINITY;
     lrow[i] = 0.f;
   }
   __syncthreads();
 
   for (int j0 = klo; j0 <= plast; j0 += BN) {
-    for (int i = tid; i < BN * (HD / 8); i += 128) {
+    for (int i = tid; i < BN * (HD / 8); i += 256) {
       const int r = i / (HD / 8), c = (i % (HD / 8)) * 8;
       const int j = j0 + r;
       uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
@@ -382,7 +398,7 @@ __global__ __launch_bounds__(128) void k_attn_prefill(const float* __restrict__ 
       *reinterpret_cast<uint4*>(Vs + r * LDQ + c) = vv;
     }
     __syncthreads();
-    for (int ti = warp; ti < (BM / 16) * (BN / 16); ti += 4) {
+    for (int ti = warp; ti < (BM / 16) * (BN / 16); ti += 8) {
       const int tm = ti / (BN / 16), tn = ti % (BN / 16);
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
       wmma::fill_fragment(c, 0.f);
@@ -397,7 +413,7 @@ __global__ __launch_bounds__(128) void k_attn_prefill(const float* __restrict__ 
       wmma::store_matrix_sync(S + tm * 16 * LDS + tn * 16, c, LDS, wmma::mem_row_major);
     }
     __syncthreads();
-    for (int r = warp; r < BM; r += 4) {
+    for (int r = warp; r < BM; r += 8) {
       const int pr = p0 + r;
       const int lo_r = window > 0 ? max(0, pr - window + 1) : 0;
       float sv[BN / 32];
@@ -430,12 +446,12 @@ __global__ __launch_bounds__(128) void k_attn_prefill(const float* __restrict__ 
       }
     }
     __syncthreads();
-    for (int i = tid; i < BM * HD; i += 128) {
+    for (int i = tid; i < BM * HD; i += 256) {
       const int r = i / HD;
       O[r * LDO + i % HD] *= arow[r];
     }
     __syncthreads();
-    for (int ti = warp; ti < (BM / 16) * (HD / 16); ti += 4) {
+    for (int ti = warp; ti < (BM / 16) * (HD / 16); ti += 8) {
       const int tm = ti / (HD / 16), tn = ti % (HD / 16);
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
       wmma::load_matrix_sync(c, O + tm * 16 * LDO + tn * 16, LDO, wmma::mem_row_major);
@@ -451,7 +467,7 @@ __global__ __launch_bounds__(128) void k_attn_prefill(const float* __restrict__ 
     }
     __syncthreads();
   }
-  for (int i = tid; i < cnt * HD; i += 128) {
+  for (int i = tid; i < cnt * HD; i += 256) {
     const int r = i / HD, d = i % HD;
     const float l = lrow[r];
     const float o = l > 0 ? O[r * LDO + d] / l : 0.f;
