@@ -1,18 +1,28 @@
 #include "tokenizer/tokenizer.h"
 
+#include <atomic>
+#include <limits>
 #include <queue>
+
+#include "tokenizer/word_cache.h"
 
 namespace gf {
 namespace {
 
 constexpr const char* kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's word boundary
 
-size_t utf8_len(uint8_t c) {
+constexpr size_t kSmallWord = 64;  // words of up to this many symbols merge without a heap
+
+// Length of the UTF-8 character at s[i]; an invalid or truncated sequence
+// counts as one byte (it will become a byte-fallback token).
+size_t char_len(std::string_view s, size_t i) {
+  const uint8_t c = static_cast<uint8_t>(s[i]);
   if (c < 0x80) return 1;
-  if ((c >> 5) == 6) return 2;
-  if ((c >> 4) == 14) return 3;
-  if ((c >> 3) == 30) return 4;
-  return 1;  // stray continuation byte: its own "character"
+  const size_t n = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+  if (i + n > s.size()) return 1;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<uint8_t>(s[i + k]) & 0xC0) != 0x80) return 1;
+  return n;
 }
 
 }  // namespace
@@ -76,9 +86,32 @@ Status Tokenizer::finish() {
   space_id_ = index_.find(pieces_, kSpace);
   if (space_id_ >= 0 && added_[static_cast<size_t>(space_id_)]) space_id_ = -1;
   trie_.assign(1, TrieNode{});
-  for (size_t i = 0; i < n; ++i)
-    if (added_[i]) add_to_trie(pieces_[i], static_cast<int32_t>(i));
+  std::fill(std::begin(added_first_), std::end(added_first_), 0);
+  for (size_t i = 0; i < n; ++i) {
+    if (!added_[i] || pieces_[i].empty()) continue;
+    add_to_trie(pieces_[i], static_cast<int32_t>(i));
+    added_first_[static_cast<uint8_t>(pieces_[i][0])] |= special_[i] ? 1 : 3;
+  }
+  find_crossing_pieces();
+  static std::atomic<uint64_t> next_uid{1};
+  uid_ = next_uid.fetch_add(1);
   return Ok();
+}
+
+void Tokenizer::find_crossing_pieces() {
+  crossing_.clear();
+  split_words_ = true;
+  for (const std::string& p : pieces_) {
+    std::vector<uint32_t> seams;
+    for (size_t k = 1; k + 3 <= p.size(); ++k)
+      if (p.compare(k, 3, kSpace) == 0 && !(k >= 3 && p.compare(k - 3, 3, kSpace) == 0)) seams.push_back(static_cast<uint32_t>(k));
+    if (!seams.empty()) crossing_.emplace_back(p, std::move(seams));
+  }
+  // Each cut checks every such piece; with many of them, merging whole segments is cheaper.
+  if (crossing_.size() > 32) {
+    crossing_.clear();
+    split_words_ = false;
+  }
 }
 
 void Tokenizer::add_to_trie(const std::string& s, int32_t id) {
@@ -143,46 +176,74 @@ void Tokenizer::push_char_or_bytes(std::string_view ch, std::vector<int32_t>& sy
   }
 }
 
-// One run of text between added tokens: normalise spaces, then merge.
-void Tokenizer::encode_segment(std::string_view raw, std::vector<int32_t>& out) const {
-  if (raw.empty()) return;
-  std::string norm;
-  norm.reserve(raw.size() + raw.size() / 4);
-  for (char c : raw) {
-    if (c == ' ') norm += kSpace;
-    else norm += c;
+// One symbol of a word during merging: a token id (-1 in SPM mode for a
+// character outside the vocabulary) and the bytes of the word it covers.
+struct Tokenizer::Sym {
+  int32_t id;
+  uint32_t start, len;
+};
+
+// Whether the pair (a, b) can merge, and with what priority (lower first):
+// the merge rank (tokenizer.json), or minus the merged piece's score (GGUF).
+// Ranks below 2^24 are exact as float.
+bool Tokenizer::pair_priority(const Sym& a, const Sym& b, std::string_view word, float* prio, int32_t* merged) const {
+  if (use_scores_) {
+    const int32_t id = index_.find(pieces_, word.substr(a.start, a.len + b.len));
+    if (id < 0 || added_[static_cast<size_t>(id)]) return false;
+    *prio = -scores_[static_cast<size_t>(id)];
+    *merged = id;
+    return true;
   }
-  // Symbols as spans of `norm` (SPM) or ids (BPE), in a linked list.
-  struct Sym {
-    int32_t id;
-    uint32_t start, len;
-    int32_t prev, next;
+  if (a.id < 0 || b.id < 0) return false;
+  int32_t rank;
+  if (!merges_.find(a.id, b.id, &rank, merged)) return false;
+  *prio = static_cast<float>(rank);
+  return true;
+}
+
+// Short words (almost all): keep each adjacent pair's priority in an array and
+// merge the best (leftmost on ties) until none is left. This applies the same
+// merges in the same order as HF's priority queue, without its allocations.
+void Tokenizer::merge_small(std::vector<Sym>& syms, std::string_view word) const {
+  constexpr float kNone = std::numeric_limits<float>::infinity();
+  float prio[kSmallWord];
+  int32_t merged[kSmallWord];
+  size_t n = syms.size();
+  auto update = [&](size_t i) {
+    if (!pair_priority(syms[i], syms[i + 1], word, &prio[i], &merged[i])) prio[i] = kNone;
   };
-  std::vector<Sym> syms;
-  syms.reserve(norm.size());
-  std::vector<int32_t> ids;
-  for (size_t i = 0; i < norm.size();) {
-    const size_t n = std::min(utf8_len(static_cast<uint8_t>(norm[i])), norm.size() - i);
-    if (use_scores_) {
-      syms.push_back({index_.find(pieces_, std::string_view(norm).substr(i, n)), static_cast<uint32_t>(i), static_cast<uint32_t>(n), 0, 0});
-    } else {
-      ids.clear();
-      push_char_or_bytes(std::string_view(norm).substr(i, n), ids);
-      for (size_t k = 0; k < ids.size(); ++k)
-        syms.push_back({ids[k], static_cast<uint32_t>(i + (ids.size() > 1 ? k : 0)), static_cast<uint32_t>(ids.size() > 1 ? 1 : n), 0, 0});
+  for (size_t i = 0; i + 1 < n; ++i) update(i);
+  while (n > 1) {
+    size_t best = 0;
+    for (size_t i = 1; i + 1 < n; ++i)
+      if (prio[i] < prio[best]) best = i;
+    if (prio[best] == kNone) break;
+    syms[best].id = merged[best];
+    syms[best].len += syms[best + 1].len;
+    for (size_t i = best + 1; i + 1 < n; ++i) {
+      syms[i] = syms[i + 1];
+      prio[i] = prio[i + 1];
+      merged[i] = merged[i + 1];
     }
-    i += n;
+    --n;
+    if (best > 0) update(best - 1);
+    if (best + 1 < n) update(best);
   }
+  syms.resize(n);
+}
+
+// Long words (CJK runs, long identifiers): HF's algorithm, a priority queue of
+// candidate merges over a linked list, stale entries skipped when popped.
+void Tokenizer::merge_large(std::vector<Sym>& syms, std::string_view word) const {
   const int32_t count = static_cast<int32_t>(syms.size());
+  std::vector<int32_t> prev(syms.size()), next(syms.size());
   for (int32_t i = 0; i < count; ++i) {
-    syms[static_cast<size_t>(i)].prev = i - 1;
-    syms[static_cast<size_t>(i)].next = i + 1 < count ? i + 1 : -1;
+    prev[static_cast<size_t>(i)] = i - 1;
+    next[static_cast<size_t>(i)] = i + 1 < count ? i + 1 : -1;
   }
-  // Candidate merges: lower `priority` first, then the leftmost.
   struct Cand {
-    double priority;
-    int32_t left;
-    int32_t right;
+    float priority;
+    int32_t left, right;
     uint32_t left_len, right_len;
     int32_t merged;
     bool operator<(const Cand& o) const { return priority > o.priority || (priority == o.priority && left > o.left); }
@@ -190,20 +251,13 @@ void Tokenizer::encode_segment(std::string_view raw, std::vector<int32_t>& out) 
   std::priority_queue<Cand> pq;
   auto consider = [&](int32_t l) {
     if (l < 0) return;
-    const int32_t r = syms[static_cast<size_t>(l)].next;
+    const int32_t r = next[static_cast<size_t>(l)];
     if (r < 0) return;
     const Sym& a = syms[static_cast<size_t>(l)];
     const Sym& b = syms[static_cast<size_t>(r)];
-    if (use_scores_) {
-      const int32_t id = index_.find(pieces_, std::string_view(norm).substr(a.start, a.len + b.len));
-      if (id < 0 || added_[static_cast<size_t>(id)]) return;
-      pq.push({-static_cast<double>(scores_[static_cast<size_t>(id)]), l, r, a.len, b.len, id});
-    } else {
-      if (a.id < 0 || b.id < 0) return;
-      int32_t rank, merged;
-      if (!merges_.find(a.id, b.id, &rank, &merged)) return;
-      pq.push({static_cast<double>(rank), l, r, a.len, b.len, merged});
-    }
+    float p;
+    int32_t m;
+    if (pair_priority(a, b, word, &p, &m)) pq.push({p, l, r, a.len, b.len, m});
   };
   for (int32_t i = 0; i + 1 < count; ++i) consider(i);
   while (!pq.empty()) {
@@ -211,38 +265,129 @@ void Tokenizer::encode_segment(std::string_view raw, std::vector<int32_t>& out) 
     pq.pop();
     Sym& a = syms[static_cast<size_t>(c.left)];
     // Stale if either side changed since the candidate was queued.
-    if (a.len == 0 || a.next != c.right || a.len != c.left_len || syms[static_cast<size_t>(c.right)].len != c.right_len) continue;
+    if (a.len == 0 || next[static_cast<size_t>(c.left)] != c.right || a.len != c.left_len ||
+        syms[static_cast<size_t>(c.right)].len != c.right_len)
+      continue;
     Sym& b = syms[static_cast<size_t>(c.right)];
     a.id = c.merged;
     a.len += b.len;
-    a.next = b.next;
-    if (b.next >= 0) syms[static_cast<size_t>(b.next)].prev = c.left;
+    const int32_t after = next[static_cast<size_t>(c.right)];
+    next[static_cast<size_t>(c.left)] = after;
+    if (after >= 0) prev[static_cast<size_t>(after)] = c.left;
     b.len = 0;
-    consider(a.prev);
+    consider(prev[static_cast<size_t>(c.left)]);
     consider(c.left);
   }
-  for (int32_t i = 0; i >= 0 && i < count; i = syms[static_cast<size_t>(i)].next) {
-    const Sym& s = syms[static_cast<size_t>(i)];
-    if (s.id >= 0) out.push_back(s.id);
-    else {  // SPM: a piece not in the vocabulary falls back to bytes
+  size_t w = 0;
+  for (int32_t i = 0; i >= 0; i = next[static_cast<size_t>(i)]) syms[w++] = syms[static_cast<size_t>(i)];
+  syms.resize(w);
+}
+
+// BPE of one (normalised) word, appended to out.
+void Tokenizer::bpe_word(std::string_view word, std::vector<int32_t>& out) const {
+  thread_local std::vector<Sym> syms;
+  thread_local std::vector<int32_t> ids;
+  syms.clear();
+  for (size_t i = 0; i < word.size();) {
+    const size_t n = char_len(word, i);
+    const std::string_view ch = word.substr(i, n);
+    if (use_scores_) {
+      const int32_t id = index_.find(pieces_, ch);
+      syms.push_back({id >= 0 && !added_[static_cast<size_t>(id)] ? id : -1, static_cast<uint32_t>(i), static_cast<uint32_t>(n)});
+    } else {
       ids.clear();
-      std::string_view text = std::string_view(norm).substr(s.start, s.len);
-      for (size_t k = 0; k < text.size();) {
-        const size_t n = std::min(utf8_len(static_cast<uint8_t>(text[k])), text.size() - k);
-        push_char_or_bytes(text.substr(k, n), ids);
-        k += n;
+      push_char_or_bytes(ch, ids);
+      if (ids.size() == 1) syms.push_back({ids[0], static_cast<uint32_t>(i), static_cast<uint32_t>(n)});
+      else
+        for (size_t k = 0; k < ids.size(); ++k) syms.push_back({ids[k], static_cast<uint32_t>(i + k), 1});
+    }
+    i += n;
+  }
+  if (syms.size() <= kSmallWord) merge_small(syms, word);
+  else merge_large(syms, word);
+  for (const Sym& s : syms) {
+    if (s.id >= 0) {
+      out.push_back(s.id);
+      continue;
+    }
+    // SPM: a piece outside the vocabulary falls back to bytes.
+    ids.clear();
+    const std::string_view text = word.substr(s.start, s.len);
+    for (size_t k = 0; k < text.size();) {
+      const size_t n = char_len(text, k);
+      push_char_or_bytes(text.substr(k, n), ids);
+      k += n;
+    }
+    out.insert(out.end(), ids.begin(), ids.end());
+  }
+}
+
+void Tokenizer::encode_word(std::string_view word, std::vector<int32_t>& out) const {
+  if (word.size() > WordCache::kMaxWordBytes) {
+    bpe_word(word, out);
+    return;
+  }
+  WordCache& cache = WordCache::for_tokenizer(uid_);
+  const uint64_t h = WordCache::hash(word);
+  if (cache.lookup(word, h, out)) return;
+  const size_t before = out.size();
+  bpe_word(word, out);
+  cache.insert(word, h, out.data() + before, out.size() - before);
+}
+
+// Whether a piece with an "X▁" seam fits the normalised text across the cut at pos.
+bool Tokenizer::crossing_at(std::string_view norm, size_t pos) const {
+  for (const auto& [piece, seams] : crossing_)
+    for (uint32_t k : seams)
+      if (pos >= k && norm.size() - (pos - k) >= piece.size() && norm.compare(pos - k, piece.size(), piece) == 0) return true;
+  return false;
+}
+
+// One run of text between added tokens: normalise spaces to "▁", cut into
+// words before each run of "▁", and merge each word.
+void Tokenizer::encode_segment(std::string_view raw, std::vector<int32_t>& out) const {
+  if (raw.empty()) return;
+  thread_local std::string norm;
+  norm.clear();
+  norm.reserve(raw.size() + raw.size() / 2);
+  for (char c : raw) {
+    if (c == ' ') norm += kSpace;
+    else norm += c;
+  }
+  const std::string_view text(norm);
+  if (!split_words_) {
+    encode_word(text, out);
+    return;
+  }
+  size_t start = 0;
+  bool prev_space = false;
+  for (size_t i = 0; i < text.size();) {
+    if (static_cast<uint8_t>(text[i]) == 0xE2 && text.compare(i, 3, kSpace) == 0) {
+      if (!prev_space && i > start && !crossing_at(text, i)) {
+        encode_word(text.substr(start, i - start), out);
+        start = i;
       }
-      out.insert(out.end(), ids.begin(), ids.end());
+      prev_space = true;
+      i += 3;
+    } else {
+      prev_space = false;
+      ++i;
     }
   }
+  encode_word(text.substr(start), out);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_bos) out.push_back(bos_);
+  const uint8_t want = parse_special ? 1 : 2;
   size_t seg = 0;
   for (size_t i = 0; i < text.size();) {
+    if (!(added_first_[static_cast<uint8_t>(text[i])] & want)) {
+      ++i;
+      continue;
+    }
     size_t len = 0;
     const int32_t tok = match_added(text, i, parse_special, &len);
     if (tok >= 0) {

@@ -46,6 +46,8 @@ class Tokenizer {
   std::optional<int32_t> token_to_id(std::string_view piece) const;
   std::string_view piece(int32_t id) const { return pieces_[static_cast<size_t>(id)]; }
   bool is_special(int32_t id) const { return special_[static_cast<size_t>(id)] != 0; }
+  // Control tokens (<bos>, <end_of_turn>, ...): the tokens parse_special=false never produces.
+  bool is_control(int32_t id) const { return valid_id(id) && is_special(id); }
   bool valid_id(int32_t id) const { return id >= 0 && id < vocab_size(); }
 
  private:
@@ -53,10 +55,18 @@ class Tokenizer {
     int32_t token = -1;
     std::vector<std::pair<uint8_t, int32_t>> kids;
   };
-  Status finish();  // builds the lookup tables once pieces and merges are set
+  struct Sym;
+  Status finish();  // builds the lookup tables once pieces are set (merges may follow)
+  void find_crossing_pieces();
   void add_to_trie(const std::string& s, int32_t id);
   int32_t match_added(std::string_view text, size_t pos, bool parse_special, size_t* len) const;
   void encode_segment(std::string_view raw, std::vector<int32_t>& out) const;
+  bool crossing_at(std::string_view norm, size_t pos) const;
+  void encode_word(std::string_view word, std::vector<int32_t>& out) const;
+  void bpe_word(std::string_view word, std::vector<int32_t>& out) const;
+  bool pair_priority(const Sym& a, const Sym& b, std::string_view word, float* prio, int32_t* merged) const;
+  void merge_small(std::vector<Sym>& syms, std::string_view word) const;
+  void merge_large(std::vector<Sym>& syms, std::string_view word) const;
   void push_char_or_bytes(std::string_view ch, std::vector<int32_t>& syms) const;
 
   std::vector<std::string> pieces_;
@@ -70,6 +80,16 @@ class Tokenizer {
   int32_t ascii_ids_[128];                   // single-byte characters that are BPE symbols (-1: none)
   int32_t space_id_ = -1;                    // the "▁" symbol
   std::vector<TrieNode> trie_;
+  uint8_t added_first_[256];                 // bit 1: an added token starts with this byte; bit 2: a non-special one
+  // Words: a segment is cut before each run of "▁" that follows another
+  // character, and the words are merged independently (and cached). This is
+  // exact because no merge can cross such a cut unless its result contains
+  // "X▁"; the few vocabulary pieces that do (Gemma 3: ">▁</") are listed here
+  // with the offsets of their "X▁" seams, and a cut where one of them fits the
+  // text is skipped. Too many such pieces: no cutting at all.
+  std::vector<std::pair<std::string, std::vector<uint32_t>>> crossing_;
+  bool split_words_ = true;
+  uint64_t uid_ = 0;                         // identifies this vocabulary to the per-thread word cache
   int32_t bos_ = 2, eos_ = 1, pad_ = 0, unk_ = 3;
   bool add_bos_ = true;
   bool use_scores_ = false;

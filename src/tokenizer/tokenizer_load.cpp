@@ -20,7 +20,13 @@ namespace {
 Result<std::string> read_maybe_xz(const std::string& path) {
   GF_ASSIGN_OR_RETURN(MappedFile f, MappedFile::open(path));
   const bool xz = f.size() >= 6 && std::memcmp(f.data(), "\xFD" "7zXZ\0", 6) == 0;
-  if (!xz) return std::string(reinterpret_cast<const char*>(f.data()), f.size());
+  // Capacity beyond the text lets simdjson parse in place (it needs padding).
+  if (!xz) {
+    std::string out;
+    out.reserve(f.size() + simdjson::SIMDJSON_PADDING);
+    out.assign(reinterpret_cast<const char*>(f.data()), f.size());
+    return out;
+  }
   lzma_stream s = LZMA_STREAM_INIT;
   if (lzma_stream_decoder(&s, UINT64_MAX, 0) != LZMA_OK) return Err(path + ": cannot start the xz decoder");
   std::string out;
@@ -36,6 +42,7 @@ Result<std::string> read_maybe_xz(const std::string& path) {
   } while (r == LZMA_OK);
   lzma_end(&s);
   if (r != LZMA_STREAM_END) return Err(path + ": corrupt xz data");
+  out.reserve(out.size() + simdjson::SIMDJSON_PADDING);
   return out;
 }
 
@@ -121,15 +128,36 @@ Result<Tokenizer> Tokenizer::from_json_text(const std::string& text) {
     }
     pairs.emplace_back(a, b);
   }
-  // Resolving half a million merges to ids is lookup-bound: split it over two threads.
+  // Resolving half a million merges to ids is lookup-bound: batched lookups
+  // (see PieceIndex::find_batch), split over two threads.
   std::vector<std::array<int32_t, 3>> resolved(pairs.size());
   auto resolve = [&](size_t begin, size_t end) {
+    constexpr size_t B = PieceIndex::kBatch / 2;
     std::string joined;
-    for (size_t i = begin; i < end; ++i) {
-      joined.assign(pairs[i].first);
-      joined.append(pairs[i].second);
-      auto ia = t.token_to_id(pairs[i].first), ib = t.token_to_id(pairs[i].second), im = t.token_to_id(joined);
-      resolved[i] = {ia ? *ia : -1, ib ? *ib : -1, im ? *im : -1};
+    std::string_view keys[PieceIndex::kBatch];
+    int32_t ids[PieceIndex::kBatch];
+    size_t offs[B];
+    for (size_t i0 = begin; i0 < end; i0 += B) {
+      const size_t n = std::min(B, end - i0);
+      joined.clear();
+      for (size_t k = 0; k < n; ++k) {
+        offs[k] = joined.size();
+        joined.append(pairs[i0 + k].first);
+        joined.append(pairs[i0 + k].second);
+      }
+      // Halves first (B keys), then the joined pieces (B keys); views taken after `joined` stopped growing.
+      for (size_t k = 0; k < n; ++k) {
+        keys[2 * k] = pairs[i0 + k].first;
+        keys[2 * k + 1] = pairs[i0 + k].second;
+      }
+      t.index_.find_batch(t.pieces_, keys, 2 * n, ids);
+      for (size_t k = 0; k < n; ++k) {
+        resolved[i0 + k][0] = ids[2 * k];
+        resolved[i0 + k][1] = ids[2 * k + 1];
+        keys[k] = std::string_view(joined).substr(offs[k], pairs[i0 + k].first.size() + pairs[i0 + k].second.size());
+      }
+      t.index_.find_batch(t.pieces_, keys, n, ids);
+      for (size_t k = 0; k < n; ++k) resolved[i0 + k][2] = ids[k];
     }
   };
   std::thread helper(resolve, pairs.size() / 2, pairs.size());
