@@ -84,7 +84,7 @@ Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o
   if (o.backend == "cpu") return make_cpu_backend();
   if (o.backend == "cuda") {
 #ifdef GEMFORGE_HAVE_CUDA
-    return make_cuda_backend(0);
+    return try_make_cuda_backend(0);
 #else
     return Err("this build has no CUDA backend (nvcc was not found when it was configured)");
 #endif
