@@ -17,6 +17,7 @@ struct ServeOptions {
   int parallel = 32;
   int max_waiting = 256;
   int chunk = 512;
+  std::string tokenizer;  // overrides the model's (synthetic models have none)
 };
 
 OpenAiServer* g_server = nullptr;
@@ -27,8 +28,9 @@ extern "C" void on_stop_signal(int) {
 int run_serve(ServeOptions o) {
   auto m = load_model_from_options(o.model, true);
   if (!m.ok()) return fail(m.status());
-  if (m->tokenizer_path.empty()) return fail(Err("the model has no tokenizer; the server needs one"));
-  auto tok = Tokenizer::from_path(m->tokenizer_path);
+  const std::string tok_path = o.tokenizer.empty() ? m->tokenizer_path : o.tokenizer;
+  if (tok_path.empty()) return fail(Err("the model has no tokenizer; the server needs one (--tokenizer PATH)"));
+  auto tok = Tokenizer::from_path(tok_path);
   if (!tok.ok()) return fail(tok.status());
   auto fmt = ChatFormat::for_tokenizer(*tok, m->spec.family >= Family::Gemma3);
   auto be = make_backend_from_options(o.model);
@@ -69,6 +71,7 @@ CommandRegistration reg(40, [](CLI::App& root) {
   c->add_option("--kv-tokens", o->kv_tokens, "KV cache size in tokens, shared by all requests")->capture_default_str();
   c->add_option("--parallel", o->parallel, "Most sequences per batch step")->capture_default_str();
   c->add_option("--max-waiting", o->max_waiting, "Queued requests beyond which the server answers 503")->capture_default_str();
+  c->add_option("--tokenizer", o->tokenizer, "Tokenizer to use instead of the model's (tokenizer.json[.xz], GGUF or folder)");
   c->add_option("--chunk", o->chunk, "Prefill tokens per step (chunked prefill)")->capture_default_str();
   c->callback([o] { set_exit_code(run_serve(*o)); });
 });
