@@ -287,7 +287,10 @@ CommandRegistration reg(60, [](CLI::App& root) {
   c->add_option("--batch-gen", o->batch_gen, "Decode steps per batched run")->capture_default_str();
   c->add_flag("--no-graphs", o->no_graphs, "CUDA: run decode steps without CUDA graphs");
   c->add_option("--json", o->json_out, "Also write the results as JSON");
-  c->callback([o] { set_exit_code(run_bench(*o)); });
+  // `bench serve` (src/cli/bench_serve.cpp) is a subcommand of this one; then only it runs.
+  c->callback([o, c] {
+    if (c->get_subcommands().empty()) set_exit_code(run_bench(*o));
+  });
 });
 
 }  // namespace

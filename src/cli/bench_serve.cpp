@@ -1,4 +1,4 @@
-// gemforge bench-serve: drives a running OpenAI-compatible server (ours,
+// gemforge bench serve: drives a running OpenAI-compatible server (ours,
 // llama-server, vLLM...) with Poisson arrivals at one or more request rates
 // and reports TTFT, TPOT, ITL and end-to-end latency percentiles, request and
 // token throughput, and cost per million output tokens, as vLLM's serving
@@ -223,7 +223,11 @@ int run_bench_serve(const BenchServeOptions& o) {
 
 CommandRegistration reg(61, [](CLI::App& root) {
   auto o = std::make_shared<BenchServeOptions>();
-  auto* c = root.add_subcommand("bench-serve", "Drive a running OpenAI-compatible server at a sweep of request rates (TTFT/TPOT/ITL)");
+  // `gemforge bench serve ...` (the form); `bench-serve` is kept as an alias.
+  CLI::App* bench = nullptr;
+  for (CLI::App* sub : root.get_subcommands([](CLI::App* a) { return a->get_name() == "bench"; })) bench = sub;
+  CLI::App* c = bench ? bench->add_subcommand("serve", "Drive a running OpenAI-compatible server at a sweep of request rates (TTFT/TPOT/ITL)")
+                      : root.add_subcommand("bench-serve", "Drive a running OpenAI-compatible server at a sweep of request rates");
   c->add_option("--host", o->host, "Server host")->capture_default_str();
   c->add_option("--port", o->port, "Server port")->capture_default_str();
   c->add_option("--api-key", o->api_key, "Bearer token");
