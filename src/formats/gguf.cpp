@@ -6,38 +6,21 @@
 namespace gf {
 namespace {
 
-// GGML type ids (ggml.h) -> our DType.
-Result<DType> dtype_from_ggml(uint32_t id) {
-  switch (id) {
-    case 0: return DType::F32;
-    case 1: return DType::F16;
-    case 2: return DType::Q4_0;
-    case 3: return DType::Q4_1;
-    case 6: return DType::Q5_0;
-    case 7: return DType::Q5_1;
-    case 8: return DType::Q8_0;
-    case 9: return DType::Q8_1;
-    case 10: return DType::Q2_K;
-    case 11: return DType::Q3_K;
-    case 12: return DType::Q4_K;
-    case 13: return DType::Q5_K;
-    case 14: return DType::Q6_K;
-    case 15: return DType::Q8_K;
-    case 24: return DType::I8;
-    case 25: return DType::I16;
-    case 26: return DType::I32;
-    case 27: return DType::I64;
-    case 28: return DType::F64;
-    case 30: return DType::BF16;
-    default: return Err("GGML type id " + std::to_string(id) + " is not supported");
-  }
-}
+// GGML type ids (ggml.h); ids 4, 5 (removed Q4_2/Q4_3), the IQ types and
+// others are not ours.
+constexpr std::pair<uint32_t, DType> kGgmlTypes[] = {
+    {0, DType::F32},   {1, DType::F16},   {2, DType::Q4_0},  {3, DType::Q4_1},  {6, DType::Q5_0},  {7, DType::Q5_1},
+    {8, DType::Q8_0},  {9, DType::Q8_1},  {10, DType::Q2_K}, {11, DType::Q3_K}, {12, DType::Q4_K}, {13, DType::Q5_K},
+    {14, DType::Q6_K}, {15, DType::Q8_K}, {24, DType::I8},   {25, DType::I16},  {26, DType::I32},  {27, DType::I64},
+    {28, DType::F64},  {30, DType::BF16},
+};
 
 // Bounds-checked little-endian reader over the mapped bytes.
 class Cursor {
  public:
   Cursor(const uint8_t* p, uint64_t n) : p_(p), n_(n) {}
   uint64_t pos() const { return pos_; }
+  uint64_t left() const { return n_ - pos_; }
   bool read(void* dst, uint64_t len) {
     if (len > n_ - pos_) return false;
     std::memcpy(dst, p_ + pos_, len);
@@ -103,10 +86,12 @@ Status read_value(Cursor& c, GgufType t, GgufValue& v, uint64_t file_size, int d
     if (et > 12) return Err("array of unknown type " + std::to_string(et));
     v.type = GgufType::ARRAY;
     v.elem_type = static_cast<GgufType>(et);
-    // Each element takes at least one byte (8 for strings): a count beyond
-    // the file is corrupt, and we must not reserve memory for it.
-    const uint64_t min_elem = et == 8 ? 8 : std::max<size_t>(1, scalar_size(v.elem_type));
-    if (n > file_size / min_elem) return Err("array of " + std::to_string(n) + " elements is larger than the file");
+    // Each element takes at least one byte (8 for strings, 12 for arrays): a
+    // count beyond the bytes left is corrupt, and must not size an allocation.
+    const uint64_t min_elem = et == 8 ? 8 : et == 9 ? 12 : scalar_size(v.elem_type);
+    if (n > c.left() / min_elem)
+      return Err("array of " + std::to_string(n) + " elements runs past the end of the file (" + std::to_string(c.left()) +
+                 " bytes left)");
     v.arr.resize(n);
     for (uint64_t i = 0; i < n; ++i) GF_RETURN_IF_ERROR(read_value(c, v.elem_type, v.arr[i], file_size, depth + 1));
     return Ok();
@@ -128,6 +113,8 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
   char magic[4];
   if (!c.read(magic, 4) || std::memcmp(magic, "GGUF", 4) != 0) return fail("not a GGUF file (bad magic)");
   if (!c.get(g.version_)) return fail("truncated header");
+  if (g.version_ > 0xFFFF && (__builtin_bswap32(g.version_) == 2 || __builtin_bswap32(g.version_) == 3))
+    return fail("big-endian GGUF files are not supported");
   if (g.version_ == 1) return fail("GGUF version 1 is not supported (re-convert with a llama.cpp from 2023-08 or later)");
   if (g.version_ != 2 && g.version_ != 3) return fail("unknown GGUF version " + std::to_string(g.version_));
   uint64_t n_tensors, n_kv;
@@ -166,9 +153,10 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
     infos.push_back(std::move(t));
   }
   const uint64_t data_start = (c.pos() + g.alignment_ - 1) / g.alignment_ * g.alignment_;
-  if (data_start > size) return fail("truncated before the tensor data");
+  // A file without tensors may end right after its infos (no padding).
+  if (!infos.empty() && data_start > size) return fail("truncated before the tensor data");
   for (auto& in : infos) {
-    auto dt = dtype_from_ggml(in.type);
+    auto dt = dtype_from_ggml_type(in.type);
     if (!dt.ok()) return fail("tensor \"" + in.name + "\": " + dt.message());
     TensorView t;
     t.name = in.name;
@@ -179,7 +167,9 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
       if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel)) return fail("tensor \"" + in.name + "\" size overflows");
     auto row = dtype_bytes(t.dtype, in.dims[0]);
     if (!row.ok()) return fail("tensor \"" + in.name + "\": " + row.message());
-    uint64_t nbytes = in.dims[0] == 0 ? 0 : *row * (numel / static_cast<uint64_t>(in.dims[0]));
+    uint64_t nbytes = 0;
+    if (in.dims[0] != 0 && __builtin_mul_overflow(static_cast<uint64_t>(*row), numel / static_cast<uint64_t>(in.dims[0]), &nbytes))
+      return fail("tensor \"" + in.name + "\" size overflows");
     if (in.offset % g.alignment_) return fail("tensor \"" + in.name + "\" data offset is not aligned to " + std::to_string(g.alignment_));
     if (in.offset > size - data_start || nbytes > size - data_start - in.offset)
       return fail("tensor \"" + in.name + "\" data runs past the end of the file (truncated?)");
@@ -190,6 +180,18 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
     g.tensors_.push_back(std::move(t));
   }
   return g;
+}
+
+Result<DType> dtype_from_ggml_type(uint32_t id) {
+  for (const auto& [gid, t] : kGgmlTypes)
+    if (gid == id) return t;
+  return Err("GGML type id " + std::to_string(id) + " is not supported");
+}
+
+Result<uint32_t> ggml_type_id(DType t) {
+  for (const auto& [gid, dt] : kGgmlTypes)
+    if (dt == t) return gid;
+  return Err(std::string("dtype ") + dtype_name(t) + " has no GGML type id");
 }
 
 const GgufValue* GgufFile::find(const std::string& key) const {

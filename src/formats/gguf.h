@@ -68,6 +68,10 @@ class GgufFile {
   std::map<std::string, size_t> tensor_index_;
 };
 
+// GGML type ids (ggml.h) <-> our DType; unknown ids and dtypes are errors.
+Result<DType> dtype_from_ggml_type(uint32_t id);
+Result<uint32_t> ggml_type_id(DType t);
+
 // Human-readable value for `inspect` (arrays abbreviated).
 std::string gguf_value_to_string(const GgufValue& v, size_t max_items = 8);
 
