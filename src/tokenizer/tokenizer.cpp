@@ -92,6 +92,7 @@ Status Tokenizer::finish() {
     add_to_trie(pieces_[i], static_cast<int32_t>(i));
     added_first_[static_cast<uint8_t>(pieces_[i][0])] |= special_[i] ? 1 : 3;
   }
+
   find_crossing_pieces();
   static std::atomic<uint64_t> next_uid{1};
   uid_ = next_uid.fetch_add(1);
@@ -188,9 +189,13 @@ struct Tokenizer::Sym {
 // Ranks below 2^24 are exact as float.
 bool Tokenizer::pair_priority(const Sym& a, const Sym& b, std::string_view word, float* prio, int32_t* merged) const {
   if (use_scores_) {
+    // User-defined pieces (runs of "▁") are merge results too: HF's merge list
+    // puts them before every other merge, longest result first, while GGUF
+    // gives them all the score -1000. Control pieces are never merge results.
     const int32_t id = index_.find(pieces_, word.substr(a.start, a.len + b.len));
-    if (id < 0 || added_[static_cast<size_t>(id)]) return false;
-    *prio = -scores_[static_cast<size_t>(id)];
+    if (id < 0 || special_[static_cast<size_t>(id)]) return false;
+    const size_t i = static_cast<size_t>(id);
+    *prio = added_[i] ? -1.0f - static_cast<float>(pieces_[i].size()) : -scores_[i];
     *merged = id;
     return true;
   }

@@ -194,6 +194,16 @@ Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
     // 3 = control (special), 4 = user-defined (matched in text, not special).
     if (types[i] == 3) t.special_[i] = t.added_[i] = 1;
     if (types[i] == 4) t.added_[i] = 1;
+    // llama.cpp's converter writes user-defined pieces with "▁" turned into
+    // spaces ("  " for HF's "▁▁"). Restore HF's form: HF matches it in raw text
+    // only as written with "▁", and reaches it from spaces by merging (first of
+    // all merges; see pair_priority). Matching raw spaces here instead, as
+    // llama.cpp does, differs from HF on text like "  ▁".
+    if (types[i] == 4 && t.pieces_[i].find(' ') != std::string::npos) {
+      std::string hf_form;
+      for (char c : t.pieces_[i]) hf_form += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
+      t.pieces_[i] = std::move(hf_form);
+    }
   }
   t.use_scores_ = true;
   GF_RETURN_IF_ERROR(t.finish());
