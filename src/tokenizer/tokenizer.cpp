@@ -104,8 +104,8 @@ void Tokenizer::find_crossing_pieces() {
   split_words_ = true;
   for (const std::string& p : pieces_) {
     std::vector<uint32_t> seams;
-    for (size_t k = 1; k + 3 <= p.size(); ++k)
-      if (p.compare(k, 3, kSpace) == 0 && !(k >= 3 && p.compare(k - 3, 3, kSpace) == 0)) seams.push_back(static_cast<uint32_t>(k));
+    for (size_t k = p.find(kSpace, 1); k != std::string::npos; k = p.find(kSpace, k + 3))
+      if (!(k >= 3 && p.compare(k - 3, 3, kSpace) == 0)) seams.push_back(static_cast<uint32_t>(k));
     if (!seams.empty()) crossing_.emplace_back(p, std::move(seams));
   }
   // Each cut checks every such piece; with many of them, merging whole segments is cheaper.

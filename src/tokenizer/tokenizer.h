@@ -56,6 +56,8 @@ class Tokenizer {
     std::vector<std::pair<uint8_t, int32_t>> kids;
   };
   struct Sym;
+  // data[size] followed by readable padding when `padded` (else simdjson copies it).
+  static Result<Tokenizer> from_json_bytes(const char* data, size_t size, bool padded);
   Status finish();  // builds the lookup tables once pieces are set (merges may follow)
   void find_crossing_pieces();
   void add_to_trie(const std::string& s, int32_t id);
