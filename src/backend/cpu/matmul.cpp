@@ -6,13 +6,16 @@
 //  - every other supported type: dequantize the row, float dot (generic path).
 // Rows are split across the thread pool; each weight row is reused for all T
 // tokens while it is in L1.
+#if defined(__AVX2__)
 #include <immintrin.h>
+#endif
 
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/kquants.h"
 #include "backend/cpu/quant_blocks.h"
 #include "core/thread_pool.h"
 
@@ -165,66 +168,6 @@ float dot_unpacked(const int8_t* q, const float* d, int64_t n, const QActs& a) {
   return hsum(acc);
 }
 
-float dot_q4_k(const uint8_t* w, const QActs& a, int64_t n) {
-  const BlockQ4_K* b = reinterpret_cast<const BlockQ4_K*>(w);
-  __m256 acc = _mm256_setzero_ps();
-  float mins = 0;
-  const __m256i m4 = _mm256_set1_epi8(0xF);
-  for (int64_t i = 0; i < n / 256; ++i) {
-    const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
-    for (int j = 0; j < 4; ++j) {
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * j));
-      for (int h = 0; h < 2; ++h) {
-        const int sub = 2 * j + h;
-        const int64_t ab = i * 8 + sub;  // activation block of 32
-        uint8_t sc, m;
-        k_scale_min(sub, b[i].scales, &sc, &m);
-        const __m256i qv = h ? _mm256_and_si256(_mm256_srli_epi16(q, 4), m4) : _mm256_and_si256(q, m4);
-        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + ab * 32));
-        const float da = a.d[static_cast<size_t>(ab)];
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(qv, y)), _mm256_set1_ps(d * sc * da), acc);
-        mins += dmin * m * da * static_cast<float>(a.sum16[static_cast<size_t>(2 * ab)] + a.sum16[static_cast<size_t>(2 * ab + 1)]);
-      }
-    }
-  }
-  return hsum(acc) - mins;
-}
-
-float dot_q6_k(const uint8_t* w, const QActs& a, int64_t n) {
-  const BlockQ6_K* b = reinterpret_cast<const BlockQ6_K*>(w);
-  __m256 acc = _mm256_setzero_ps();
-  float offs = 0;
-  const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
-  for (int64_t i = 0; i < n / 256; ++i) {
-    const float d = h2f(b[i].d);
-    for (int half = 0; half < 2; ++half) {
-      const uint8_t* ql = b[i].ql + 64 * half;
-      const uint8_t* qh = b[i].qh + 32 * half;
-      const int8_t* sc = b[i].scales + 8 * half;
-      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
-      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
-      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
-      const __m256i q[4] = {
-          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4)),
-      };
-      for (int k = 0; k < 4; ++k) {
-        const int64_t ab = i * 8 + half * 4 + k;
-        const float da = a.d[static_cast<size_t>(ab)] * d;
-        const float s0 = sc[2 * k] * da, s1 = sc[2 * k + 1] * da;
-        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + ab * 32));
-        // Lanes 0-3 hold elements 0-15 (scale s0), lanes 4-7 elements 16-31 (s1).
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(q[k], y)), _mm256_setr_ps(s0, s0, s0, s0, s1, s1, s1, s1), acc);
-        offs += 32.0f * (s0 * static_cast<float>(a.sum16[static_cast<size_t>(2 * ab)]) +
-                         s1 * static_cast<float>(a.sum16[static_cast<size_t>(2 * ab + 1)]));
-      }
-    }
-  }
-  return hsum(acc) - offs;
-}
-
 }  // namespace
 
 float dot_f32(const float* w, const float* x, int64_t n) {
@@ -274,8 +217,6 @@ QuantDot quant_dot(DType t, int64_t in) {
     case DType::Q8_0: return dot_q8_0;
     case DType::Q4_0: return dot_q4_0;
     case DType::Q5_0: return dot_q5_0;
-    case DType::Q4_K: return in % 256 == 0 ? dot_q4_k : nullptr;
-    case DType::Q6_K: return in % 256 == 0 ? dot_q6_k : nullptr;
     default: return nullptr;
   }
 #else
@@ -306,8 +247,55 @@ bool matmul_supported(DType t) {
   }
 }
 
+namespace {
+
+// Prefill tiling: a tile of kRowTile unpacked weight rows stays in L1/L2 while
+// kTokTile tokens' activations (in bytes each) stay in L2; each weight block
+// is then dotted with 4 tokens per load.
+constexpr int64_t kRowTile = 8;
+constexpr int64_t kTokTile = 32;
+
+// K-quants: Q8_K activations, rows unpacked to KBlocks.
+void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
+  const int64_t out = W.rows(), in = W.cols(), nsb = in / 256;
+  thread_local Q8KActs acts;
+  quantize_q8k(x, T, in, acts);
+  const Q8KActs& a = acts;
+  const size_t row_bytes = W.row_bytes();
+  parallel_for(out, [&](int64_t b, int64_t e) {
+    thread_local std::vector<KBlock> buf;
+    const int64_t rt = T == 1 ? 1 : kRowTile;
+    buf.resize(static_cast<size_t>(rt * nsb));
+    for (int64_t r0 = b; r0 < e; r0 += rt) {
+      const int64_t rn = std::min(rt, e - r0);
+      for (int64_t i = 0; i < rn; ++i)
+        kquant_unpack_row(W.dtype, W.data + static_cast<size_t>(r0 + i) * row_bytes, nsb, buf.data() + i * nsb);
+      for (int64_t t0 = 0; t0 < T; t0 += kTokTile) {
+        const int64_t t1 = std::min(T, t0 + kTokTile);
+        for (int64_t i = 0; i < rn; ++i) {
+          const KBlock* wr = buf.data() + i * nsb;
+          float* yr = y + r0 + i;
+          int64_t t = t0;
+          for (; t + 4 <= t1; t += 4) {
+            float res[4];
+            kquant_dot4(wr, nsb, a, t, res);
+            for (int k = 0; k < 4; ++k) yr[(t + k) * out] = res[k];
+          }
+          for (; t < t1; ++t) kquant_dot1(wr, nsb, a, t, yr + t * out);
+        }
+      }
+    }
+  }, 16);
+}
+
+}  // namespace
+
 void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
   const int64_t out = W.rows(), in = W.cols();
+  if (kquant_supported(W.dtype) && in % 256 == 0) {
+    matmul_kquant(W, x, T, y);
+    return;
+  }
   if (QuantDot dot = quant_dot(W.dtype, in)) {
     std::vector<QActs> acts(static_cast<size_t>(T));
     parallel_for(T, [&](int64_t b, int64_t e) {

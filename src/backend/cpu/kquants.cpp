@@ -1,0 +1,264 @@
+#include "backend/cpu/kquants.h"
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#include <cmath>
+#include <cstring>
+
+#include "backend/cpu/quant_blocks.h"
+#include "core/thread_pool.h"
+
+namespace gf::cpu {
+namespace {
+
+void quantize_q8k_row(const float* x, int64_t n, int8_t* q, float* d, int16_t* bsums) {
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const float* xb = x + b * 256;
+    int8_t* qb = q + b * 256;
+#ifdef __AVX2__
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 mx = _mm256_setzero_ps();
+    for (int i = 0; i < 256; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float id = amax > 0 ? 127.0f / amax : 0.0f;
+    const __m256 vid = _mm256_set1_ps(id);
+    for (int i = 0; i < 256; i += 32) {
+      // Round to nearest even, as nearbyint in the scalar path.
+      __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + i), vid));
+      __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + i + 8), vid));
+      __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + i + 16), vid));
+      __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + i + 24), vid));
+      // packs interleave 128-bit lanes; the permute restores element order.
+      __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+      p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb + i), p);
+    }
+    d[b] = amax / 127.0f;
+#else
+    float amax = 0;
+    for (int i = 0; i < 256; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float id = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < 256; ++i) qb[i] = static_cast<int8_t>(std::nearbyint(xb[i] * id));
+    d[b] = amax / 127.0f;
+#endif
+    for (int g = 0; g < 16; ++g) {
+      int s = 0;
+      for (int i = 0; i < 16; ++i) s += qb[16 * g + i];
+      bsums[b * 16 + g] = static_cast<int16_t>(s);
+    }
+  }
+}
+
+// Per-group scales/mins in element order, then expanded for the kernel.
+void finish(KBlock* o, const int16_t* gs, const int16_t* gm, float d, float dmin) {
+  for (int k = 0; k < 8; ++k)
+    for (int l = 0; l < 16; ++l) o->sc[k][l] = gs[2 * k + (l >= 8)];
+  std::memcpy(o->mn, gm, sizeof o->mn);
+  o->d = d;
+  o->dmin = dmin;
+}
+
+void unpack_q4_k(const BlockQ4_K* b, KBlock* o) {
+  int16_t gs[16], gm[16];
+  for (int j = 0; j < 4; ++j) {
+    for (int h = 0; h < 2; ++h) {
+      uint8_t sc, m;
+      k_scale_min(2 * j + h, b->scales, &sc, &m);
+      gs[4 * j + 2 * h] = gs[4 * j + 2 * h + 1] = sc;
+      gm[4 * j + 2 * h] = gm[4 * j + 2 * h + 1] = m;
+    }
+    for (int l = 0; l < 32; ++l) {
+      o->q[64 * j + l] = b->qs[32 * j + l] & 0xF;
+      o->q[64 * j + 32 + l] = b->qs[32 * j + l] >> 4;
+    }
+  }
+  finish(o, gs, gm, f16_to_f32(b->d), f16_to_f32(b->dmin));
+}
+
+void unpack_q5_k(const BlockQ5_K* b, KBlock* o) {
+  int16_t gs[16], gm[16];
+  for (int j = 0; j < 4; ++j) {
+    for (int h = 0; h < 2; ++h) {
+      uint8_t sc, m;
+      k_scale_min(2 * j + h, b->scales, &sc, &m);
+      gs[4 * j + 2 * h] = gs[4 * j + 2 * h + 1] = sc;
+      gm[4 * j + 2 * h] = gm[4 * j + 2 * h + 1] = m;
+    }
+    const uint8_t u1 = static_cast<uint8_t>(1 << (2 * j)), u2 = static_cast<uint8_t>(2 << (2 * j));
+    for (int l = 0; l < 32; ++l) {
+      o->q[64 * j + l] = static_cast<uint8_t>((b->qs[32 * j + l] & 0xF) + (b->qh[l] & u1 ? 16 : 0));
+      o->q[64 * j + 32 + l] = static_cast<uint8_t>((b->qs[32 * j + l] >> 4) + (b->qh[l] & u2 ? 16 : 0));
+    }
+  }
+  finish(o, gs, gm, f16_to_f32(b->d), f16_to_f32(b->dmin));
+}
+
+// q - 32 with q in [0, 64): the -32 becomes a min of 32 * scale (dmin = d).
+void unpack_q6_k(const BlockQ6_K* b, KBlock* o) {
+  int16_t gs[16], gm[16];
+  for (int g = 0; g < 16; ++g) {
+    gs[g] = b->scales[g];
+    gm[g] = static_cast<int16_t>(32 * b->scales[g]);
+  }
+  for (int n = 0; n < 2; ++n) {
+    const uint8_t* ql = b->ql + 64 * n;
+    const uint8_t* qh = b->qh + 32 * n;
+    uint8_t* q = o->q + 128 * n;
+    for (int l = 0; l < 32; ++l) {
+      q[l] = static_cast<uint8_t>((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4));
+      q[l + 32] = static_cast<uint8_t>((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+      q[l + 64] = static_cast<uint8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+      q[l + 96] = static_cast<uint8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+    }
+  }
+  const float d = f16_to_f32(b->d);
+  finish(o, gs, gm, d, d);
+}
+
+// (q & 3) - (hbit ? 0 : 4) = u - 4 with u = (q & 3) + 4 * hbit.
+void unpack_q3_k(const BlockQ3_K* b, KBlock* o) {
+  const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+  uint32_t aux[4];
+  std::memcpy(aux, b->scales, 12);
+  const uint32_t tmp = aux[2];
+  aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+  aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+  aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+  aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+  const int8_t* scales = reinterpret_cast<const int8_t*>(aux);
+  int16_t gs[16], gm[16];
+  for (int g = 0; g < 16; ++g) {
+    gs[g] = static_cast<int16_t>(scales[g] - 32);
+    gm[g] = static_cast<int16_t>(4 * gs[g]);
+  }
+  const uint8_t* q = b->qs;
+  uint8_t m = 1;
+  uint8_t* y = o->q;
+  for (int n = 0; n < 256; n += 128) {
+    for (int shift = 0; shift < 8; shift += 2) {
+      for (int l = 0; l < 32; ++l) *y++ = static_cast<uint8_t>(((q[l] >> shift) & 3) + ((b->hmask[l] & m) ? 4 : 0));
+      m = static_cast<uint8_t>(m << 1);
+    }
+    q += 32;
+  }
+  const float d = f16_to_f32(b->d);
+  finish(o, gs, gm, d, d);
+}
+
+void unpack_q2_k(const BlockQ2_K* b, KBlock* o) {
+  int16_t gs[16], gm[16];
+  for (int g = 0; g < 16; ++g) {
+    gs[g] = b->scales[g] & 0xF;
+    gm[g] = b->scales[g] >> 4;
+  }
+  const uint8_t* q = b->qs;
+  uint8_t* y = o->q;
+  for (int n = 0; n < 256; n += 128) {
+    for (int shift = 0; shift < 8; shift += 2)
+      for (int l = 0; l < 32; ++l) *y++ = static_cast<uint8_t>((q[l] >> shift) & 3);
+    q += 32;
+  }
+  finish(o, gs, gm, f16_to_f32(b->d), f16_to_f32(b->dmin));
+}
+
+#ifdef __AVX2__
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int N>
+void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out) {
+  __m256 acc[N];
+  const int8_t* yq[N];
+  const float* yd[N];
+  const int16_t* yb[N];
+  for (int k = 0; k < N; ++k) {
+    acc[k] = _mm256_setzero_ps();
+    yq[k] = a.tq(t0 + k);
+    yd[k] = a.td(t0 + k);
+    yb[k] = a.tb(t0 + k);
+  }
+  for (int64_t s = 0; s < nsb; ++s) {
+    const KBlock& b = w[s];
+    __m256i ai[N];
+    for (int k = 0; k < N; ++k) ai[k] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(b.q + 32 * j));
+      const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(b.sc[j]));
+      for (int k = 0; k < N; ++k) {
+        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yq[k] + 256 * s + 32 * j));
+        ai[k] = _mm256_add_epi32(ai[k], _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), sc));
+      }
+    }
+    const __m256i mn = _mm256_load_si256(reinterpret_cast<const __m256i*>(b.mn));
+    for (int k = 0; k < N; ++k) {
+      const __m256i m = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb[k] + 16 * s)));
+      const float dy = yd[k][s];
+      acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[k]), _mm256_set1_ps(b.d * dy), acc[k]);
+      acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(-b.dmin * dy), acc[k]);
+    }
+  }
+  for (int k = 0; k < N; ++k) out[k] = hsum(acc[k]);
+}
+#else
+template <int N>
+void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out) {
+  for (int k = 0; k < N; ++k) {
+    const int8_t* yq = a.tq(t0 + k);
+    const float* yd = a.td(t0 + k);
+    const int16_t* yb = a.tb(t0 + k);
+    float acc = 0;
+    for (int64_t s = 0; s < nsb; ++s) {
+      const KBlock& b = w[s];
+      int32_t isum = 0, msum = 0;
+      for (int e = 0; e < 256; ++e) isum += b.sc[e / 32][(e % 32) / 16 * 8] * b.q[e] * yq[256 * s + e];
+      for (int g = 0; g < 16; ++g) msum += b.mn[g] * yb[16 * s + g];
+      acc += yd[s] * (b.d * static_cast<float>(isum) - b.dmin * static_cast<float>(msum));
+    }
+    out[k] = acc;
+  }
+}
+#endif
+
+}  // namespace
+
+void quantize_q8k(const float* x, int64_t T, int64_t n, Q8KActs& a) {
+  a.n = n;
+  a.q.resize(static_cast<size_t>(T * n));
+  a.d.resize(static_cast<size_t>(T * (n / 256)));
+  a.bsums.resize(static_cast<size_t>(T * (n / 16)));
+  parallel_for(T, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t)
+      quantize_q8k_row(x + t * n, n, a.q.data() + t * n, a.d.data() + t * (n / 256), a.bsums.data() + t * (n / 16));
+  });
+}
+
+bool kquant_supported(DType t) {
+  return t == DType::Q2_K || t == DType::Q3_K || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
+
+void kquant_unpack_row(DType t, const uint8_t* row, int64_t nsb, KBlock* out) {
+  for (int64_t s = 0; s < nsb; ++s) {
+    switch (t) {
+      case DType::Q2_K: unpack_q2_k(reinterpret_cast<const BlockQ2_K*>(row) + s, out + s); break;
+      case DType::Q3_K: unpack_q3_k(reinterpret_cast<const BlockQ3_K*>(row) + s, out + s); break;
+      case DType::Q4_K: unpack_q4_k(reinterpret_cast<const BlockQ4_K*>(row) + s, out + s); break;
+      case DType::Q5_K: unpack_q5_k(reinterpret_cast<const BlockQ5_K*>(row) + s, out + s); break;
+      case DType::Q6_K: unpack_q6_k(reinterpret_cast<const BlockQ6_K*>(row) + s, out + s); break;
+      default: break;
+    }
+  }
+}
+
+void kquant_dot1(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t, float* out) { kdot<1>(w, nsb, a, t, out); }
+void kquant_dot4(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out) { kdot<4>(w, nsb, a, t0, out); }
+
+}  // namespace gf::cpu
