@@ -146,6 +146,17 @@ TEST(TokenizerWords, GgufWhitespacePiecesAgreeWithTokenizerJson) {
     EXPECT_EQ(g->encode(s, true), j.encode(s, true)) << s;
 }
 
+TEST(TokenizerWords, RefusesPipelinesItDoesNotImplement) {
+  const std::string model = R"("model":{"type":"BPE","vocab":{"<unk>":0,"a":1},"merges":[]})";
+  EXPECT_TRUE(Tokenizer::from_json_text("{" + model + "}").ok());
+  auto prepend = Tokenizer::from_json_text(R"({"normalizer":{"type":"Prepend","prepend":"x"},)" + model + "}");
+  ASSERT_FALSE(prepend.ok());
+  EXPECT_NE(prepend.message().find("normalizer"), std::string::npos) << prepend.message();
+  auto bytelevel = Tokenizer::from_json_text(R"({"pre_tokenizer":{"type":"ByteLevel"},)" + model + "}");
+  ASSERT_FALSE(bytelevel.ok());
+  EXPECT_NE(bytelevel.message().find("pre_tokenizer"), std::string::npos) << bytelevel.message();
+}
+
 TEST(TokenizerWords, FromPathAcceptsAFolder) {
   const std::string dir = test::temp_path("model_dir");
   ASSERT_EQ(system(("mkdir -p " + dir + " && xz -dc " + test::fixtures() + "/tokenizers/gemma_tokenizer.json.xz > " + dir +

@@ -48,6 +48,38 @@ Result<std::string> read_maybe_xz(const std::string& path) {
   return out;
 }
 
+// The encoder implements the Gemma pipeline only: normaliser " " -> "▁", no
+// pre-tokenizer or Split on " " (a no-op once spaces are "▁"), byte fallback.
+// Anything else would give silently wrong ids, so it is refused.
+Status check_pipeline(simdjson::dom::element doc, simdjson::dom::object model) {
+  namespace sj = simdjson;
+  auto is_space_replace = [](sj::dom::element n) {
+    std::string_view type, pattern, content;
+    return !n["type"].get(type) && type == "Replace" && !n["pattern"]["String"].get(pattern) && pattern == " " &&
+           !n["content"].get(content) && content == "\xE2\x96\x81";
+  };
+  sj::dom::element norm;
+  if (!doc["normalizer"].get(norm) && !norm.is_null()) {
+    bool ok = is_space_replace(norm);
+    sj::dom::array seq;
+    std::string_view type;
+    if (!ok && !norm["type"].get(type) && type == "Sequence" && !norm["normalizers"].get(seq)) {
+      ok = true;
+      for (sj::dom::element e : seq) ok = ok && is_space_replace(e);
+    }
+    if (!ok) return Err("unsupported normalizer " + sj::to_string(norm).substr(0, 200) + " (Gemma's replaces \" \" with \"\xE2\x96\x81\")");
+  }
+  sj::dom::element pre;
+  if (!doc["pre_tokenizer"].get(pre) && !pre.is_null()) {
+    std::string_view type, pattern;
+    if (pre["type"].get(type) || type != "Split" || pre["pattern"]["String"].get(pattern) || pattern != " ")
+      return Err("unsupported pre_tokenizer " + sj::to_string(pre).substr(0, 200) + " (Gemma's is none or Split on \" \")");
+  }
+  bool fallback = true;
+  if (!model["byte_fallback"].get(fallback) && !fallback) return Err("unsupported BPE model: byte_fallback is false");
+  return Ok();
+}
+
 }  // namespace
 
 Result<Tokenizer> Tokenizer::from_json_file(const std::string& path) {
@@ -89,6 +121,7 @@ Result<Tokenizer> Tokenizer::from_json_bytes(const char* data, size_t size, bool
   std::string_view type = "BPE";
   if (model["type"].get(type)) type = "BPE";
   if (type != "BPE") return Err("only BPE tokenizers are supported (this one is " + std::string(type) + ")");
+  GF_RETURN_IF_ERROR(check_pipeline(doc, model));
   sj::dom::object vocab;
   if (model["vocab"].get(vocab)) return Err("malformed tokenizer.json: no model.vocab object");
   sj::dom::array added;
