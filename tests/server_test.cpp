@@ -134,6 +134,24 @@ TEST_F(ServerTest, CacheExhaustionCompletesEveryRequest) {
   EXPECT_EQ(engine_->metrics().kv_blocks_used, 0);
 }
 
+TEST_F(ServerTest, SharedPrefixReusesBlocks) {
+  start(256);
+  std::string system = "You are a helpful assistant. Answer in one short sentence, and never use lists.";
+  for (int i = 0; i < 3; ++i) system += " Be polite, precise and brief.";
+  const std::string a = system + " Question: what is two plus two?\nAnswer:";
+  const std::string b = system + " Question: what colour is the sky?\nAnswer:";
+  const std::string expect_b = direct_greedy(b, 12);
+  json ra = post("/v1/completions", {{"prompt", a}, {"max_tokens", 12}, {"temperature", 0}});
+  const int64_t hits_before = engine_->metrics().prefix_hit_tokens_total;
+  EXPECT_GT(engine_->metrics().prefix_cached_blocks, 0);
+  json rb = post("/v1/completions", {{"prompt", b}, {"max_tokens", 12}, {"temperature", 0}});
+  const int64_t hit = engine_->metrics().prefix_hit_tokens_total - hits_before;
+  // The shared system prompt is longer than two 16-token blocks: they are reused, not recomputed.
+  EXPECT_GE(hit, 32);
+  EXPECT_EQ(rb["choices"][0]["text"], expect_b);
+  EXPECT_EQ(engine_->metrics().kv_blocks_used, 0);
+}
+
 TEST_F(ServerTest, StreamingAndChat) {
   start(256);
   auto c = client();

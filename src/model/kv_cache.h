@@ -40,6 +40,11 @@ class PagedKvCache {
   // Makes `dst` share the first `tokens` tokens' full blocks of `src` (prefix caching).
   void share_prefix(const SeqState& src, int64_t tokens, SeqState& dst);
   int refcount(int32_t block) const { return refs_[static_cast<size_t>(block)]; }
+  // Extra references held by a prefix cache: a retained block outlives the sequences that used it.
+  void retain(int32_t block) { ++refs_[static_cast<size_t>(block)]; }
+  void release_block(int32_t block) {
+    if (--refs_[static_cast<size_t>(block)] == 0) free_.push_back(block);
+  }
 
  private:
   PagedKvCache(Backend& be, int64_t n, int bs) : be_(&be), num_blocks_(n), block_size_(bs) {}

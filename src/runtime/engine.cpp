@@ -55,11 +55,79 @@ EngineMetrics Engine::metrics() const {
   std::lock_guard<std::mutex> lk(mu_);
   EngineMetrics m = m_;
   m.waiting = static_cast<int64_t>(incoming_.size() + waiting_.size());
-  m.kv_blocks_used = cache_->num_blocks() - cache_->free_blocks();
+
   return m;
 }
 
+namespace {
+uint64_t chain_hash(uint64_t h, const int32_t* t, int n) {
+  for (int i = 0; i < n; ++i) {
+    h ^= static_cast<uint32_t>(t[i]) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h *= 0xff51afd7ed558ccdull;
+  }
+  return h;
+}
+}  // namespace
+
+void Engine::attach_cached_prefix(Seq& s) {
+  if (!opt_.prefix_caching || !s.state.blocks.empty()) return;
+  const int bs = cache_->block_size();
+  // Leave at least one prompt token to compute: its logits start the reply.
+  const int64_t full = (static_cast<int64_t>(s.tokens.size()) - 1) / bs;
+  uint64_t h = 0x12345;
+  for (int64_t b = 0; b < full; ++b) {
+    h = chain_hash(h, s.tokens.data() + b * bs, bs);
+    auto it = prefix_blocks_.find(h);
+    if (it == prefix_blocks_.end()) break;
+    cache_->retain(it->second);
+    s.state.blocks.push_back(it->second);
+  }
+  s.state.length = static_cast<int64_t>(s.state.blocks.size()) * bs;
+  std::lock_guard<std::mutex> lk(mu_);
+  m_.prefix_hit_tokens_total += s.state.length;
+}
+
+void Engine::remember_blocks(const Seq& s) {
+  if (!opt_.prefix_caching) return;
+  const int bs = cache_->block_size();
+  const int64_t full = std::min<int64_t>(s.state.length, static_cast<int64_t>(s.tokens.size())) / bs;
+  uint64_t h = 0x12345;
+  for (int64_t b = 0; b < full && b < static_cast<int64_t>(s.state.blocks.size()); ++b) {
+    h = chain_hash(h, s.tokens.data() + b * bs, bs);
+    if (prefix_blocks_.count(h)) continue;
+    const int32_t block = s.state.blocks[static_cast<size_t>(b)];
+    cache_->retain(block);
+    prefix_blocks_[h] = block;
+    prefix_lru_.push_back(h);
+  }
+}
+
+bool Engine::evict_cached(int64_t blocks_needed) {
+  // Drop the oldest cached prefixes until enough blocks are free.
+  while (cache_->free_blocks() < blocks_needed && !prefix_lru_.empty()) {
+    const uint64_t h = prefix_lru_.front();
+    prefix_lru_.pop_front();
+    auto it = prefix_blocks_.find(h);
+    if (it == prefix_blocks_.end()) continue;
+    cache_->release_block(it->second);
+    prefix_blocks_.erase(it);
+  }
+  return cache_->free_blocks() >= blocks_needed;
+}
+
+void Engine::update_usage() {
+  // Blocks held only by the prefix cache are free for the taking: not "used".
+  int64_t cache_only = 0;
+  for (const auto& [h, b] : prefix_blocks_)
+    if (cache_->refcount(b) == 1) ++cache_only;
+  std::lock_guard<std::mutex> lk(mu_);
+  m_.running = static_cast<int64_t>(running_.size());
+  m_.kv_blocks_used = cache_->num_blocks() - cache_->free_blocks() - cache_only;
+  m_.prefix_cached_blocks = static_cast<int64_t>(prefix_blocks_.size());
+}
+
 void Engine::finish(Seq& s, const std::string& reason, const std::string& error) {
+  if (reason == "stop" || reason == "length") remember_blocks(s);
   cache_->release(s.state);
   std::lock_guard<std::mutex> lk(s.req->mu);
   s.req->done = true;
@@ -127,23 +195,25 @@ bool Engine::step() {
       waiting_.pop_front();
       continue;
     }
-    const int64_t need = blocks_for(static_cast<int64_t>(s->tokens.size()) + 1);
-    if (need > cache_->num_blocks()) {
+    const int64_t need_total = blocks_for(static_cast<int64_t>(s->tokens.size()) + 1);
+    if (need_total > cache_->num_blocks()) {
       finish(*s, "error", "the request needs more KV cache than the server has");
       std::lock_guard<std::mutex> lk(mu_);
       waiting_.pop_front();
       continue;
     }
-    if (need + reserved > cache_->free_blocks() && !running_.empty()) break;
+    attach_cached_prefix(*s);
+    const int64_t need = need_total - static_cast<int64_t>(s->state.blocks.size());
+    if (need + reserved > cache_->free_blocks() && !evict_cached(need + reserved) && !running_.empty()) {
+      cache_->release(s->state);  // give the shared prefix back; it is attached again next time
+      break;
+    }
     reserved += need;
     std::lock_guard<std::mutex> lk(mu_);
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    m_.running = static_cast<int64_t>(running_.size());
-  }
+  update_usage();
   if (running_.empty()) return false;
 
   // Build the step: decodes first (one token each), then prefill chunks within the budget.
@@ -155,7 +225,7 @@ bool Engine::step() {
       budget -= take;
       need += std::max<int64_t>(0, blocks_for(s->state.length + take) - static_cast<int64_t>(s->state.blocks.size()));
     }
-    if (need <= cache_->free_blocks() || running_.size() == 1) break;
+    if (need <= cache_->free_blocks() || evict_cached(need) || running_.size() == 1) break;
     preempt_newest();
   }
   std::vector<SeqStep> steps;
@@ -229,8 +299,7 @@ bool Engine::step() {
       ++i;
     }
   }
-  std::lock_guard<std::mutex> lk(mu_);
-  m_.running = static_cast<int64_t>(running_.size());
+  update_usage();
   return true;
 }
 

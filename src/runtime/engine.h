@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "model/decoder.h"
@@ -53,12 +54,14 @@ struct EngineOptions {
   int max_running = 64;          // sequences per step
   int64_t max_step_tokens = 512; // prefill chunk budget per step (decodes included)
   size_t max_waiting = 256;      // beyond it, submit() refuses (the server answers 503)
+  bool prefix_caching = true;    // reuse the KV blocks of prompt prefixes seen before
 };
 
 struct EngineMetrics {
   int64_t running = 0, waiting = 0;
   int64_t kv_blocks_used = 0, kv_blocks_total = 0;
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0, requests_total = 0, preemptions_total = 0;
+  int64_t prefix_hit_tokens_total = 0, prefix_cached_blocks = 0;
 };
 
 class Engine {
@@ -86,6 +89,11 @@ class Engine {
   bool step();  // false when idle
   void finish(Seq& s, const std::string& reason, const std::string& error = "");
   void preempt_newest();
+  // Prefix cache: full blocks keyed by a hash of every token up to their end.
+  void attach_cached_prefix(Seq& s);
+  void remember_blocks(const Seq& s);
+  bool evict_cached(int64_t blocks_needed);
+  void update_usage();  // refreshes the metrics the server reads
 
   Decoder& dec_;
   EngineOptions opt_;
@@ -96,6 +104,8 @@ class Engine {
   std::deque<std::unique_ptr<Seq>> waiting_;  // preempted sequences, resumed first
   std::vector<std::unique_ptr<Seq>> running_;
   EngineMetrics m_;
+  std::unordered_map<uint64_t, int32_t> prefix_blocks_;
+  std::deque<uint64_t> prefix_lru_;  // oldest first
   bool quit_ = false;
   std::thread thread_;
 };

@@ -179,7 +179,9 @@ struct OpenAiServer::Impl {
       << "# TYPE gemforge_prompt_tokens_total counter\ngemforge_prompt_tokens_total " << m.prompt_tokens_total << "\n"
       << "# TYPE gemforge_generation_tokens_total counter\ngemforge_generation_tokens_total " << m.generation_tokens_total << "\n"
       << "# TYPE gemforge_requests_total counter\ngemforge_requests_total " << m.requests_total << "\n"
-      << "# TYPE gemforge_preemptions_total counter\ngemforge_preemptions_total " << m.preemptions_total << "\n";
+      << "# TYPE gemforge_preemptions_total counter\ngemforge_preemptions_total " << m.preemptions_total << "\n"
+      << "# TYPE gemforge_prefix_cache_hit_tokens_total counter\ngemforge_prefix_cache_hit_tokens_total " << m.prefix_hit_tokens_total << "\n"
+      << "# TYPE gemforge_prefix_cache_blocks gauge\ngemforge_prefix_cache_blocks " << m.prefix_cached_blocks << "\n";
     static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
     std::lock_guard<std::mutex> lk(hist_mu);
     for (const char* name : {"gemforge_time_to_first_token_seconds", "gemforge_time_per_output_token_seconds", "gemforge_e2e_request_latency_seconds"}) {
