@@ -228,7 +228,103 @@ void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out
 }
 #endif
 
+#ifdef __AVX2__
+// 16 bytes: bytes 0-7 = index lo, bytes 8-15 = index hi; with shuffle_epi8 and
+// cvtepi8_epi16 it spreads two byte scales over the 16 int16 madd lanes.
+inline __m128i scale_pair_mask(int lo, int hi) {
+  return _mm_set_epi64x(0x0101010101010101ll * hi, 0x0101010101010101ll * lo);
+}
+
+float dot_q4_k_fused(const BlockQ4_K* x, int64_t nsb, const int8_t* yq, const float* yd, const int16_t* yb) {
+  const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  __m256 acc = _mm256_setzero_ps();
+  __m128 accm = _mm_setzero_ps();
+  for (int64_t i = 0; i < nsb; ++i) {
+    const float d = yd[i] * _cvtsh_ss(x[i].d), dmin = -yd[i] * _cvtsh_ss(x[i].dmin);
+    // The 12 scale bytes -> 8 scales (bytes 0-7) and 8 mins (bytes 8-15).
+    uint32_t u[4];
+    std::memcpy(u, x[i].scales, 12);
+    u[3] = ((u[2] >> 4) & kmask2) | (((u[1] >> 6) & kmask3) << 4);
+    const uint32_t uaux = u[1] & kmask1;
+    u[1] = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
+    u[2] = uaux;
+    u[0] &= kmask1;
+    const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
+    // Mins: dot with the sums of 32 activations (pairs of the 16-sums).
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb + 16 * i));
+    const __m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+    accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, s32)), accm);
+    __m256i sumi = _mm256_setzero_si256();
+    const int8_t* y = yq + 256 * i;
+    for (int j = 0; j < 4; ++j) {
+      const __m256i sl = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sm, scale_pair_mask(2 * j, 2 * j)));
+      const __m256i sh = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sm, scale_pair_mask(2 * j + 1, 2 * j + 1)));
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
+      const __m256i ql = _mm256_and_si256(q, m4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      const __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 64 * j)));
+      const __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 64 * j + 32)));
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(sl, pl), _mm256_madd_epi16(sh, ph)));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  accm = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+  accm = _mm_add_ss(accm, _mm_movehdup_ps(accm));
+  return hsum(acc) + _mm_cvtss_f32(accm);
+}
+
+float dot_q6_k_fused(const BlockQ6_K* x, int64_t nsb, const int8_t* yq, const float* yd, const int16_t* yb) {
+  const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nsb; ++i) {
+    const float d = yd[i] * _cvtsh_ss(x[i].d);
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
+    // q - 32: the offset is 32 * sum(scale * 16-sum of activations).
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb + 16 * i));
+    __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                    _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs), 5));
+    const int8_t* y = yq + 256 * i;
+    for (int n = 0; n < 2; ++n) {
+      const uint8_t* ql = x[i].ql + 64 * n;
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+      const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * n));
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), _mm256_set1_epi8(0x30))),
+      };
+      for (int k = 0; k < 4; ++k) {
+        const int g = 8 * n + 2 * k;
+        const __m256i sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, scale_pair_mask(g, g + 1)));
+        const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 128 * n + 32 * k)));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
+      }
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc);
+}
+#endif
+
 }  // namespace
+
+bool kquant_dot_fused(DType t, const uint8_t* row, int64_t nsb, const Q8KActs& a, int64_t tok, float* out) {
+#ifdef __AVX2__
+  if (t == DType::Q4_K) {
+    *out = dot_q4_k_fused(reinterpret_cast<const BlockQ4_K*>(row), nsb, a.tq(tok), a.td(tok), a.tb(tok));
+    return true;
+  }
+  if (t == DType::Q6_K) {
+    *out = dot_q6_k_fused(reinterpret_cast<const BlockQ6_K*>(row), nsb, a.tq(tok), a.td(tok), a.tb(tok));
+    return true;
+  }
+#endif
+  (void)t, (void)row, (void)nsb, (void)a, (void)tok, (void)out;
+  return false;
+}
 
 void quantize_q8k(const float* x, int64_t T, int64_t n, Q8KActs& a) {
   a.n = n;

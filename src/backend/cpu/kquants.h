@@ -40,4 +40,8 @@ void kquant_unpack_row(DType t, const uint8_t* row, int64_t nsb, KBlock* out);
 void kquant_dot1(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t, float* out);
 void kquant_dot4(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out);
 
+// Decode (T = 1) without unpacking: fused per-type kernels straight from the
+// GGML blocks. Returns false where no fused kernel exists for the type.
+bool kquant_dot_fused(DType t, const uint8_t* row, int64_t nsb, const Q8KActs& a, int64_t tok, float* out);
+
 }  // namespace gf::cpu
