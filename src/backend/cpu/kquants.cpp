@@ -180,6 +180,7 @@ void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out
   const int8_t* yq[N];
   const float* yd[N];
   const int16_t* yb[N];
+  #pragma GCC unroll 4
   for (int k = 0; k < N; ++k) {
     acc[k] = _mm256_setzero_ps();
     yq[k] = a.tq(t0 + k);
@@ -189,16 +190,20 @@ void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out
   for (int64_t s = 0; s < nsb; ++s) {
     const KBlock& b = w[s];
     __m256i ai[N];
+    #pragma GCC unroll 4
     for (int k = 0; k < N; ++k) ai[k] = _mm256_setzero_si256();
+    #pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) {
       const __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(b.q + 32 * j));
       const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(b.sc[j]));
+      #pragma GCC unroll 4
       for (int k = 0; k < N; ++k) {
         const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yq[k] + 256 * s + 32 * j));
         ai[k] = _mm256_add_epi32(ai[k], _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), sc));
       }
     }
     const __m256i mn = _mm256_load_si256(reinterpret_cast<const __m256i*>(b.mn));
+    #pragma GCC unroll 4
     for (int k = 0; k < N; ++k) {
       const __m256i m = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb[k] + 16 * s)));
       const float dy = yd[k][s];
@@ -206,11 +211,13 @@ void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out
       acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(-b.dmin * dy), acc[k]);
     }
   }
+  #pragma GCC unroll 4
   for (int k = 0; k < N; ++k) out[k] = hsum(acc[k]);
 }
 #else
 template <int N>
 void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out) {
+  #pragma GCC unroll 4
   for (int k = 0; k < N; ++k) {
     const int8_t* yq = a.tq(t0 + k);
     const float* yd = a.td(t0 + k);
@@ -296,6 +303,7 @@ float dot_q6_k_fused(const BlockQ6_K* x, int64_t nsb, const int8_t* yq, const fl
           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), _mm256_set1_epi8(0x30))),
       };
+      #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
         const int g = 8 * n + 2 * k;
         const __m256i sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, scale_pair_mask(g, g + 1)));

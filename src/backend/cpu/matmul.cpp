@@ -22,6 +22,12 @@
 namespace gf::cpu {
 namespace {
 
+// Prefill tiling: a tile of kRowTile unpacked weight rows stays in L1/L2 while
+// kTokTile tokens' activations stay in L2; each weight block is then dotted
+// with 4 tokens per load.
+constexpr int64_t kRowTile = 8;
+constexpr int64_t kTokTile = 32;
+
 // Activations of one token quantized to blocks of 32 int8 values.
 struct QActs {
   std::vector<int8_t> q;      // [in]
@@ -149,12 +155,14 @@ void dot_unpacked_x4(const int8_t* q, const float* d, int64_t n, const QActs* co
   for (int64_t i = 0; i < n / 32; ++i) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * i));
     const __m256i aw = _mm256_sign_epi8(w, w);
+    #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acts[k]->q.data() + 32 * i));
       const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w)), _mm256_set1_epi16(1));
       acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d[i] * acts[k]->d[static_cast<size_t>(i)]), acc[k]);
     }
   }
+  #pragma GCC unroll 4
   for (int k = 0; k < 4; ++k) out[k] = hsum(acc[k]);
 }
 
@@ -183,6 +191,28 @@ float dot_f32(const float* w, const float* x, int64_t n) {
 }
 
 namespace {
+
+// out[k] = w · x[k * ldx] for 4 tokens; two accumulators per token hide the
+// FMA latency.
+void dot4_f32(const float* w, const float* x, int64_t ldx, int64_t n, float* out) {
+  __m256 a[4][2];
+  for (auto& ak : a) ak[0] = ak[1] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 w0 = _mm256_loadu_ps(w + i), w1 = _mm256_loadu_ps(w + i + 8);
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      a[k][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + k * ldx + i), a[k][0]);
+      a[k][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + k * ldx + i + 8), a[k][1]);
+    }
+  }
+  #pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    float s = hsum(_mm256_add_ps(a[k][0], a[k][1]));
+    for (int64_t j = i; j < n; ++j) s += w[j] * x[k * ldx + j];
+    out[k] = s;
+  }
+}
 
 inline __m256 load_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
@@ -234,6 +264,12 @@ float dot_f32(const float* w, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
   return s;
 }
+namespace {
+void dot4_f32(const float* w, const float* x, int64_t ldx, int64_t n, float* out) {
+  #pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) out[k] = dot_f32(w, x + k * ldx, n);
+}
+}  // namespace
 #endif
 
 bool matmul_supported(DType t) {
@@ -248,12 +284,6 @@ bool matmul_supported(DType t) {
 }
 
 namespace {
-
-// Prefill tiling: a tile of kRowTile unpacked weight rows stays in L1/L2 while
-// kTokTile tokens' activations (in bytes each) stay in L2; each weight block
-// is then dotted with 4 tokens per load.
-constexpr int64_t kRowTile = 8;
-constexpr int64_t kTokTile = 32;
 
 // K-quants: Q8_K activations, rows unpacked to KBlocks.
 void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
@@ -288,6 +318,7 @@ void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
           for (; t + 4 <= t1; t += 4) {
             float res[4];
             kquant_dot4(wr, nsb, a, t, res);
+            #pragma GCC unroll 4
             for (int k = 0; k < 4; ++k) yr[(t + k) * out] = res[k];
           }
           for (; t < t1; ++t) kquant_dot1(wr, nsb, a, t, yr + t * out);
@@ -310,30 +341,76 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
     parallel_for(T, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) quantize_acts(x + t * in, in, acts[static_cast<size_t>(t)]);
     });
-    parallel_for(out, [&](int64_t b, int64_t e) {
+    const size_t row_bytes = W.row_bytes();
 #ifdef __AVX2__
-      std::vector<int8_t> uq(static_cast<size_t>(in));
-      std::vector<float> ud(static_cast<size_t>(in / 32));
-#endif
-      const size_t row_bytes = W.row_bytes();
-      int64_t r = b;
-      for (; r < e; ++r) {
-        const uint8_t* row = W.data + static_cast<size_t>(r) * row_bytes;
-#ifdef __AVX2__
-        if (T >= 4 && unpack_row_i8(W.dtype, row, in, uq.data(), ud.data())) {
-          int64_t t = 0;
-          for (; t + 4 <= T; t += 4) {
-            const QActs* four[4] = {&acts[static_cast<size_t>(t)], &acts[static_cast<size_t>(t + 1)], &acts[static_cast<size_t>(t + 2)],
-                                    &acts[static_cast<size_t>(t + 3)]};
-            float res[4];
-            dot_unpacked_x4(uq.data(), ud.data(), in, four, res);
-            for (int k = 0; k < 4; ++k) y[(t + k) * out + r] = res[k];
+    if (T >= 4 && (W.dtype == DType::Q4_0 || W.dtype == DType::Q5_0 || W.dtype == DType::Q8_0)) {
+      // Prefill: rows unpacked to int8 + scales, row x token tiles.
+      parallel_for(out, [&](int64_t b, int64_t e) {
+        thread_local std::vector<int8_t> uq;
+        thread_local std::vector<float> ud;
+        uq.resize(static_cast<size_t>(kRowTile * in));
+        ud.resize(static_cast<size_t>(kRowTile * in / 32));
+        for (int64_t r0 = b; r0 < e; r0 += kRowTile) {
+          const int64_t rn = std::min(kRowTile, e - r0);
+          for (int64_t i = 0; i < rn; ++i)
+            unpack_row_i8(W.dtype, W.data + static_cast<size_t>(r0 + i) * row_bytes, in, uq.data() + i * in, ud.data() + i * (in / 32));
+          for (int64_t t0 = 0; t0 < T; t0 += kTokTile) {
+            const int64_t t1 = std::min(T, t0 + kTokTile);
+            for (int64_t i = 0; i < rn; ++i) {
+              const int8_t* q = uq.data() + i * in;
+              const float* d = ud.data() + i * (in / 32);
+              float* yr = y + r0 + i;
+              int64_t t = t0;
+              for (; t + 4 <= t1; t += 4) {
+                const QActs* four[4] = {&acts[static_cast<size_t>(t)], &acts[static_cast<size_t>(t + 1)],
+                                        &acts[static_cast<size_t>(t + 2)], &acts[static_cast<size_t>(t + 3)]};
+                float res[4];
+                dot_unpacked_x4(q, d, in, four, res);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; ++k) yr[(t + k) * out] = res[k];
+              }
+              for (; t < t1; ++t) yr[t * out] = dot_unpacked(q, d, in, acts[static_cast<size_t>(t)]);
+            }
           }
-          for (; t < T; ++t) y[t * out + r] = dot_unpacked(uq.data(), ud.data(), in, acts[static_cast<size_t>(t)]);
-          continue;
         }
+      }, 16);
+      return;
+    }
 #endif
+    parallel_for(out, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const uint8_t* row = W.data + static_cast<size_t>(r) * row_bytes;
         for (int64_t t = 0; t < T; ++t) y[t * out + r] = dot(row, acts[static_cast<size_t>(t)], in);
+      }
+    }, 16);
+    return;
+  }
+  if (T >= 4) {
+    // Prefill on float (or generically dequantized) weights: float32 rows in
+    // row x token tiles, each weight vector loaded once for 4 tokens.
+    // float32 rows are 4x larger than int8: fewer tokens per tile.
+    constexpr int64_t kFRowTile = 16, kFTokTile = 8;
+    parallel_for(out, [&](int64_t b, int64_t e) {
+      thread_local std::vector<float> buf;
+      buf.resize(static_cast<size_t>(kFRowTile * in));
+      for (int64_t r0 = b; r0 < e; r0 += kFRowTile) {
+        const int64_t rn = std::min(kFRowTile, e - r0);
+        for (int64_t i = 0; i < rn; ++i) (void)dequantize_row(W.dtype, W.row(r0 + i), buf.data() + i * in, in);
+        for (int64_t t0 = 0; t0 < T; t0 += kFTokTile) {
+          const int64_t t1 = std::min(T, t0 + kFTokTile);
+          for (int64_t i = 0; i < rn; ++i) {
+            const float* wr = buf.data() + i * in;
+            float* yr = y + r0 + i;
+            int64_t t = t0;
+            for (; t + 4 <= t1; t += 4) {
+              float res[4];
+              dot4_f32(wr, x + t * in, in, in, res);
+              #pragma GCC unroll 4
+              for (int k = 0; k < 4; ++k) yr[(t + k) * out] = res[k];
+            }
+            for (; t < t1; ++t) yr[t * out] = dot_f32(wr, x + t * in, in);
+          }
+        }
       }
     }, 16);
     return;
