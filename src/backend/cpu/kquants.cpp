@@ -242,7 +242,9 @@ inline __m128i scale_pair_mask(int lo, int hi) {
   return _mm_set_epi64x(0x0101010101010101ll * hi, 0x0101010101010101ll * lo);
 }
 
-float dot_q4_k_fused(const BlockQ4_K* x, int64_t nsb, const int8_t* yq, const float* yd, const int16_t* yb) {
+// Q4_K and Q5_K share scales and layout; Q5_K adds a fifth bit from qh.
+template <class B>
+float dot_q45_k_fused(const B* x, int64_t nsb, const int8_t* yq, const float* yd, const int16_t* yb) {
   const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
   const __m256i m4 = _mm256_set1_epi8(0xF);
   __m256 acc = _mm256_setzero_ps();
@@ -269,7 +271,13 @@ float dot_q4_k_fused(const BlockQ4_K* x, int64_t nsb, const int8_t* yq, const fl
       const __m256i sl = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sm, scale_pair_mask(2 * j, 2 * j)));
       const __m256i sh = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sm, scale_pair_mask(2 * j + 1, 2 * j + 1)));
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
-      const __m256i ql = _mm256_and_si256(q, m4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      __m256i ql = _mm256_and_si256(q, m4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (sizeof(B) == sizeof(BlockQ5_K)) {
+        const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const BlockQ5_K*>(x + i)->qh));
+        const __m256i one = _mm256_set1_epi8(1);
+        ql = _mm256_or_si256(ql, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+        qh = _mm256_or_si256(qh, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+      }
       const __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 64 * j)));
       const __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 64 * j + 32)));
       sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(sl, pl), _mm256_madd_epi16(sh, ph)));
@@ -322,7 +330,11 @@ float dot_q6_k_fused(const BlockQ6_K* x, int64_t nsb, const int8_t* yq, const fl
 bool kquant_dot_fused(DType t, const uint8_t* row, int64_t nsb, const Q8KActs& a, int64_t tok, float* out) {
 #ifdef __AVX2__
   if (t == DType::Q4_K) {
-    *out = dot_q4_k_fused(reinterpret_cast<const BlockQ4_K*>(row), nsb, a.tq(tok), a.td(tok), a.tb(tok));
+    *out = dot_q45_k_fused(reinterpret_cast<const BlockQ4_K*>(row), nsb, a.tq(tok), a.td(tok), a.tb(tok));
+    return true;
+  }
+  if (t == DType::Q5_K) {
+    *out = dot_q45_k_fused(reinterpret_cast<const BlockQ5_K*>(row), nsb, a.tq(tok), a.td(tok), a.tb(tok));
     return true;
   }
   if (t == DType::Q6_K) {
