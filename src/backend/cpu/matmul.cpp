@@ -65,13 +65,19 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 // Signed int8 x signed int8, 32 lanes -> 8 int32 partial sums.
-inline __m256i dot_i8(__m256i x, __m256i y) {
-  const __m256i ax = _mm256_sign_epi8(x, x);
-  const __m256i sy = _mm256_sign_epi8(y, x);
+// unsigned x signed bytes, summed in fours: one VNNI instruction where the
+// CPU has it (AVX512-VNNI+VL or AVX-VNNI), maddubs + madd otherwise. Same
+// result: |x| <= 128 and |y| <= 127 never saturate maddubs.
+inline __m256i sum_us8(__m256i ax, __m256i sy) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sy);
+#else
   return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+#endif
 }
-// Unsigned (< 64) x signed int8 -> 8 int32 partial sums.
-inline __m256i dot_u8(__m256i u, __m256i y) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1)); }
+inline __m256i dot_i8(__m256i x, __m256i y) { return sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)); }
 // 32 bits -> 32 bytes of 0xFF (bit set) or 0x00.
 inline __m256i bits_to_bytes(const uint8_t* p) {
   uint32_t x;
@@ -158,7 +164,7 @@ void dot_unpacked_x4(const int8_t* q, const float* d, int64_t n, const QActs* co
     #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acts[k]->q.data() + 32 * i));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w)), _mm256_set1_epi16(1));
+      const __m256i p = sum_us8(aw, _mm256_sign_epi8(y, w));
       acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d[i] * acts[k]->d[static_cast<size_t>(i)]), acc[k]);
     }
   }
