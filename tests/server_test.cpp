@@ -242,7 +242,8 @@ TEST_F(ServerTest, DisconnectMidStreamFreesTheRequest) {
     ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
     char buf[512];
     ASSERT_GT(read(fd, buf, sizeof buf), 0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // Wait until the request holds KV blocks (its prefill ran), then hang up.
+    for (int i = 0; i < 200 && engine_->metrics().kv_blocks_used == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
     EXPECT_GT(engine_->metrics().kv_blocks_used, 0);  // still generating
     close(fd);
   }
