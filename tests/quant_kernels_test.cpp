@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 
+#include "backend/cpu/kquants.h"
 #include "backend/cpu/matmul.h"
 #include "core/half.h"
 #include "core/mapped_file.h"
@@ -215,6 +216,38 @@ TEST(QuantKernels, RealGgufTensorsMatchReference) {
     }
   }
   EXPECT_EQ(seen, (std::set<DType>{DType::Q5_0, DType::Q8_0, DType::Q4_K, DType::Q6_K}));
+}
+
+// A token's result must not depend on how many tokens share the call (decode
+// vs prefill vs batched serving): the fused K-quant decode kernels and the
+// unpacked prefill kernel give identical bits.
+TEST(QuantKernels, KQuantFusedDecodeEqualsUnpackedBitForBit) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0, 1);
+  for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    const int64_t in = 1024, nsb = in / 256, rows = 9;
+    std::vector<uint8_t> bytes = random_weights(t, rows, in, rng);
+    std::vector<float> x(static_cast<size_t>(5 * in));
+    for (auto& v : x) v = nd(rng);
+    cpu::Q8KActs a;
+    cpu::quantize_q8k(x.data(), 5, in, a);
+    std::vector<cpu::KBlock> kb(static_cast<size_t>(nsb));
+    const size_t rb = bytes.size() / rows;
+    for (int64_t r = 0; r < rows; ++r) {
+      cpu::kquant_unpack_row(t, bytes.data() + r * rb, nsb, kb.data());
+      float four[4];
+      cpu::kquant_dot4(kb.data(), nsb, a, 1, four);
+      for (int64_t tok = 0; tok < 5; ++tok) {
+        float fused = 0, one = 0;
+        ASSERT_TRUE(cpu::kquant_dot_fused(t, bytes.data() + r * rb, nsb, a, tok, &fused)) << dtype_name(t);
+        cpu::kquant_dot1(kb.data(), nsb, a, tok, &one);
+        EXPECT_EQ(fused, one) << dtype_name(t) << " row " << r << " token " << tok;
+        if (tok >= 1) {
+          EXPECT_EQ(four[tok - 1], one) << dtype_name(t) << " row " << r << " token " << tok;
+        }
+      }
+    }
+  }
 }
 
 TEST(QuantKernels, Fp16RoundTrip) {

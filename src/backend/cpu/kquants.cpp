@@ -207,8 +207,9 @@ void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out
     for (int k = 0; k < N; ++k) {
       const __m256i m = _mm256_madd_epi16(mn, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb[k] + 16 * s)));
       const float dy = yd[k][s];
+      // Same float operations as the fused decode kernels (batch invariance).
       acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[k]), _mm256_set1_ps(b.d * dy), acc[k]);
-      acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(-b.dmin * dy), acc[k]);
+      acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(-(b.dmin * dy)), acc[k]);
     }
   }
   #pragma GCC unroll 4
@@ -248,9 +249,8 @@ float dot_q45_k_fused(const B* x, int64_t nsb, const int8_t* yq, const float* yd
   const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
   const __m256i m4 = _mm256_set1_epi8(0xF);
   __m256 acc = _mm256_setzero_ps();
-  __m128 accm = _mm_setzero_ps();
   for (int64_t i = 0; i < nsb; ++i) {
-    const float d = yd[i] * _cvtsh_ss(x[i].d), dmin = -yd[i] * _cvtsh_ss(x[i].dmin);
+    const float d = _cvtsh_ss(x[i].d) * yd[i], dmin = _cvtsh_ss(x[i].dmin) * yd[i];
     // The 12 scale bytes -> 8 scales (bytes 0-7) and 8 mins (bytes 8-15).
     uint32_t u[4];
     std::memcpy(u, x[i].scales, 12);
@@ -260,11 +260,11 @@ float dot_q45_k_fused(const B* x, int64_t nsb, const int8_t* yq, const float* yd
     u[2] = uaux;
     u[0] &= kmask1;
     const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
-    // Mins: dot with the sums of 32 activations (pairs of the 16-sums).
+    // Mins per group of 16 (each sub-block's min twice) against the 16-sums:
+    // the same lanes as kdot's, so decode and prefill agree bit for bit.
     const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb + 16 * i));
-    const __m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-    const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-    accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, s32)), accm);
+    const __m128i mins = _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
+    const __m256i mvec = _mm256_madd_epi16(_mm256_cvtepu8_epi16(mins), bs);
     __m256i sumi = _mm256_setzero_si256();
     const int8_t* y = yq + 256 * i;
     for (int j = 0; j < 4; ++j) {
@@ -282,23 +282,22 @@ float dot_q45_k_fused(const B* x, int64_t nsb, const int8_t* yq, const float* yd
       const __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 64 * j + 32)));
       sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(sl, pl), _mm256_madd_epi16(sh, ph)));
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d), acc);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mvec), _mm256_set1_ps(-dmin), acc);
   }
-  accm = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
-  accm = _mm_add_ss(accm, _mm_movehdup_ps(accm));
-  return hsum(acc) + _mm_cvtss_f32(accm);
+  return hsum(acc);
 }
 
 float dot_q6_k_fused(const BlockQ6_K* x, int64_t nsb, const int8_t* yq, const float* yd, const int16_t* yb) {
   const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nsb; ++i) {
-    const float d = yd[i] * _cvtsh_ss(x[i].d);
+    const float d = _cvtsh_ss(x[i].d) * yd[i];
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
-    // q - 32: the offset is 32 * sum(scale * 16-sum of activations).
+    // q - 32: a min of 32 * scale per group of 16 (as kdot, bit for bit).
     const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(yb + 16 * i));
-    __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                    _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs), 5));
+    const __m256i mvec = _mm256_madd_epi16(_mm256_slli_epi16(_mm256_cvtepi8_epi16(sc8), 5), bs);
+    __m256i sumi = _mm256_setzero_si256();
     const int8_t* y = yq + 256 * i;
     for (int n = 0; n < 2; ++n) {
       const uint8_t* ql = x[i].ql + 64 * n;
@@ -319,7 +318,8 @@ float dot_q6_k_fused(const BlockQ6_K* x, int64_t nsb, const int8_t* yq, const fl
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d), acc);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mvec), _mm256_set1_ps(-d), acc);
   }
   return hsum(acc);
 }
