@@ -298,9 +298,20 @@ void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
   quantize_q8k(x, T, in, acts);
   const Q8KActs& a = acts;
   const size_t row_bytes = W.row_bytes();
-  // One path for every T (no fused T == 1 shortcut): a token's result must not
-  // depend on how many tokens share the step, or batched serving would drift
-  // from single-sequence decoding.
+  // A token's result must not depend on how many tokens share the step (or
+  // batched serving would drift from single-sequence decoding): the fused
+  // decode kernels perform exactly the unpacked kernel's integer and float
+  // operations (tests: KQuantFusedDecodeEqualsUnpackedBitForBit), ~14x faster
+  // for T = 1 than unpacking each row.
+  if (T == 1) {
+    float probe;
+    if (kquant_dot_fused(W.dtype, W.data, 0, a, 0, &probe)) {
+      parallel_for(out, [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r) kquant_dot_fused(W.dtype, W.data + static_cast<size_t>(r) * row_bytes, nsb, a, 0, y + r);
+      }, 16);
+      return;
+    }
+  }
   parallel_for(out, [&](int64_t b, int64_t e) {
     thread_local std::vector<KBlock> buf;
     const int64_t rt = T == 1 ? 1 : kRowTile;
