@@ -112,7 +112,8 @@ TEST_F(ServerTest, ConcurrentGreedyEqualsOneAtATime) {
     });
   for (auto& t : ts) t.join();
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i], expect[i]) << prompts[i];
-  // Everything finished: no KV block is still held.
+  // Everything finished: no KV block is still held (metrics are published at the end of a step).
+  for (int i = 0; i < 200 && engine_->metrics().kv_blocks_used != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(engine_->metrics().kv_blocks_used, 0);
 }
 
@@ -131,6 +132,7 @@ TEST_F(ServerTest, CacheExhaustionCompletesEveryRequest) {
     EXPECT_EQ(status[i], 200) << i;
     EXPECT_EQ(text[i], direct_greedy("Count: " + std::to_string(i), 32)) << i;
   }
+  for (int i = 0; i < 200 && engine_->metrics().kv_blocks_used != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(engine_->metrics().kv_blocks_used, 0);
 }
 
@@ -142,6 +144,8 @@ TEST_F(ServerTest, SharedPrefixReusesBlocks) {
   const std::string b = system + " Question: what colour is the sky?\nAnswer:";
   const std::string expect_b = direct_greedy(b, 12);
   json ra = post("/v1/completions", {{"prompt", a}, {"max_tokens", 12}, {"temperature", 0}});
+  // The engine publishes its metrics at the end of the step that finished the request.
+  for (int i = 0; i < 200 && engine_->metrics().prefix_cached_blocks == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const int64_t hits_before = engine_->metrics().prefix_hit_tokens_total;
   EXPECT_GT(engine_->metrics().prefix_cached_blocks, 0);
   json rb = post("/v1/completions", {{"prompt", b}, {"max_tokens", 12}, {"temperature", 0}});
@@ -149,6 +153,7 @@ TEST_F(ServerTest, SharedPrefixReusesBlocks) {
   // The shared system prompt is longer than two 16-token blocks: they are reused, not recomputed.
   EXPECT_GE(hit, 32);
   EXPECT_EQ(rb["choices"][0]["text"], expect_b);
+  for (int i = 0; i < 200 && engine_->metrics().kv_blocks_used != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(engine_->metrics().kv_blocks_used, 0);
 }
 
