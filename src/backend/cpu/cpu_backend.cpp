@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
 #include "core/thread_pool.h"
 
@@ -157,45 +158,7 @@ class CpuBackend final : public Backend {
     }
   }
   void attention(const Act& q, const KvPool& kv, const AttentionParams& p, Act& out) override {
-    const int group = p.num_heads / p.num_kv_heads;
-    const int hd = p.head_dim;
-    const int bs = kv.block_size;
-    parallel_for(q.rows * p.num_heads, [&](int64_t b, int64_t e) {
-      std::vector<float> scores;
-      for (int64_t job = b; job < e; ++job) {
-        const int64_t t = job / p.num_heads;
-        const int h = static_cast<int>(job % p.num_heads);
-        const int kvh = h / group;
-        const int64_t pos = layout_.positions[static_cast<size_t>(t)];
-        const auto& table = layout_.block_tables[static_cast<size_t>(layout_.token_seq[static_cast<size_t>(t)])];
-        const int64_t lo = p.sliding_window > 0 ? std::max<int64_t>(0, pos - p.sliding_window + 1) : 0;
-        auto row = [&](const void* base, int64_t j) {
-          const int64_t slot = static_cast<int64_t>(table[static_cast<size_t>(j / bs)]) * bs + j % bs;
-          return static_cast<const float*>(base) + slot * kv.width + kvh * hd;
-        };
-        const float* qv = F(q) + t * q.cols + h * hd;
-        scores.assign(static_cast<size_t>(pos - lo + 1), 0.0f);
-        float mx = -INFINITY;
-        for (int64_t j = lo; j <= pos; ++j) {
-          const float* kr = row(kv.k, j);
-          float s = 0;
-          for (int d = 0; d < hd; ++d) s += qv[d] * kr[d];
-          s *= p.scale;
-          if (p.softcap > 0) s = p.softcap * std::tanh(s / p.softcap);
-          scores[static_cast<size_t>(j - lo)] = s;
-          mx = std::max(mx, s);
-        }
-        float sum = 0;
-        for (auto& s : scores) sum += (s = std::exp(s - mx));
-        float* o = F(out) + t * out.cols + h * hd;
-        std::fill(o, o + hd, 0.0f);
-        for (int64_t j = lo; j <= pos; ++j) {
-          const float w = scores[static_cast<size_t>(j - lo)] / sum;
-          const float* vr = row(kv.v, j);
-          for (int d = 0; d < hd; ++d) o[d] += w * vr[d];
-        }
-      }
-    });
+    cpu::attention(F(q), kv, p, layout_, F(out));
   }
   void gather_rows(const Act& src, const std::vector<int32_t>& rows, Act& dst) override {
     for (size_t i = 0; i < rows.size(); ++i)

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "backend/cpu/quant_blocks.h"
+#include "backend/cpu/simd_avx2.h"
 #include "core/thread_pool.h"
 
 namespace gf::cpu {
@@ -167,12 +168,7 @@ void unpack_q2_k(const BlockQ2_K* b, KBlock* o) {
 }
 
 #ifdef __AVX2__
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using simd::hsum;
 
 template <int N>
 void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out) {

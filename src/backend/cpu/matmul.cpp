@@ -16,7 +16,9 @@
 
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/kquants.h"
+#include "backend/cpu/quant_acts.h"
 #include "backend/cpu/quant_blocks.h"
+#include "backend/cpu/simd_avx2.h"
 #include "core/thread_pool.h"
 
 namespace gf::cpu {
@@ -28,107 +30,8 @@ namespace {
 constexpr int64_t kRowTile = 8;
 constexpr int64_t kTokTile = 32;
 
-// Activations of one token quantized to blocks of 32 int8 values.
-struct QActs {
-  std::vector<int8_t> q;      // [in]
-  std::vector<float> d;       // [in/32] scale per block
-  std::vector<int32_t> sum16; // [in/16] sum of q over each 16
-};
-
-void quantize_acts(const float* x, int64_t n, QActs& a) {
-  a.q.resize(static_cast<size_t>(n));
-  a.d.resize(static_cast<size_t>(n / 32));
-  a.sum16.resize(static_cast<size_t>(n / 16));
-  for (int64_t b = 0; b < n / 32; ++b) {
-    const float* xb = x + b * 32;
-    float amax = 0;
-    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
-    const float d = amax / 127.0f;
-    const float id = d ? 1.0f / d : 0.0f;
-    a.d[static_cast<size_t>(b)] = d;
-    int32_t s0 = 0, s1 = 0;
-    for (int i = 0; i < 32; ++i) {
-      const int v = static_cast<int>(std::nearbyint(xb[i] * id));
-      a.q[static_cast<size_t>(b * 32 + i)] = static_cast<int8_t>(v);
-      (i < 16 ? s0 : s1) += v;
-    }
-    a.sum16[static_cast<size_t>(2 * b)] = s0;
-    a.sum16[static_cast<size_t>(2 * b + 1)] = s1;
-  }
-}
-
 #ifdef __AVX2__
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-// Signed int8 x signed int8, 32 lanes -> 8 int32 partial sums.
-// unsigned x signed bytes, summed in fours: one VNNI instruction where the
-// CPU has it (AVX512-VNNI+VL or AVX-VNNI), maddubs + madd otherwise. Same
-// result: |x| <= 128 and |y| <= 127 never saturate maddubs.
-inline __m256i sum_us8(__m256i ax, __m256i sy) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
-#elif defined(__AVXVNNI__)
-  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sy);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
-#endif
-}
-inline __m256i dot_i8(__m256i x, __m256i y) { return sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)); }
-// 32 bits -> 32 bytes of 0xFF (bit set) or 0x00.
-inline __m256i bits_to_bytes(const uint8_t* p) {
-  uint32_t x;
-  std::memcpy(&x, p, 4);
-  const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
-  __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(x)), shuf);
-  b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-  return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
-}
-// 16 bytes of nibbles -> 32 bytes: low nibbles first, then high.
-inline __m256i nibbles(const uint8_t* p) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i m = _mm_set1_epi8(0xF);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
-}
-inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
-float dot_q8_0(const uint8_t* w, const QActs& a, int64_t n) {
-  const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(w);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / 32; ++i) {
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
-    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + i * 32));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(q, y)), _mm256_set1_ps(h2f(b[i].d) * a.d[static_cast<size_t>(i)]), acc);
-  }
-  return hsum(acc);
-}
-
-float dot_q4_0(const uint8_t* w, const QActs& a, int64_t n) {
-  const BlockQ4_0* b = reinterpret_cast<const BlockQ4_0*>(w);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / 32; ++i) {
-    const __m256i q = _mm256_sub_epi8(nibbles(b[i].qs), _mm256_set1_epi8(8));
-    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + i * 32));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(q, y)), _mm256_set1_ps(h2f(b[i].d) * a.d[static_cast<size_t>(i)]), acc);
-  }
-  return hsum(acc);
-}
-
-float dot_q5_0(const uint8_t* w, const QActs& a, int64_t n) {
-  const BlockQ5_0* b = reinterpret_cast<const BlockQ5_0*>(w);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / 32; ++i) {
-    // x - 16: where the fifth bit is clear, OR 0xF0 makes the byte x - 16 (negative).
-    const __m256i hi = _mm256_andnot_si256(bits_to_bytes(b[i].qh), _mm256_set1_epi8(static_cast<char>(0xF0)));
-    const __m256i q = _mm256_or_si256(nibbles(b[i].qs), hi);
-    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + i * 32));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(q, y)), _mm256_set1_ps(h2f(b[i].d) * a.d[static_cast<size_t>(i)]), acc);
-  }
-  return hsum(acc);
-}
+using namespace simd;
 
 // Prefill: a Q4_0/Q5_0 row is unpacked once to signed int8 + one scale per
 // 32, then dotted with several tokens at a time (the weight loads are shared).
@@ -245,20 +148,13 @@ float dot_f16(const uint16_t* w, const float* x, int64_t n) {
 }
 #endif
 
-using QuantDot = float (*)(const uint8_t*, const QActs&, int64_t);
-
-QuantDot quant_dot(DType t, int64_t in) {
+// The types with int8 kernels over 32-element blocks (quant_acts.h).
+bool is_q32(DType t) {
 #ifdef __AVX2__
-  switch (t) {
-    case DType::Q8_0: return dot_q8_0;
-    case DType::Q4_0: return dot_q4_0;
-    case DType::Q5_0: return dot_q5_0;
-    default: return nullptr;
-  }
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q5_0;
 #else
   (void)t;
-  (void)in;
-  return nullptr;
+  return false;
 #endif
 }
 
@@ -347,14 +243,14 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
     matmul_kquant(W, x, T, y);
     return;
   }
-  if (QuantDot dot = quant_dot(W.dtype, in)) {
+  if (is_q32(W.dtype)) {
     std::vector<QActs> acts(static_cast<size_t>(T));
     parallel_for(T, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) quantize_acts(x + t * in, in, acts[static_cast<size_t>(t)]);
     });
     const size_t row_bytes = W.row_bytes();
 #ifdef __AVX2__
-    if (T >= 4 && (W.dtype == DType::Q4_0 || W.dtype == DType::Q5_0 || W.dtype == DType::Q8_0)) {
+    if (T >= 4) {
       // Prefill: rows unpacked to int8 + scales, row x token tiles.
       parallel_for(out, [&](int64_t b, int64_t e) {
         thread_local std::vector<int8_t> uq;
@@ -389,10 +285,7 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
     }
 #endif
     parallel_for(out, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const uint8_t* row = W.data + static_cast<size_t>(r) * row_bytes;
-        for (int64_t t = 0; t < T; ++t) y[t * out + r] = dot(row, acts[static_cast<size_t>(t)], in);
-      }
+      for (int64_t t = 0; t < T; ++t) matvec_q32(W.dtype, W.data, row_bytes, b, e, acts[static_cast<size_t>(t)], in, y + t * out);
     }, 16);
     return;
   }
