@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/attention.h"
+#include "backend/cpu/elementwise.h"
 #include "backend/cpu/matmul.h"
 #include "core/thread_pool.h"
 
@@ -137,14 +138,7 @@ class CpuBackend final : public Backend {
   }
   void gelu_mul(Act& gate, const Act& up) override {
     const int64_t n = gate.rows * gate.cols;
-    parallel_for(n, [&](int64_t b, int64_t e) {
-      const float k = 0.7978845608028654f;  // sqrt(2/pi)
-      for (int64_t i = b; i < e; ++i) {
-        float g = F(gate)[i];
-        float gl = 0.5f * g * (1.0f + std::tanh(k * (g + 0.044715f * g * g * g)));
-        F(gate)[i] = gl * F(up)[i];
-      }
-    }, 4096);
+    parallel_for(n, [&](int64_t b, int64_t e) { cpu::gelu_tanh_mul(F(gate) + b, F(up) + b, e - b); }, 4096);
   }
   void softcap(Act& x, float cap) override {
     const int64_t n = x.rows * x.cols;
