@@ -11,6 +11,8 @@
 #endif
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <vector>
 
@@ -237,58 +239,10 @@ void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
 
 }  // namespace
 
-void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
+namespace {
+// Float weights (or any type dequantized row by row) times float32 activations.
+void matmul_float(const TensorView& W, const float* x, int64_t T, float* y) {
   const int64_t out = W.rows(), in = W.cols();
-  if (kquant_supported(W.dtype) && in % 256 == 0) {
-    matmul_kquant(W, x, T, y);
-    return;
-  }
-  if (is_q32(W.dtype)) {
-    std::vector<QActs> acts(static_cast<size_t>(T));
-    parallel_for(T, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) quantize_acts(x + t * in, in, acts[static_cast<size_t>(t)]);
-    });
-    const size_t row_bytes = W.row_bytes();
-#ifdef __AVX2__
-    if (T >= 4) {
-      // Prefill: rows unpacked to int8 + scales, row x token tiles.
-      parallel_for(out, [&](int64_t b, int64_t e) {
-        thread_local std::vector<int8_t> uq;
-        thread_local std::vector<float> ud;
-        uq.resize(static_cast<size_t>(kRowTile * in));
-        ud.resize(static_cast<size_t>(kRowTile * in / 32));
-        for (int64_t r0 = b; r0 < e; r0 += kRowTile) {
-          const int64_t rn = std::min(kRowTile, e - r0);
-          for (int64_t i = 0; i < rn; ++i)
-            unpack_row_i8(W.dtype, W.data + static_cast<size_t>(r0 + i) * row_bytes, in, uq.data() + i * in, ud.data() + i * (in / 32));
-          for (int64_t t0 = 0; t0 < T; t0 += kTokTile) {
-            const int64_t t1 = std::min(T, t0 + kTokTile);
-            for (int64_t i = 0; i < rn; ++i) {
-              const int8_t* q = uq.data() + i * in;
-              const float* d = ud.data() + i * (in / 32);
-              float* yr = y + r0 + i;
-              int64_t t = t0;
-              for (; t + 4 <= t1; t += 4) {
-                const QActs* four[4] = {&acts[static_cast<size_t>(t)], &acts[static_cast<size_t>(t + 1)],
-                                        &acts[static_cast<size_t>(t + 2)], &acts[static_cast<size_t>(t + 3)]};
-                float res[4];
-                dot_unpacked_x4(q, d, in, four, res);
-#pragma GCC unroll 4
-                for (int k = 0; k < 4; ++k) yr[(t + k) * out] = res[k];
-              }
-              for (; t < t1; ++t) yr[t * out] = dot_unpacked(q, d, in, acts[static_cast<size_t>(t)]);
-            }
-          }
-        }
-      }, 16);
-      return;
-    }
-#endif
-    parallel_for(out, [&](int64_t b, int64_t e) {
-      for (int64_t t = 0; t < T; ++t) matvec_q32(W.dtype, W.data, row_bytes, b, e, acts[static_cast<size_t>(t)], in, y + t * out);
-    }, 16);
-    return;
-  }
   if (T >= 4) {
     // Prefill on float (or generically dequantized) weights: float32 rows in
     // row x token tiles, each weight vector loaded once for 4 tokens.
@@ -343,6 +297,78 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
       for (int64_t t = 0; t < T; ++t) y[t * out + r] = dot_f32(wr, x + t * in, in);
     }
   }, 16);
+}
+}  // namespace
+
+// GEMFORGE_FLOAT_ACTIVATIONS=1: quantized weights are dequantized and
+// multiplied with float32 activations, skipping the int8 rounding of the
+// activations that llama.cpp also does. Slower; the exact product of the
+// quantized model, for telling near-ties from errors (bench/llama_agreement.py).
+bool float_activations() {
+  static const bool on = [] {
+    const char* e = std::getenv("GEMFORGE_FLOAT_ACTIVATIONS");
+    return e && std::string(e) == "1";
+  }();
+  return on;
+}
+
+void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
+  const int64_t out = W.rows(), in = W.cols();
+  if (float_activations()) {
+    matmul_float(W, x, T, y);
+    return;
+  }
+  if (kquant_supported(W.dtype) && in % 256 == 0) {
+    matmul_kquant(W, x, T, y);
+    return;
+  }
+  if (is_q32(W.dtype)) {
+    std::vector<QActs> acts(static_cast<size_t>(T));
+    parallel_for(T, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) quantize_acts(x + t * in, in, acts[static_cast<size_t>(t)]);
+    });
+    const size_t row_bytes = W.row_bytes();
+#ifdef __AVX2__
+    if (T >= 4) {
+      // Prefill: rows unpacked to int8 + scales, row x token tiles.
+      parallel_for(out, [&](int64_t b, int64_t e) {
+        thread_local std::vector<int8_t> uq;
+        thread_local std::vector<float> ud;
+        uq.resize(static_cast<size_t>(kRowTile * in));
+        ud.resize(static_cast<size_t>(kRowTile * in / 32));
+        for (int64_t r0 = b; r0 < e; r0 += kRowTile) {
+          const int64_t rn = std::min(kRowTile, e - r0);
+          for (int64_t i = 0; i < rn; ++i)
+            unpack_row_i8(W.dtype, W.data + static_cast<size_t>(r0 + i) * row_bytes, in, uq.data() + i * in, ud.data() + i * (in / 32));
+          for (int64_t t0 = 0; t0 < T; t0 += kTokTile) {
+            const int64_t t1 = std::min(T, t0 + kTokTile);
+            for (int64_t i = 0; i < rn; ++i) {
+              const int8_t* q = uq.data() + i * in;
+              const float* d = ud.data() + i * (in / 32);
+              float* yr = y + r0 + i;
+              int64_t t = t0;
+              for (; t + 4 <= t1; t += 4) {
+                const QActs* four[4] = {&acts[static_cast<size_t>(t)], &acts[static_cast<size_t>(t + 1)],
+                                        &acts[static_cast<size_t>(t + 2)], &acts[static_cast<size_t>(t + 3)]};
+                float res[4];
+                dot_unpacked_x4(q, d, in, four, res);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; ++k) yr[(t + k) * out] = res[k];
+              }
+              for (; t < t1; ++t) yr[t * out] = dot_unpacked(q, d, in, acts[static_cast<size_t>(t)]);
+            }
+          }
+        }
+      }, 16);
+      return;
+    }
+#endif
+    parallel_for(out, [&](int64_t b, int64_t e) {
+      for (int64_t t = 0; t < T; ++t) matvec_q32(W.dtype, W.data, row_bytes, b, e, acts[static_cast<size_t>(t)], in, y + t * out);
+    }, 16);
+    return;
+  }
+  matmul_float(W, x, T, y);
 }
 
 void matmul_reference(const TensorView& W, const float* x, int64_t T, float* y) {
