@@ -13,6 +13,7 @@
 
 #include "backend/cpu/kquants.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/quant_acts.h"
 #include "core/half.h"
 #include "core/mapped_file.h"
 #include "formats/gguf.h"
@@ -247,6 +248,32 @@ TEST(QuantKernels, KQuantFusedDecodeEqualsUnpackedBitForBit) {
         }
       }
     }
+  }
+}
+
+// The CPU backend keeps Q5_0 weights as a Q8_0 copy (quant_acts.h): same
+// values, and the same products bit for bit, in decode (T = 1) and prefill.
+TEST(QuantKernels, Q5_0AsQ8_0CopyIsBitIdentical) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0, 1);
+  const int64_t rows = 37, in = 640;
+  std::vector<uint8_t> q5 = random_weights(DType::Q5_0, rows, in, rng);
+  TensorView w5{"w", DType::Q5_0, {rows, in}, q5.data(), q5.size()};
+  std::vector<uint8_t> q8(cpu::q8_0_bytes(w5));
+  cpu::repack_to_q8_0(w5, q8.data());
+  TensorView w8{"w", DType::Q8_0, {rows, in}, q8.data(), q8.size()};
+  std::vector<float> d5(static_cast<size_t>(in)), d8(d5.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    ASSERT_TRUE(cpu::dequantize_row(DType::Q5_0, w5.row(r), d5.data(), in).ok());
+    ASSERT_TRUE(cpu::dequantize_row(DType::Q8_0, w8.row(r), d8.data(), in).ok());
+    ASSERT_EQ(d5, d8) << "row " << r;
+  }
+  for (int64_t T : {1, 6}) {
+    std::vector<float> x(static_cast<size_t>(T * in)), y5(static_cast<size_t>(T * rows)), y8(y5.size());
+    for (auto& v : x) v = nd(rng);
+    cpu::matmul(w5, x.data(), T, y5.data());
+    cpu::matmul(w8, x.data(), T, y8.data());
+    EXPECT_EQ(y5, y8) << "T=" << T;
   }
 }
 

@@ -1,6 +1,7 @@
 // Decode matvec for the 32-element block types (integer dot products with
 // int8 activations, one float scale per block, as llama.cpp).
 #include <cmath>
+#include <cstring>
 
 #include "backend/cpu/quant_acts.h"
 #include "backend/cpu/quant_blocks.h"
@@ -19,6 +20,34 @@ void quantize_acts(const float* x, int64_t n, QActs& a) {
     const float id = d ? 1.0f / d : 0.0f;
     a.d[static_cast<size_t>(b)] = d;
     for (int i = 0; i < 32; ++i) a.q[static_cast<size_t>(b * 32 + i)] = static_cast<int8_t>(std::nearbyint(xb[i] * id));
+  }
+}
+
+bool prefer_q8_0_copy(DType t) {
+#ifdef __AVX2__
+  return t == DType::Q5_0;
+#else
+  (void)t;
+  return false;
+#endif
+}
+
+size_t q8_0_bytes(const TensorView& w) { return static_cast<size_t>(w.numel() / 32) * sizeof(BlockQ8_0); }
+
+void repack_to_q8_0(const TensorView& w, uint8_t* dst) {
+  const auto* src = reinterpret_cast<const BlockQ5_0*>(w.data);
+  auto* out = reinterpret_cast<BlockQ8_0*>(dst);
+  const int64_t nb = w.numel() / 32;
+  for (int64_t b = 0; b < nb; ++b) {
+    uint32_t qh;
+    std::memcpy(&qh, src[b].qh, 4);
+    out[b].d = src[b].d;
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (src[b].qs[j] & 0xF) | (((qh >> j) & 1) << 4);
+      const int hi = (src[b].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+      out[b].qs[j] = static_cast<int8_t>(lo - 16);
+      out[b].qs[j + 16] = static_cast<int8_t>(hi - 16);
+    }
   }
 }
 
