@@ -47,7 +47,7 @@ GgufWriter sample_writer(std::vector<float>& f32, std::vector<uint8_t>& q8) {
   for (int k = 0; k < 2; ++k) {
     GgufValue inner = scalar(GgufType::ARRAY);
     inner.elem_type = GgufType::U16;
-    for (int j = 0; j <= k; ++j) inner.arr.push_back(scalar(GgufType::U16, 10 * k + j));
+    for (int j = 0; j <= k; ++j) inner.ints.push_back(10 * k + j);
     nested.arr.push_back(inner);
   }
   w.add("nested", nested);
@@ -104,8 +104,9 @@ TEST(GgufReader, RoundTripThroughWriter) {
   ASSERT_NE(n, nullptr);
   ASSERT_EQ(n->elem_type, GgufType::ARRAY);
   ASSERT_EQ(n->arr.size(), 2u);
-  ASSERT_EQ(n->arr[1].arr.size(), 2u);
-  EXPECT_EQ(n->arr[1].arr[1].i, 11);
+  ASSERT_EQ(n->arr[1].ints.size(), 2u);
+  EXPECT_EQ(n->arr[1].ints[1], 11);
+  EXPECT_EQ(n->arr[1].element(1).u, 11u);
   EXPECT_EQ(g->keys().front(), "general.architecture");  // file order kept
   EXPECT_FALSE(g->get_int("general.architecture").ok());
   EXPECT_NE(g->get_int("missing").message().find("missing"), std::string::npos);

@@ -92,8 +92,21 @@ Status read_value(Cursor& c, GgufType t, GgufValue& v, uint64_t file_size, int d
     if (n > c.left() / min_elem)
       return Err("array of " + std::to_string(n) + " elements runs past the end of the file (" + std::to_string(c.left()) +
                  " bytes left)");
-    v.arr.resize(n);
-    for (uint64_t i = 0; i < n; ++i) GF_RETURN_IF_ERROR(read_value(c, v.elem_type, v.arr[i], file_size, depth + 1));
+    GgufValue e;
+    for (uint64_t i = 0; i < n; ++i) {
+      if (v.elem_type == GgufType::ARRAY) {
+        v.arr.emplace_back();
+        GF_RETURN_IF_ERROR(read_value(c, v.elem_type, v.arr.back(), file_size, depth + 1));
+        continue;
+      }
+      if (static_cast<uint32_t>(v.elem_type) > 12 || !read_scalar(c, v.elem_type, e)) return Err("truncated or invalid array element");
+      if (v.elem_type == GgufType::STRING)
+        v.strings.push_back(std::move(e.s));
+      else if (v.elem_type == GgufType::F32 || v.elem_type == GgufType::F64)
+        v.floats.push_back(e.f);
+      else
+        v.ints.push_back(e.i);
+    }
     return Ok();
   }
   if (static_cast<uint32_t>(t) > 12) return Err("unknown value type " + std::to_string(static_cast<uint32_t>(t)));
@@ -244,10 +257,7 @@ Result<std::vector<std::string>> GgufFile::get_string_array(const std::string& k
   const GgufValue* v = find(key);
   if (!v) return missing(*this, key);
   if (v->type != GgufType::ARRAY || v->elem_type != GgufType::STRING) return wrong(*this, key, "an array of strings");
-  std::vector<std::string> out;
-  out.reserve(v->arr.size());
-  for (const auto& e : v->arr) out.push_back(e.s);
-  return out;
+  return v->strings;
 }
 
 Result<std::vector<double>> GgufFile::get_float_array(const std::string& key) const {
@@ -255,20 +265,31 @@ Result<std::vector<double>> GgufFile::get_float_array(const std::string& key) co
   if (!v) return missing(*this, key);
   if (v->type != GgufType::ARRAY || (v->elem_type != GgufType::F32 && v->elem_type != GgufType::F64))
     return wrong(*this, key, "an array of floats");
-  std::vector<double> out;
-  out.reserve(v->arr.size());
-  for (const auto& e : v->arr) out.push_back(e.f);
-  return out;
+  return v->floats;
 }
 
 Result<std::vector<int64_t>> GgufFile::get_int_array(const std::string& key) const {
   const GgufValue* v = find(key);
   if (!v) return missing(*this, key);
   if (v->type != GgufType::ARRAY || !is_integer(v->elem_type)) return wrong(*this, key, "an array of integers");
-  std::vector<int64_t> out;
-  out.reserve(v->arr.size());
-  for (const auto& e : v->arr) out.push_back(e.i);
-  return out;
+  return v->ints;
+}
+
+size_t GgufValue::array_size() const { return arr.size() + ints.size() + floats.size() + strings.size(); }
+
+GgufValue GgufValue::element(size_t k) const {
+  if (elem_type == GgufType::ARRAY) return arr[k];
+  GgufValue e;
+  e.type = elem_type;
+  if (elem_type == GgufType::STRING) {
+    e.s = strings[k];
+  } else if (elem_type == GgufType::F32 || elem_type == GgufType::F64) {
+    e.f = floats[k];
+  } else {
+    e.i = ints[k];
+    e.u = static_cast<uint64_t>(ints[k]);
+  }
+  return e;
 }
 
 std::string gguf_value_to_string(const GgufValue& v, size_t max_items) {
@@ -279,8 +300,8 @@ std::string gguf_value_to_string(const GgufValue& v, size_t max_items) {
     case GgufType::BOOL: o << (v.i ? "true" : "false"); break;
     case GgufType::ARRAY:
       o << "[";
-      for (size_t i = 0; i < v.arr.size() && i < max_items; ++i) o << (i ? ", " : "") << gguf_value_to_string(v.arr[i], max_items);
-      if (v.arr.size() > max_items) o << ", ... (" << v.arr.size() << " items)";
+      for (size_t i = 0; i < v.array_size() && i < max_items; ++i) o << (i ? ", " : "") << gguf_value_to_string(v.element(i), max_items);
+      if (v.array_size() > max_items) o << ", ... (" << v.array_size() << " items)";
       o << "]";
       break;
     default: o << v.i;

@@ -27,9 +27,15 @@ struct GgufValue {
   uint64_t u = 0;
   double f = 0;
   std::string s;
-  // Arrays: element type and elements (each a scalar GgufValue).
+  // Arrays: the element type; elements of scalar type are stored compactly
+  // (a 262k-token vocabulary as GgufValues took 75 MB), arrays of arrays in arr.
   GgufType elem_type = GgufType::U8;
-  std::vector<GgufValue> arr;
+  std::vector<int64_t> ints;          // integer and bool elements (unsigned ones as their bits)
+  std::vector<double> floats;         // F32 / F64 elements
+  std::vector<std::string> strings;   // STRING elements
+  std::vector<GgufValue> arr;         // ARRAY elements
+  size_t array_size() const;
+  GgufValue element(size_t k) const;  // element k as a scalar (or array) value
 };
 
 class GgufFile {

@@ -60,9 +60,9 @@ bool put_value(Sink& s, const GgufValue& v, GgufType t) {
     case GgufType::BOOL: return put<Sink, uint8_t>(s, v.i || v.u ? 1 : 0);
     case GgufType::STRING: return put_str(s, v.s);
     case GgufType::ARRAY: {
-      if (!put<Sink, uint32_t>(s, static_cast<uint32_t>(v.elem_type)) || !put<Sink, uint64_t>(s, v.arr.size())) return false;
-      for (const GgufValue& e : v.arr)
-        if (!put_value(s, e, v.elem_type)) return false;
+      if (!put<Sink, uint32_t>(s, static_cast<uint32_t>(v.elem_type)) || !put<Sink, uint64_t>(s, v.array_size())) return false;
+      for (size_t k = 0; k < v.array_size(); ++k)
+        if (!put_value(s, v.element(k), v.elem_type)) return false;
       return true;
     }
   }
@@ -118,32 +118,19 @@ void GgufWriter::add_bool(const std::string& key, bool x) {
 void GgufWriter::add_string_array(const std::string& key, const std::vector<std::string>& xs) {
   GgufValue v = scalar(GgufType::ARRAY);
   v.elem_type = GgufType::STRING;
-  for (const auto& x : xs) {
-    GgufValue e = scalar(GgufType::STRING);
-    e.s = x;
-    v.arr.push_back(std::move(e));
-  }
+  v.strings = xs;
   add(key, std::move(v));
 }
 void GgufWriter::add_f32_array(const std::string& key, const std::vector<float>& xs) {
   GgufValue v = scalar(GgufType::ARRAY);
   v.elem_type = GgufType::F32;
-  for (float x : xs) {
-    GgufValue e = scalar(GgufType::F32);
-    e.f = x;
-    v.arr.push_back(std::move(e));
-  }
+  v.floats.assign(xs.begin(), xs.end());
   add(key, std::move(v));
 }
 void GgufWriter::add_i32_array(const std::string& key, const std::vector<int32_t>& xs) {
   GgufValue v = scalar(GgufType::ARRAY);
   v.elem_type = GgufType::I32;
-  for (int32_t x : xs) {
-    GgufValue e = scalar(GgufType::I32);
-    e.i = x;
-    e.u = static_cast<uint64_t>(x);
-    v.arr.push_back(std::move(e));
-  }
+  v.ints.assign(xs.begin(), xs.end());
   add(key, std::move(v));
 }
 

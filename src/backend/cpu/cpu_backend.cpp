@@ -1,6 +1,9 @@
 // The float32 CPU backend: the reference every faster path is tested against.
 // Activations are float32; weights are read in place from the mmap'd file by
 // the matmul kernels (any supported dtype).
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -48,6 +51,7 @@ class CpuBackend final : public Backend {
       out.host.dtype = out.device_dtype = DType::Q8_0;
       out.host.data = copy;
       out.host.nbytes = cpu::q8_0_bytes(w);
+      release_pages(w.data, w.nbytes);
     }
     return out;
   }
@@ -172,6 +176,16 @@ class CpuBackend final : public Backend {
 
  private:
   BatchLayout layout_;
+
+  // The source of a repacked weight is no longer read: let the kernel drop its
+  // pages from our resident set. MADV_PAGEOUT keeps the contents (a file page
+  // is re-read, an anonymous one swapped) should anything touch them again.
+  static void release_pages(const uint8_t* p, size_t n) {
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+    if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT);
+  }
 
   static void norm_row(const float* x, float* y, const float* w, int64_t n, float eps) {
     double ss = 0;

@@ -3,6 +3,12 @@
 // GEMM inputs, the KV cache bf16 in paged blocks. Pure decode steps (one token
 // per sequence) are recorded, captured once per shape into a CUDA graph and
 // replayed. This header compiles without the CUDA toolkit's headers.
+//
+// The backend is built as a plugin, libgemforge_cuda.so, loaded on first use
+// (backend/cuda_loader.cpp): a CPU run never maps cuBLAS/cuBLASLt (~210 MB of
+// resident memory) and a binary built with CUDA still runs where the CUDA
+// libraries are missing. The functions below are forwarded through CudaApi;
+// a new one needs an entry there and in cuda/plugin_entry.cu.
 #pragma once
 #include <memory>
 #include <string>
@@ -41,5 +47,17 @@ struct CudaStepStats {
 CudaStepStats cuda_step_stats(Backend& be);
 // Turns graph capture of decode steps on/off (default on; GEMFORGE_CUDA_GRAPHS=0 turns it off).
 void cuda_set_graphs(Backend& be, bool on);
+
+// The plugin's table of the functions above (same compiler and build on both
+// sides; `size` guards against a stale library).
+struct CudaApi {
+  size_t size = sizeof(CudaApi);
+  Result<std::unique_ptr<Backend>> (*try_make_cuda_backend)(int device);
+  std::string (*cuda_backend_error)();
+  int (*cuda_device_count)();
+  Result<CudaDeviceInfo> (*cuda_measure_device)(int device, bool gemm);
+  CudaStepStats (*cuda_step_stats)(Backend& be);
+  void (*cuda_set_graphs)(Backend& be, bool on);
+};
 
 }  // namespace gf
