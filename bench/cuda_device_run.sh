@@ -4,7 +4,8 @@
 # (GEMFORGE_NATIVE=OFF, so they run on any x86-64) and carried in .device/:
 #   cmake -S . -B build-dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DGEMFORGE_NATIVE=OFF
 #   cmake --build build-dev --target gemforge decoder_cuda_test
-#   cp build-dev/gemforge build-dev/tests/decoder_cuda_test .device/bin/
+#   cp build-dev/gemforge build-dev/libgemforge_cuda.so build-dev/tests/decoder_cuda_test .device/bin/
+#   (the CUDA backend is the plugin libgemforge_cuda.so, loaded from next to the binary or $GEMFORGE_CUDA_LIBRARY)
 #   (plus .device/lib: the non-CUDA shared libraries `ldd build-dev/gemforge` lists that the device image lacks:
 #    simdjson, lzma, cpp-httplib, ssl, crypto, z, brotli; .device/fixtures/hf-tiny: the Gemma 1-3 fixtures)
 # Usage: bench/cuda_device_run.sh "gemma3-1b gemma-7b gemma2-9b gemma3-12b" [hf models]
