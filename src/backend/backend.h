@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/sampling.h"
 #include "core/status.h"
 #include "formats/tensor.h"
 
@@ -110,6 +111,13 @@ class Backend {
   virtual void attention(const Act& q, const KvPool& kv, const AttentionParams& p, Act& out) = 0;
   // dst row i = src row rows[i].
   virtual void gather_rows(const Act& src, const std::vector<int32_t>& rows, Act& dst) = 0;
+  // One token per row of `logits` ([rows.size(), vocab], soft-capped already)
+  // as backend/sampling.h describes; a row marked `host`, or one the backend
+  // cannot finish (a draw past its candidate window), comes back as its logits
+  // with id -1. Ends a decode step: per step only ids (and the requested
+  // log-probs) come back. The default (the float32 reference) downloads the
+  // rows and samples on the host.
+  virtual void sample(const Act& logits, const std::vector<RowSampling>& rows, std::vector<SampledToken>& out);
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

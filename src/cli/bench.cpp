@@ -1,7 +1,7 @@
 // gemforge bench: prompt processing (pp) and generation (tg) speed, printed
 // like llama-bench: pp = one prefill of P tokens, tg = N single-token decode
 // steps after it; with --batch, decode throughput of B sequences stepped
-// together through forward_batch. Reports the mean and spread over --reps
+// together through forward_batch_sample (greedy ids out, fed back). Reports the mean and spread over --reps
 // runs. On --backend cuda it also measures the device (copy bandwidth, bf16
 // GEMM peak) and reports prefill TFLOP/s and the fraction of the memory
 // bandwidth limit that batch-1 decode reaches.
@@ -145,6 +145,8 @@ int run_bench(const BenchOptions& o) {
   std::vector<int32_t> prompt(static_cast<size_t>(o.prompt));
   for (auto& id : prompt) id = static_cast<int32_t>(rng() % static_cast<uint32_t>(spec.vocab_size));
 
+  // Decode steps end with the backend's sampling op (greedy): ids out, as run and serve do.
+  const RowSampling greedy;
   std::vector<double> pp, tg, tg_gpu_ms;
   for (int r = 0; r < o.reps + 1; ++r) {  // the first run warms caches and is dropped
     (*cache)->reset();
@@ -156,11 +158,11 @@ int run_bench(const BenchOptions& o) {
     }
     if (o.gen > 0) {
       (*cache)->reset();
-      auto l = (*dec)->forward({spec.bos_token_id}, **cache, false);
+      auto l = (*dec)->forward_sample({spec.bos_token_id}, **cache, greedy);
       double gpu = 0;
       auto t0 = clock::now();
       for (int i = 0; i < o.gen && l.ok(); ++i) {
-        l = (*dec)->forward({static_cast<int32_t>(i % 1000 + 10)}, **cache, false);
+        l = (*dec)->forward_sample({static_cast<int32_t>(i % 1000 + 10)}, **cache, greedy);
 #ifdef GEMFORGE_HAVE_CUDA
         if (cuda) gpu += cuda_step_stats(*be).last_step_ms;
 #endif
@@ -191,16 +193,17 @@ int run_bench(const BenchOptions& o) {
       std::vector<SeqStep> steps(static_cast<size_t>(B));
       for (int s = 0; s < B; ++s) {
         steps[static_cast<size_t>(s)].seq = &seqs[static_cast<size_t>(s)];
+        steps[static_cast<size_t>(s)].sampling = &greedy;
         for (int i = 0; i < o.batch_prompt; ++i)
           steps[static_cast<size_t>(s)].ids.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(spec.vocab_size)));
       }
-      auto out = (*dec)->forward_batch(**pc, steps);
+      auto out = (*dec)->forward_batch_sample(**pc, steps);
       if (!out.ok()) return fail(out.status());
       double gpu = 0;
       auto t0 = clock::now();
       for (int i = 0; i < o.batch_gen; ++i) {
-        for (int s = 0; s < B; ++s) steps[static_cast<size_t>(s)].ids = {static_cast<int32_t>((i * 7 + s) % 1000 + 10)};
-        out = (*dec)->forward_batch(**pc, steps);
+        for (int s = 0; s < B; ++s) steps[static_cast<size_t>(s)].ids = {(*out)[static_cast<size_t>(s)].id};
+        out = (*dec)->forward_batch_sample(**pc, steps);
         if (!out.ok()) return fail(out.status());
 #ifdef GEMFORGE_HAVE_CUDA
         if (cuda) gpu += cuda_step_stats(*be).last_step_ms;

@@ -37,13 +37,7 @@ int run_serve(ServeOptions o) {
   if (!be.ok()) return fail(be.status());
   auto dec = Decoder::create(*m, **be);
   if (!dec.ok()) return fail(dec.status());
-  EngineOptions eo;
-  eo.block_size = 16;
-  eo.kv_blocks = (o.kv_tokens + eo.block_size - 1) / eo.block_size;
-  eo.max_running = o.parallel;
-  eo.max_waiting = static_cast<size_t>(o.max_waiting);
-  eo.max_step_tokens = o.chunk;
-  auto engine = Engine::create(**dec, eo);
+  auto engine = Engine::create(**dec, engine_options(o.kv_tokens, o.parallel, o.chunk, static_cast<size_t>(o.max_waiting)));
   if (!engine.ok()) return fail(engine.status());
   if (o.server.model_name.empty()) o.server.model_name = m->source.substr(m->source.find_last_of('/') + 1);
   OpenAiServer server(**engine, *tok, fmt.ok() ? &*fmt : nullptr, m->spec.eos_token_ids, o.server);

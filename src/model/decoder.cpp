@@ -65,12 +65,18 @@ Result<std::unique_ptr<PagedKvCache>> Decoder::new_paged_cache(int64_t num_block
   return PagedKvCache::create(*be_, spec(), num_blocks, block_size);
 }
 
-Result<std::vector<float>> Decoder::forward(const std::vector<int32_t>& ids, KvCache& cache, bool all_logits) {
+Status Decoder::check_fits(const std::vector<int32_t>& ids, const KvCache& cache) {
   if (ids.empty()) return Err("forward: no tokens");
   const int64_t n = static_cast<int64_t>(ids.size());
   if (cache.length() + n > cache.capacity())
     return Err("sequence of " + std::to_string(cache.length() + n) + " tokens exceeds the context of " +
                std::to_string(cache.capacity()) + " tokens");
+  return Ok();
+}
+
+Result<std::vector<float>> Decoder::forward(const std::vector<int32_t>& ids, KvCache& cache, bool all_logits) {
+  GF_RETURN_IF_ERROR(check_fits(ids, cache));
+  const int64_t n = static_cast<int64_t>(ids.size());
   std::vector<float> out;
   for (int64_t start = 0; start < n; start += max_chunk_) {
     const int64_t len = std::min(max_chunk_, n - start);
@@ -84,7 +90,7 @@ Result<std::vector<float>> Decoder::forward(const std::vector<int32_t>& ids, KvC
   return out;
 }
 
-Result<std::vector<std::vector<float>>> Decoder::forward_batch(PagedKvCache& cache, std::vector<SeqStep>& steps) {
+Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output) {
   const ModelSpec& s = spec();
   Backend& be = *be_;
   if (steps.empty()) return Err("forward: empty batch");
@@ -113,7 +119,7 @@ Result<std::vector<std::vector<float>>> Decoder::forward_batch(PagedKvCache& cac
     const int64_t start = st.seq->length;
     for (size_t j = 0; j < st.ids.size(); ++j) {
       const int64_t p = start + static_cast<int64_t>(j);
-      if (st.all_logits || j + 1 == st.ids.size()) logit_rows.push_back(static_cast<int32_t>(ids.size()));
+      if (output[si] && (st.all_logits || j + 1 == st.ids.size())) logit_rows.push_back(static_cast<int32_t>(ids.size()));
       ids.push_back(st.ids[j]);
       layout.positions.push_back(static_cast<int32_t>(p));
       layout.token_seq.push_back(static_cast<int32_t>(si));
@@ -174,24 +180,71 @@ Result<std::vector<std::vector<float>>> Decoder::forward_batch(PagedKvCache& cac
   }
   for (auto& st : steps) st.seq->length += static_cast<int64_t>(st.ids.size());
 
+  for (Act* a : {&h, &q, &k, &v, &att, &g, &u}) be.release(*a);
   // Final norm and LM head on the rows that need logits only.
+  if (logit_rows.empty()) {
+    be.release(x);
+    return Act{};
+  }
   Act rows = be.alloc(static_cast<int64_t>(logit_rows.size()), H);
   be.gather_rows(x, logit_rows, rows);
+  be.release(x);
   be.rmsnorm(rows, &final_norm_, H, s.rms_norm_eps);
   Act logits = be.alloc(rows.rows, s.vocab_size);
   be.matmul(rows, lm_head_, logits);
+  be.release(rows);
   if (s.final_softcap > 0) be.softcap(logits, s.final_softcap);
-  std::vector<float> all(static_cast<size_t>(rows.rows * s.vocab_size));
-  be.download(logits, all.data());
-  for (Act* a : {&x, &h, &q, &k, &v, &att, &g, &u, &rows, &logits}) be.release(*a);
+  return logits;
+}
 
+Result<std::vector<std::vector<float>>> Decoder::forward_batch(PagedKvCache& cache, std::vector<SeqStep>& steps) {
+  GF_ASSIGN_OR_RETURN(Act logits, step_logits(cache, steps, std::vector<bool>(steps.size(), true)));
+  const int64_t V = spec().vocab_size;
+  std::vector<float> all(static_cast<size_t>(logits.rows * V));
+  be_->download(logits, all.data());
+  be_->release(logits);
   std::vector<std::vector<float>> out(steps.size());
   size_t r = 0;
   for (size_t si = 0; si < steps.size(); ++si) {
     const size_t n = steps[si].all_logits ? steps[si].ids.size() : 1;
-    out[si].assign(all.begin() + static_cast<std::ptrdiff_t>(r * static_cast<size_t>(s.vocab_size)),
-                   all.begin() + static_cast<std::ptrdiff_t>((r + n) * static_cast<size_t>(s.vocab_size)));
+    out[si].assign(all.begin() + static_cast<std::ptrdiff_t>(r * static_cast<size_t>(V)),
+                   all.begin() + static_cast<std::ptrdiff_t>((r + n) * static_cast<size_t>(V)));
     r += n;
+  }
+  return out;
+}
+
+Result<std::vector<SampledToken>> Decoder::forward_batch_sample(PagedKvCache& cache, std::vector<SeqStep>& steps) {
+  std::vector<bool> output(steps.size());
+  std::vector<RowSampling> rows;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (steps[i].sampling && steps[i].all_logits) return Err("forward_batch_sample: a sampled step cannot ask for all logits");
+    output[i] = steps[i].sampling != nullptr;
+    if (output[i]) rows.push_back(*steps[i].sampling);
+  }
+  GF_ASSIGN_OR_RETURN(Act logits, step_logits(cache, steps, output));
+  std::vector<SampledToken> picked;
+  if (!rows.empty()) be_->sample(logits, rows, picked);
+  be_->release(logits);
+  std::vector<SampledToken> out(steps.size());
+  size_t r = 0;
+  for (size_t i = 0; i < steps.size(); ++i)
+    if (output[i]) out[i] = std::move(picked[r++]);
+  return out;
+}
+
+Result<SampledToken> Decoder::forward_sample(const std::vector<int32_t>& ids, KvCache& cache, const RowSampling& sampling) {
+  GF_RETURN_IF_ERROR(check_fits(ids, cache));
+  const int64_t n = static_cast<int64_t>(ids.size());
+  SampledToken out;
+  for (int64_t start = 0; start < n; start += max_chunk_) {
+    const int64_t len = std::min(max_chunk_, n - start);
+    std::vector<SeqStep> step(1);
+    step[0].seq = &cache.seq_;
+    step[0].ids.assign(ids.begin() + start, ids.begin() + start + len);
+    if (start + len == n) step[0].sampling = &sampling;
+    GF_ASSIGN_OR_RETURN(auto picked, forward_batch_sample(*cache.cache_, step));
+    out = std::move(picked[0]);
   }
   return out;
 }

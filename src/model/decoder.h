@@ -20,6 +20,9 @@ struct SeqStep {
   SeqState* seq = nullptr;
   std::vector<int32_t> ids;  // new tokens, appended at seq->length
   bool all_logits = false;   // logits for every new token, else only the last
+  // forward_batch_sample: how to pick the token after the last new one; null
+  // = no output (a prefill chunk that does not end its prompt).
+  const RowSampling* sampling = nullptr;
 };
 
 // A single sequence with its own paged cache.
@@ -61,6 +64,14 @@ class Decoder {
   // logits ([n, vocab] or [1, vocab]).
   Result<std::vector<std::vector<float>>> forward_batch(PagedKvCache& cache, std::vector<SeqStep>& steps);
 
+  // The same step ended by the backend's sampling op: per step, the token
+  // picked after its last new token (id -1 and no logits for a step without
+  // `sampling`; see Backend::sample for rows that come back as logits).
+  // Only ids (and requested log-probs) leave the backend.
+  Result<std::vector<SampledToken>> forward_batch_sample(PagedKvCache& cache, std::vector<SeqStep>& steps);
+  // One sequence: runs ids (in chunks) and samples the next token.
+  Result<SampledToken> forward_sample(const std::vector<int32_t>& ids, KvCache& cache, const RowSampling& sampling);
+
   void set_max_chunk(int64_t n) { max_chunk_ = n; }
 
  private:
@@ -69,6 +80,11 @@ class Decoder {
     Weight input_norm, post_attn_norm, pre_ffw_norm, post_ffw_norm, q_norm, k_norm, inv_freq;
   };
   Decoder(const Model& m, Backend& be) : model_(&m), be_(&be) {}
+  // The step up to the soft-capped logits of the rows its steps ask for (all
+  // tokens, the last, or none when `output` is false for the step). The
+  // caller releases the returned Act (rows = 0 when no step has output).
+  static Status check_fits(const std::vector<int32_t>& ids, const KvCache& cache);
+  Result<Act> step_logits(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output);
 
   const Model* model_;
   Backend* be_;

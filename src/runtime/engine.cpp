@@ -4,12 +4,21 @@
 #include <chrono>
 #include <cmath>
 
-#include "runtime/logprobs.h"
 
 namespace gf {
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+EngineOptions engine_options(int64_t kv_tokens, int parallel, int64_t chunk, size_t max_waiting) {
+  EngineOptions eo;
+  eo.block_size = 16;
+  eo.kv_blocks = (kv_tokens + eo.block_size - 1) / eo.block_size;
+  eo.max_running = parallel;
+  eo.max_waiting = max_waiting;
+  eo.max_step_tokens = chunk;
+  return eo;
 }
 
 Result<std::unique_ptr<Engine>> Engine::create(Decoder& dec, const EngineOptions& opt) {
@@ -230,6 +239,8 @@ bool Engine::step() {
   }
   std::vector<SeqStep> steps;
   std::vector<Seq*> owners;
+  std::vector<RowSampling> rows;
+  rows.reserve(running_.size());  // steps point into it
   int64_t budget = opt_.max_step_tokens;
   for (auto& s : running_) {
     if (s->pending >= 0) {
@@ -243,32 +254,33 @@ bool Engine::step() {
     SeqStep st;
     st.seq = &s->state;
     st.ids.assign(s->tokens.begin() + s->state.length, s->tokens.begin() + s->state.length + take);
+    if (take == todo) {  // the prompt (or the last token) is complete: pick the next token
+      rows.push_back(s->sampler->row(static_cast<uint64_t>(s->generated), s->req->top_logprobs));
+      st.sampling = &rows.back();
+    }
     steps.push_back(std::move(st));
     owners.push_back(s.get());
   }
-  auto logits = dec_.forward_batch(*cache_, steps);
-  if (!logits.ok()) {
-    for (auto& s : running_) finish(*s, "error", logits.message());
+  auto picked = dec_.forward_batch_sample(*cache_, steps);
+  if (!picked.ok()) {
+    for (auto& s : running_) finish(*s, "error", picked.message());
     running_.clear();
     return true;
   }
   const int64_t V = dec_.spec().vocab_size;
   for (size_t i = 0; i < owners.size(); ++i) {
     Seq& s = *owners[i];
-    if (s.state.length < static_cast<int64_t>(s.tokens.size())) continue;  // prefill not finished
+    if (!steps[i].sampling) continue;  // prefill not finished
     if (s.generated == 0 && s.history.empty()) s.history = s.req->prompt;
-    float* row = (*logits)[i].data();
-    EngineRequest::Token tok{};
-    // Log-probs are of the model's distribution (before sampling transforms).
-    double lse = 0;
-    if (s.req->top_logprobs >= 0) {
-      lse = log_sum_exp(row, V);
-      for (auto& [id, lp] : top_logprobs(row, V, s.req->top_logprobs)) tok.top.emplace_back(id, static_cast<float>(lp));
+    SampledToken& p = (*picked)[i];
+    if (p.id < 0) {  // the host samples this row (penalties, or past the backend's candidate window)
+      // Log-probs are of the model's distribution (before the penalties change the row).
+      std::vector<float> copy;
+      if (s.req->top_logprobs >= 0) copy = p.logits;
+      p.id = s.sampler->sample(p.logits.data(), V, s.history, static_cast<uint64_t>(s.generated));
+      fill_logprobs(copy.data(), V, s.req->top_logprobs, p);
     }
-    std::vector<float> copy;
-    if (s.req->top_logprobs >= 0) copy.assign(row, row + V);
-    tok.id = s.sampler->sample(row, V, s.history);
-    if (s.req->top_logprobs >= 0) tok.logprob = static_cast<float>(copy[static_cast<size_t>(tok.id)] - lse);
+    EngineRequest::Token tok{p.id, p.logprob, std::move(p.top)};
     s.history.push_back(tok.id);
     ++s.generated;
     const bool is_stop = std::find(s.req->stop_ids.begin(), s.req->stop_ids.end(), tok.id) != s.req->stop_ids.end();

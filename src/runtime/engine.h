@@ -57,6 +57,10 @@ struct EngineOptions {
   bool prefix_caching = true;    // reuse the KV blocks of prompt prefixes seen before
 };
 
+// What `serve` and `bench offline` run: a cache of kv_tokens tokens in
+// 16-token blocks, `parallel` sequences and `chunk` tokens per step.
+EngineOptions engine_options(int64_t kv_tokens, int parallel, int64_t chunk, size_t max_waiting);
+
 struct EngineMetrics {
   int64_t running = 0, waiting = 0;
   int64_t kv_blocks_used = 0, kv_blocks_total = 0;

@@ -1,10 +1,15 @@
 // Token sampling as users of llama.cpp / vLLM expect it: penalties, then
-// temperature, top-k, top-p, min-p, then a draw from a seeded generator.
-// temperature 0 is greedy (ties go to the lowest id).
+// temperature, top-k, top-p, min-p, then a draw. temperature 0 is greedy
+// (ties go to the lowest id). Without penalties a sequence is sampled by the
+// backend's sampling op (ids out, see backend/sampling.h); with penalties its
+// logits row comes to the host and this class applies them first. Both paths
+// run the same algorithm with the same counter-based draw, so a request's
+// n-th token depends only on its seed, n and the logits.
 #pragma once
 #include <cstdint>
-#include <random>
 #include <vector>
+
+#include "backend/sampling.h"
 
 namespace gf {
 
@@ -22,17 +27,18 @@ struct SamplingParams {
 
 class Sampler {
  public:
-  explicit Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
-  // logits are modified in place (penalties). history: tokens so far.
-  int32_t sample(float* logits, int64_t vocab, const std::vector<int32_t>& history);
+  explicit Sampler(const SamplingParams& p) : p_(p) {}
+  // Penalties need the history: only the host can apply them.
+  bool needs_logits() const;
+  // The backend op's description of draw number `draw` (host = needs_logits()).
+  RowSampling row(uint64_t draw, int top_logprobs = -1) const;
+  // Draw number `draw` on the host. logits are modified in place (penalties). history: tokens so far.
+  int32_t sample(float* logits, int64_t vocab, const std::vector<int32_t>& history, uint64_t draw);
   const SamplingParams& params() const { return p_; }
 
  private:
   SamplingParams p_;
-  std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> cand_;
 };
-
-int32_t argmax(const float* logits, int64_t n);
 
 }  // namespace gf

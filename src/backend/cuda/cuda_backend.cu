@@ -14,7 +14,8 @@
 // signature (ops, pointers, shapes). The first time a signature is seen it
 // runs eagerly, the second time it is captured into a CUDA graph, and from
 // then on the graph is replayed: per step only the metadata (positions,
-// slots, block tables, token ids) goes up in one copy and the logits come down.
+// slots, block tables, token ids, sampling parameters) goes up in one copy and
+// the sampled ids come down (sample(), which ends the step like a download).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -33,6 +34,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/kernels.cuh"
+#include "backend/cuda/sample_kernel.cuh"
 #include "core/half.h"
 #include "core/thread_pool.h"
 
@@ -63,7 +65,7 @@ int grid_for(int64_t n, int threads = 256) {
   return static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 132 * 16));
 }
 
-enum class Op : int32_t { Embed = 1, Matmul, RmsNorm, RmsNormTo, Add, Scale, Rope, GeluMul, Softcap, KvWrite, Attention, Gather };
+enum class Op : int32_t { Embed = 1, Matmul, RmsNorm, RmsNormTo, Add, Scale, Rope, GeluMul, Softcap, KvWrite, Attention, Gather, Sample };
 
 // A recorded op: plain data, compared bytewise as the step's signature.
 struct Cmd {
@@ -118,6 +120,8 @@ class CudaBackend final : public Backend {
     cudaFree(workspace_);
     cudaFree(scratch16_);
     cudaFree(part_);
+    cudaFree(dsample_);
+    cudaFreeHost(hsample_);
     cudaFree(dmeta_);
     cudaFreeHost(hmeta_);
     cublasLtDestroy(lt_);
@@ -485,6 +489,68 @@ class CudaBackend final : public Backend {
     submit(c);
   }
 
+  // Sampling on the device: the per-row parameters ride in the step metadata,
+  // the kernel writes ids (+ log-probs) to a small buffer that is the only
+  // download, except rows left to the host (their logits row comes down).
+  void sample(const Act& logits, const std::vector<RowSampling>& rows, std::vector<SampledToken>& out) override {
+    using cuda::SampleParams;
+    const int64_t R = static_cast<int64_t>(rows.size()), V = logits.cols;
+    std::vector<SampleParams> ps(static_cast<size_t>(R));
+    int maxn = 0;
+    for (int64_t r = 0; r < R; ++r) {
+      const RowSampling& s = rows[static_cast<size_t>(r)];
+      SampleParams& q = ps[static_cast<size_t>(r)];
+      std::memset(&q, 0, sizeof q);
+      q.temperature = s.temperature;
+      q.top_k = s.top_k;
+      q.top_p = s.top_p;
+      q.min_p = s.min_p;
+      q.seed_lo = static_cast<uint32_t>(s.seed), q.seed_hi = static_cast<uint32_t>(s.seed >> 32);
+      q.draw_lo = static_cast<uint32_t>(s.draw), q.draw_hi = static_cast<uint32_t>(s.draw >> 32);
+      q.top_n = s.top_logprobs;
+      // Beyond the candidate window the host does it (OpenAI caps top_logprobs at 20).
+      q.host = s.host || s.top_k > cuda::kSampleWindow || s.top_logprobs > cuda::kSampleWindow;
+      if (!q.host) maxn = std::max(maxn, s.top_logprobs);
+    }
+    const int stride = cuda::kSampleHeader + 2 * maxn;
+    const size_t words = static_cast<size_t>(R * stride);
+    int32_t* dout = sample_out(words);
+    Cmd c = cmd(Op::Sample);
+    c.p[0] = logits.data;
+    c.p[1] = dout;
+    c.i[0] = R;
+    c.i[1] = V;
+    c.i[2] = put_extra(reinterpret_cast<const int32_t*>(ps.data()), R * static_cast<int64_t>(sizeof(SampleParams) / 4));
+    c.i[3] = stride;
+    submit(c);
+    if (recording_) finish_step();
+    CK(cudaMemcpyAsync(hsample_, dout, words * 4, cudaMemcpyDeviceToHost, stream_));
+    CK(cudaStreamSynchronize(stream_));
+    out.assign(rows.size(), SampledToken{});
+    bool host_rows = false;
+    for (int64_t r = 0; r < R; ++r) {
+      const int32_t* h = hsample_ + r * stride;
+      SampledToken& t = out[static_cast<size_t>(r)];
+      if (h[1] != 0) {  // the host samples this row
+        t.logits.resize(static_cast<size_t>(V));
+        CK(cudaMemcpyAsync(t.logits.data(), static_cast<const float*>(logits.data) + r * V, static_cast<size_t>(V) * 4,
+                           cudaMemcpyDeviceToHost, stream_));
+        host_rows = true;
+        continue;
+      }
+      t.id = h[0];
+      const int n = rows[static_cast<size_t>(r)].top_logprobs;
+      if (n < 0) continue;
+      std::memcpy(&t.logprob, h + 2, 4);
+      for (int i = 0; i < n; ++i) {
+        float lp;
+        std::memcpy(&lp, h + cuda::kSampleHeader + 2 * i + 1, 4);
+        t.top.emplace_back(h[cuda::kSampleHeader + 2 * i], lp);
+      }
+    }
+    if (host_rows) CK(cudaStreamSynchronize(stream_));
+  }
+
   // ------------------------------------------------------------ stats
   CudaStepStats stats() const { return stats_; }
   void set_graphs(bool on) {
@@ -516,6 +582,9 @@ class CudaBackend final : public Backend {
   size_t scratch16_elems_ = 0;
   float* part_ = nullptr;
   size_t part_bytes_ = 0;
+  int32_t* dsample_ = nullptr;  // sampled ids (+ log-probs) of the step
+  int32_t* hsample_ = nullptr;  // pinned
+  size_t sample_words_ = 0;
   int32_t* hmeta_ = nullptr;  // pinned
   int32_t* dmeta_ = nullptr;
   int64_t meta_cap_ = 0;
@@ -674,6 +743,18 @@ class CudaBackend final : public Backend {
     }
     return scratch16_;
   }
+  int32_t* sample_out(size_t words) {
+    if (words > sample_words_) {
+      CK(cudaStreamSynchronize(stream_));
+      invalidate_graphs();
+      cudaFree(dsample_);
+      cudaFreeHost(hsample_);
+      sample_words_ = std::max(words, sample_words_ * 2);
+      CK(cudaMalloc(&dsample_, sample_words_ * 4));
+      CK(cudaMallocHost(&hsample_, sample_words_ * 4));
+    }
+    return dsample_;
+  }
   float* partials(size_t bytes) {
     if (bytes > part_bytes_) {
       if (capturing_) die("attention scratch grew during graph capture", __FILE__, __LINE__);
@@ -799,6 +880,11 @@ class CudaBackend final : public Backend {
                                                           dm(m_.slots), c.i[1], c.i[2], c.i[3]);
         break;
       case Op::Attention: exec_attention(c); break;
+      case Op::Sample:
+        k_sample<<<(unsigned)c.i[0], kSampleThreads, 0, stream_>>>(static_cast<const float*>(c.p[0]), c.i[1],
+                                                                   reinterpret_cast<const SampleParams*>(dm(c.i[2])),
+                                                                   static_cast<int32_t*>(const_cast<void*>(c.p[1])), (int)c.i[3]);
+        break;
       case Op::Gather:
         k_gather<<<(unsigned)c.i[0], 256, 0, stream_>>>(static_cast<const float*>(c.p[0]), dm(c.i[2]),
                                                         static_cast<float*>(const_cast<void*>(c.p[1])), c.i[1]);
