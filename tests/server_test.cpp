@@ -28,7 +28,7 @@ std::string model_path() { return std::string(getenv("HOME")) + "/.cache/gemma3_
 
 class ServerTest : public ::testing::Test {
  protected:
-  void start(int64_t kv_blocks, const std::string& api_key = "", size_t max_waiting = 256) {
+  void start(int64_t kv_blocks, const std::string& api_key = "", size_t max_waiting = 256, int max_running = 16) {
     if (!file_exists(model_path())) GTEST_SKIP() << model_path() << " is absent: scripts/setup.sh installs it";
     auto m = load_model(model_path());
     ASSERT_TRUE(m.ok()) << m.message();
@@ -39,7 +39,7 @@ class ServerTest : public ::testing::Test {
     dec_ = std::move(Decoder::create(*model_, *be_)).value();
     EngineOptions eo;
     eo.kv_blocks = kv_blocks;
-    eo.max_running = 16;
+    eo.max_running = max_running;
     eo.max_step_tokens = 128;
     eo.max_waiting = max_waiting;
     engine_ = std::move(Engine::create(*dec_, eo)).value();
@@ -113,6 +113,53 @@ TEST_F(ServerTest, ConcurrentGreedyEqualsOneAtATime) {
   for (auto& t : ts) t.join();
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i], expect[i]) << prompts[i];
   // Everything finished: no KV block is still held (metrics are published at the end of a step).
+  for (int i = 0; i < 200 && engine_->metrics().kv_blocks_used != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(engine_->metrics().kv_blocks_used, 0);
+}
+
+// 64 streaming clients at once (all 64 in one batch): each one's text, put
+// together from its SSE deltas, equals the same prompt run alone.
+TEST_F(ServerTest, SixtyFourStreamingClientsEqualOneAtATime) {
+  start(512, "", 256, 64);
+  const std::vector<std::string> stems = {"The capital of France is", "Once upon a time", "1, 2, 3, 4,", "Water boils at",
+                                          "def fib(n):", "My favourite colour is", "import numpy as", "The sky is"};
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 64; ++i) prompts.push_back(stems[static_cast<size_t>(i) % stems.size()] + std::string(static_cast<size_t>(i / 8), ' ') + "#" + std::to_string(i));
+  const int n = 4;
+  std::vector<std::string> expect;
+  for (const auto& p : prompts) expect.push_back(direct_greedy(p, n));
+  std::vector<std::string> got(prompts.size());
+  std::vector<int> status(prompts.size(), 0);
+  std::vector<std::thread> ts;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    ts.emplace_back([&, i] {
+      auto c = client();
+      c.set_read_timeout(600, 0);  // 64 prefills share two cores before the first byte
+      std::string buf;
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/completions";
+      req.body = json{{"prompt", prompts[i]}, {"max_tokens", n}, {"temperature", 0}, {"stream", true}}.dump();
+      req.set_header("Content-Type", "application/json");
+      req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
+        buf.append(data, len);
+        for (size_t pos; (pos = buf.find("\n\n")) != std::string::npos; buf.erase(0, pos + 2)) {
+          const std::string ev = buf.substr(0, pos);
+          if (ev.rfind("data: {", 0) != 0) continue;
+          json j = json::parse(ev.substr(6), nullptr, false);
+          if (j.is_object() && j.contains("choices") && !j["choices"].empty()) got[i] += j["choices"][0].value("text", "");
+        }
+        return true;
+      };
+      httplib::Response res;
+      httplib::Error err;
+      if (c.send(req, res, err)) status[i] = res.status;
+    });
+  for (auto& t : ts) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(status[i], 200) << i;
+    EXPECT_EQ(got[i], expect[i]) << prompts[i];
+  }
   for (int i = 0; i < 200 && engine_->metrics().kv_blocks_used != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(engine_->metrics().kv_blocks_used, 0);
 }
