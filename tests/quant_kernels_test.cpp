@@ -240,9 +240,15 @@ TEST(QuantKernels, KQuantFusedDecodeEqualsUnpackedBitForBit) {
       cpu::kquant_dot4(kb.data(), nsb, a, 1, four);
       for (int64_t tok = 0; tok < 5; ++tok) {
         float fused = 0, one = 0;
-        ASSERT_TRUE(cpu::kquant_dot_fused(t, bytes.data() + r * rb, nsb, a, tok, &fused)) << dtype_name(t);
+        const bool has_fused = cpu::kquant_dot_fused(t, bytes.data() + r * rb, nsb, a, tok, &fused);
         cpu::kquant_dot1(kb.data(), nsb, a, tok, &one);
+#ifdef __AVX2__
+        ASSERT_TRUE(has_fused) << dtype_name(t);
         EXPECT_EQ(fused, one) << dtype_name(t) << " row " << r << " token " << tok;
+#else
+        // Portable builds have no fused kernel: they say so, and matmul unpacks rows instead.
+        EXPECT_FALSE(has_fused) << dtype_name(t);
+#endif
         if (tok >= 1) {
           EXPECT_EQ(four[tok - 1], one) << dtype_name(t) << " row " << r << " token " << tok;
         }

@@ -132,6 +132,7 @@ TEST_F(ServerTest, SixtyFourStreamingClientsEqualOneAtATime) {
   for (const auto& p : prompts) expect.push_back(direct_greedy(p, n));
   std::vector<std::string> got(prompts.size());
   std::vector<int> status(prompts.size(), 0);
+  std::vector<std::string> errors(prompts.size());
   std::vector<std::thread> ts;
   for (size_t i = 0; i < prompts.size(); ++i)
     ts.emplace_back([&, i] {
@@ -155,10 +156,11 @@ TEST_F(ServerTest, SixtyFourStreamingClientsEqualOneAtATime) {
       httplib::Response res;
       httplib::Error err;
       if (c.send(req, res, err)) status[i] = res.status;
+      else errors[i] = httplib::to_string(err);
     });
   for (auto& t : ts) t.join();
   for (size_t i = 0; i < prompts.size(); ++i) {
-    EXPECT_EQ(status[i], 200) << i;
+    EXPECT_EQ(status[i], 200) << i << " " << errors[i];
     EXPECT_EQ(got[i], expect[i]) << prompts[i];
   }
   for (int i = 0; i < 200 && engine_->metrics().kv_blocks_used != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -1,6 +1,7 @@
 #include "server/openai_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cmath>
@@ -132,11 +133,16 @@ struct OpenAiServer::Impl {
   std::mutex hist_mu;
   std::map<std::string, std::vector<double>> hist_samples;
   std::atomic<int64_t> http_errors{0};
+  int listen_fd = -1;
 
   Impl(Engine& e, const Tokenizer& t, const ChatFormat* c, std::vector<int32_t> eos, ServerOptions o)
       : engine(e), tok(t), chat(c), eos_ids(std::move(eos)), opt(std::move(o)) {
     svr.new_task_queue = [n = opt.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     svr.set_payload_max_length(opt.max_body_bytes);
+    svr.set_socket_options([this](socket_t fd) {
+      httplib::default_socket_options(fd);
+      listen_fd = fd;
+    });
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (opt.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
       if (req.get_header_value("Authorization") != "Bearer " + opt.api_key) {
@@ -423,15 +429,25 @@ OpenAiServer::OpenAiServer(Engine& engine, const Tokenizer& tok, const ChatForma
     : impl_(std::make_unique<Impl>(engine, tok, chat, std::move(eos_ids), std::move(opt))) {}
 OpenAiServer::~OpenAiServer() { stop(); }
 
+// The system cpp-httplib listens with a backlog of 5 (compiled into the
+// library). A burst of clients connecting at once then overflows the accept
+// queue, and connections completed from SYN cookies were seen to fail with
+// read errors; listen() again on the bound socket to raise the backlog.
+static void widen_backlog(int fd) {
+  if (fd >= 0) ::listen(fd, SOMAXCONN);
+}
+
 Status OpenAiServer::listen() {
-  if (!impl_->svr.listen(impl_->opt.host.c_str(), impl_->opt.port))
+  if (!impl_->svr.bind_to_port(impl_->opt.host.c_str(), impl_->opt.port))
     return Err("cannot listen on " + impl_->opt.host + ":" + std::to_string(impl_->opt.port) + " (port in use or not allowed)");
-  return Ok();
+  widen_backlog(impl_->listen_fd);
+  return serve_bound();
 }
 
 Result<int> OpenAiServer::bind_any() {
   const int port = impl_->svr.bind_to_any_port(impl_->opt.host.c_str());
   if (port <= 0) return Err("cannot bind " + impl_->opt.host);
+  widen_backlog(impl_->listen_fd);
   return port;
 }
 
