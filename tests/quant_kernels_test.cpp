@@ -195,6 +195,29 @@ TEST(QuantKernels, FloatWeightsAreExactish) {
   }
 }
 
+// A token's product must not depend on how many tokens share the call
+// (batched serving equals single-sequence decoding): prefill tiles (T >= 4)
+// give bit for bit the decode (T = 1) result, for odd row counts, token
+// counts that are not multiples of the tile, and a K with a 16-float tail.
+TEST(QuantKernels, FloatWeightsGiveTheSameBitsForAnyTokenCount) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0, 1);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    const int64_t out = 37, in = 648;
+    std::vector<uint8_t> bytes = random_weights(dt, out, in, rng);
+    TensorView w{"w", dt, {out, in}, bytes.data(), bytes.size()};
+    for (int64_t T : {4, 11, 40}) {
+      std::vector<float> x(static_cast<size_t>(T * in)), y(static_cast<size_t>(T * out)), one(static_cast<size_t>(out));
+      for (auto& v : x) v = nd(rng);
+      cpu::matmul(w, x.data(), T, y.data());
+      for (int64_t t = 0; t < T; ++t) {
+        cpu::matmul(w, x.data() + t * in, 1, one.data());
+        for (int64_t r = 0; r < out; ++r) ASSERT_EQ(y[static_cast<size_t>(t * out + r)], one[static_cast<size_t>(r)]) << dtype_name(dt) << " T " << T << " token " << t << " row " << r;
+      }
+    }
+  }
+}
+
 TEST(QuantKernels, RealGgufTensorsMatchReference) {
   if (!file_exists(model_path())) GTEST_SKIP() << model_path() << " is absent: scripts/setup.sh installs it";
   auto g = GgufFile::open(model_path());
