@@ -257,6 +257,151 @@ TEST(CudaSynthetic, MatchesCpuBackend) {
   EXPECT_EQ(r.top1_mismatch, 0);
 }
 
+// The fused decoder steps of the CUDA backend against their definition (the
+// composition of plain ops, Backend's defaults) on the same device, for
+// decode-sized (fused kernels) and prefill-sized (composed) inputs.
+struct DeviceTensors {
+  Backend& be;
+  std::mt19937 rng{1234};
+  std::vector<std::vector<float>> keep;  // host memory behind uploaded weights
+  Weight matrix(int64_t rows, int64_t cols) {
+    keep.emplace_back(static_cast<size_t>(rows * cols));
+    std::normal_distribution<float> nd(0.f, 0.05f);
+    for (float& v : keep.back()) v = nd(rng);
+    TensorView t;
+    t.name = "w";
+    t.dtype = DType::F32;
+    t.shape = {rows, cols};
+    t.data = reinterpret_cast<const uint8_t*>(keep.back().data());
+    t.nbytes = keep.back().size() * 4;
+    auto w = be.upload_matrix(t);
+    EXPECT_TRUE(w.ok());
+    return *w;
+  }
+  Weight vec(int64_t n, float mean) {
+    std::vector<float> v(static_cast<size_t>(n));
+    std::normal_distribution<float> nd(mean, 0.1f);
+    for (float& x : v) x = nd(rng);
+    auto w = be.upload_vector(v, "v");
+    EXPECT_TRUE(w.ok());
+    return *w;
+  }
+  Act act(int64_t rows, int64_t cols) {
+    Act a = be.alloc(rows, cols);
+    std::vector<float> h(static_cast<size_t>(rows * cols));
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (float& x : h) x = nd(rng);
+    be.upload(a, h.data());
+    return a;
+  }
+  std::vector<float> get(const Act& a) {
+    std::vector<float> h(static_cast<size_t>(a.rows * a.cols));
+    be.download(a, h.data());
+    return h;
+  }
+  Act copy(const Act& a) {
+    Act b = be.alloc(a.rows, a.cols);
+    auto h = get(a);
+    be.upload(b, h.data());
+    return b;
+  }
+};
+
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0, scale = 1e-6;
+  for (float v : a) scale = std::max(scale, double(std::fabs(v)));
+  EXPECT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]) / scale);
+  return worst;
+}
+
+TEST(CudaFusedSteps, MatchTheirComposition) {
+  REQUIRE_GPU();
+  auto made = try_make_cuda_backend(0);
+  ASSERT_TRUE(made.ok());
+  Backend& be = **made;
+  DeviceTensors d{be};
+  const int64_t H = 1152, I = 3072, hd = 256, qh = 4, kvh = 1;
+  Weight wq = d.matrix(qh * hd, H), wk = d.matrix(kvh * hd, H), wv = d.matrix(kvh * hd, H);
+  Weight wg = d.matrix(I, H), wu = d.matrix(I, H);
+  Weight post = d.vec(H, 1.f), next = d.vec(H, 1.f), qn = d.vec(hd, 1.f), kn = d.vec(hd, 1.f);
+  std::vector<float> freq(static_cast<size_t>(hd / 2));
+  for (int64_t i = 0; i < hd / 2; ++i) freq[static_cast<size_t>(i)] = std::pow(10000.f, -2.f * i / hd);
+  auto inv_freq = be.upload_vector(freq, "inv_freq");
+  ASSERT_TRUE(inv_freq.ok());
+  for (int64_t T : {int64_t(1), int64_t(3), int64_t(9)}) {
+    SCOPED_TRACE("tokens " + std::to_string(T));
+    BatchLayout L;
+    for (int64_t t = 0; t < T; ++t) {
+      L.positions.push_back(static_cast<int32_t>(5 + t));
+      L.token_seq.push_back(0);
+      L.slots.push_back(static_cast<int32_t>(5 + t));
+    }
+    L.block_tables = {{0}};
+    L.seq_lens = {static_cast<int32_t>(5 + T)};
+    be.begin_batch(L);
+    Act x = d.act(T, H);
+    // q/k/v in one pass
+    Act f[3] = {be.alloc(T, qh * hd), be.alloc(T, kvh * hd), be.alloc(T, kvh * hd)};
+    Act r[3] = {be.alloc(T, qh * hd), be.alloc(T, kvh * hd), be.alloc(T, kvh * hd)};
+    const Weight* ws[3] = {&wq, &wk, &wv};
+    Act* fo[3] = {&f[0], &f[1], &f[2]};
+    Act* ro[3] = {&r[0], &r[1], &r[2]};
+    be.matmul_shared_input(x, ws, fo, 3);
+    be.Backend::matmul_shared_input(x, ws, ro, 3);
+    for (int j = 0; j < 3; ++j) EXPECT_LT(max_rel_diff(d.get(r[j]), d.get(f[j])), 1e-5) << "product " << j;
+    // gate/up + GeGLU
+    Act g1 = be.alloc(T, I), u1 = be.alloc(T, I), g2 = be.alloc(T, I), u2 = be.alloc(T, I);
+    be.gated_mlp_up(x, wg, wu, g1, u1);
+    be.Backend::gated_mlp_up(x, wg, wu, g2, u2);
+    EXPECT_LT(max_rel_diff(d.get(g2), d.get(g1)), 1e-5);
+    // residual step, with and without the sandwich norm and the next norm
+    for (int variant = 0; variant < 3; ++variant) {
+      const Weight* pw = variant == 1 ? nullptr : &post;
+      const Weight* nw = variant == 2 ? nullptr : &next;
+      Act x1 = d.act(T, H), h1 = d.act(T, H);
+      Act x2 = d.copy(x1), h2 = d.copy(h1);
+      be.residual_add_norm(x1, h1, pw, nw, 1e-6f, h1);
+      be.Backend::residual_add_norm(x2, h2, pw, nw, 1e-6f, h2);
+      EXPECT_LT(max_rel_diff(d.get(x2), d.get(x1)), 1e-5) << "variant " << variant;
+      if (nw) EXPECT_LT(max_rel_diff(d.get(h2), d.get(h1)), 1e-5) << "variant " << variant;
+      for (Act* a : {&x1, &h1, &x2, &h2}) be.release(*a);
+    }
+    // qk-norm + RoPE + KV write, checked through q, k and an attention over the written cache
+    for (bool norms : {true, false}) {
+      auto kv1 = be.alloc_kv(1, 16, kvh * hd), kv2 = be.alloc_kv(1, 16, kvh * hd);
+      ASSERT_TRUE(kv1.ok() && kv2.ok());
+      Act q1 = d.act(T, qh * hd), k1 = d.act(T, kvh * hd), v1 = d.act(T, kvh * hd);
+      Act q2 = d.copy(q1), k2 = d.copy(k1);
+      // earlier positions of the sequence, identical in both caches
+      BatchLayout P;
+      for (int t = 0; t < 5; ++t) P.positions.push_back(t), P.token_seq.push_back(0), P.slots.push_back(t);
+      P.block_tables = {{0}};
+      P.seq_lens = {5};
+      be.begin_batch(P);
+      Act pk = d.act(5, kvh * hd), pv = d.act(5, kvh * hd);
+      be.kv_write(*kv1, pk, pv);
+      be.kv_write(*kv2, pk, pv);
+      be.begin_batch(L);
+      be.attention_inputs(q1, k1, v1, norms ? &qn : nullptr, norms ? &kn : nullptr, static_cast<int>(hd), 1e-6f, *inv_freq, *kv1);
+      be.Backend::attention_inputs(q2, k2, v1, norms ? &qn : nullptr, norms ? &kn : nullptr, static_cast<int>(hd), 1e-6f, *inv_freq,
+                                   *kv2);
+      EXPECT_LT(max_rel_diff(d.get(q2), d.get(q1)), 1e-5) << "norms " << norms;
+      EXPECT_LT(max_rel_diff(d.get(k2), d.get(k1)), 1e-5) << "norms " << norms;
+      AttentionParams ap{static_cast<int>(qh), static_cast<int>(kvh), static_cast<int>(hd), 0, 1.f / 16, 0.f};
+      Act o1 = be.alloc(T, qh * hd), o2 = be.alloc(T, qh * hd);
+      be.attention(q1, *kv1, ap, o1);
+      be.attention(q1, *kv2, ap, o2);
+      EXPECT_LT(max_rel_diff(d.get(o2), d.get(o1)), 1e-3) << "norms " << norms;  // bf16 cache: a rounding may flip
+      for (Act* a : {&q1, &k1, &v1, &q2, &k2, &pk, &pv, &o1, &o2}) be.release(*a);
+      be.free_kv(*kv1);
+      be.free_kv(*kv2);
+    }
+    for (Act* a : {&x, &f[0], &f[1], &f[2], &r[0], &r[1], &r[2], &g1, &u1, &g2, &u2}) be.release(*a);
+  }
+  for (Weight* w : {&wq, &wk, &wv, &wg, &wu, &post, &next, &qn, &kn, &*inv_freq}) be.free_weight(*w);
+}
+
 // Graph replay gives the same logits as running the ops eagerly.
 TEST(CudaGraphs, ReplayEqualsEager) {
   REQUIRE_GPU();

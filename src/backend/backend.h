@@ -111,6 +111,23 @@ class Backend {
   virtual void attention(const Act& q, const KvPool& kv, const AttentionParams& p, Act& out) = 0;
   // dst row i = src row rows[i].
   virtual void gather_rows(const Act& src, const std::vector<int32_t>& rows, Act& dst) = 0;
+
+  // Fused steps of the decoder. Each is defined as the composition of the ops
+  // above (backend.cpp, which the CPU reference uses unchanged); a backend
+  // overrides one where a single pass is faster (decode on the GPU is bound by
+  // the number of kernels as much as by bytes).
+  // out[i] = x W[i]^T for n weights that share the input (q/k/v).
+  virtual void matmul_shared_input(const Act& x, const Weight* const* w, Act* const* out, int n);
+  // gate = gelu_tanh(x Wg^T) * (x Wu^T); up is scratch the default may use.
+  virtual void gated_mlp_up(const Act& x, const Weight& wg, const Weight& wu, Act& gate, Act& up);
+  // The residual step between blocks: x += rmsnorm(h) * post (h itself if no
+  // post), then out = rmsnorm(x) * next (if next; out may be h). Afterwards h
+  // holds unspecified values unless it is out.
+  virtual void residual_add_norm(Act& x, Act& h, const Weight* post, const Weight* next, float eps, Act& out);
+  // Attention inputs of one layer: per-head rmsnorm of q and k (if the norm
+  // weights are given), RoPE of q and k, and k, v written to the KV cache.
+  virtual void attention_inputs(Act& q, Act& k, const Act& v, const Weight* q_norm, const Weight* k_norm, int head_dim,
+                                float eps, const Weight& inv_freq, KvPool& kv);
   // One token per row of `logits` ([rows.size(), vocab], soft-capped already)
   // as backend/sampling.h describes; a row marked `host`, or one the backend
   // cannot finish (a draw past its candidate window), comes back as its logits

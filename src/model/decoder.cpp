@@ -143,6 +143,10 @@ Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& step
   auto shaped = [](Act a, int64_t cols) { a.cols = cols; return a; };
 
   be.embed(embed_, ids, s.embed_scale, x);
+  const float eps = s.rms_norm_eps;
+  // h holds the normed input of each block: the first layer's here, the
+  // others' from the residual step that ends the block before.
+  if (s.num_layers > 0) be.rmsnorm_to(x, layers_[0].input_norm, eps, h);
   for (int li = 0; li < s.num_layers; ++li) {
     const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
     LayerWeights& w = layers_[static_cast<size_t>(li)];
@@ -151,32 +155,22 @@ Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& step
     Act gl = shaped(g, ls.intermediate_size), ul = shaped(u, ls.intermediate_size);
 
     // Attention block: x += post_norm(o(attn(rope(qk_norm(q, k)), v)))
-    be.rmsnorm_to(x, w.input_norm, s.rms_norm_eps, h);
-    be.matmul(h, w.q, ql);
-    be.matmul(h, w.k, kl);
-    be.matmul(h, w.v, vl);
-    if (ls.qk_norm) {
-      be.rmsnorm(ql, &w.q_norm, ls.head_dim, s.rms_norm_eps);
-      be.rmsnorm(kl, &w.k_norm, ls.head_dim, s.rms_norm_eps);
-    }
-    be.rope(ql, ls.head_dim, w.inv_freq);
-    be.rope(kl, ls.head_dim, w.inv_freq);
+    const Weight* qkv_w[3] = {&w.q, &w.k, &w.v};
+    Act* qkv_out[3] = {&ql, &kl, &vl};
+    be.matmul_shared_input(h, qkv_w, qkv_out, 3);
     KvPool& pool = cache.pool(static_cast<size_t>(li));
-    be.kv_write(pool, kl, vl);
+    be.attention_inputs(ql, kl, vl, ls.qk_norm ? &w.q_norm : nullptr, ls.qk_norm ? &w.k_norm : nullptr, ls.head_dim, eps,
+                        w.inv_freq, pool);
     AttentionParams ap{ls.num_heads, ls.num_kv_heads, ls.head_dim, ls.sliding_window, ls.attn_scale, ls.attn_softcap};
     be.attention(ql, pool, ap, al);
     be.matmul(al, w.o, h);
-    if (ls.sandwich_norms) be.rmsnorm(h, &w.post_attn_norm, H, s.rms_norm_eps);
-    be.add(x, h);
+    be.residual_add_norm(x, h, ls.sandwich_norms ? &w.post_attn_norm : nullptr, &w.pre_ffw_norm, eps, h);
 
     // MLP block: x += post_norm(down(gelu_tanh(gate(h)) * up(h)))
-    be.rmsnorm_to(x, w.pre_ffw_norm, s.rms_norm_eps, h);
-    be.matmul(h, w.gate, gl);
-    be.matmul(h, w.up, ul);
-    be.gelu_mul(gl, ul);
+    be.gated_mlp_up(h, w.gate, w.up, gl, ul);
     be.matmul(gl, w.down, h);
-    if (ls.sandwich_norms) be.rmsnorm(h, &w.post_ffw_norm, H, s.rms_norm_eps);
-    be.add(x, h);
+    const Weight* next = li + 1 < s.num_layers ? &layers_[static_cast<size_t>(li) + 1].input_norm : nullptr;
+    be.residual_add_norm(x, h, ls.sandwich_norms ? &w.post_ffw_norm : nullptr, next, eps, h);
   }
   for (auto& st : steps) st.seq->length += static_cast<int64_t>(st.ids.size());
 

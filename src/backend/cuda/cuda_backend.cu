@@ -65,13 +65,16 @@ int grid_for(int64_t n, int threads = 256) {
   return static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 132 * 16));
 }
 
-enum class Op : int32_t { Embed = 1, Matmul, RmsNorm, RmsNormTo, Add, Scale, Rope, GeluMul, Softcap, KvWrite, Attention, Gather, Sample };
+enum class Op : int32_t {
+  Embed = 1, Matmul, RmsNorm, RmsNormTo, Add, Scale, Rope, GeluMul, Softcap, KvWrite, Attention, Gather, Sample,
+  GemvShared, GemvGated, ResidualAddNorm, AttentionInputs
+};
 
 // A recorded op: plain data, compared bytewise as the step's signature.
 struct Cmd {
   Op op;
   int32_t pad;
-  const void* p[6];
+  const void* p[8];
   int64_t i[8];
   float f[4];
 };
@@ -107,6 +110,10 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
+    if (profile_) {
+      prof_report();
+      for (cudaEvent_t e : prof_free_) cudaEventDestroy(e);
+    }
     invalidate_graphs();
     for (auto& [k, p] : plans_) {
       cublasLtMatmulDescDestroy(p.desc);
@@ -282,7 +289,7 @@ class CudaBackend final : public Backend {
     for (const auto& t : L.block_tables) max_blocks = std::max<int64_t>(max_blocks, static_cast<int64_t>(t.size()));
     for (int32_t n : L.seq_lens) max_len = std::max<int64_t>(max_len, n);
     const bool decode = T == S && T > 0 && T <= 512;
-    graph_step_ = graphs_on_ && decode;
+    graph_step_ = graphs_on_ && decode && !profile_;
     int64_t stride = max_blocks;
     if (graph_step_) {  // bucket the table stride so graphs survive growing sequences
       stride = 16;
@@ -467,7 +474,10 @@ class CudaBackend final : public Backend {
     int64_t ctx = graph_step_ ? m_.stride * kv.block_size : m_.max_len;
     if (p.sliding_window > 0) ctx = std::min<int64_t>(ctx, p.sliding_window);
     const int64_t base_blocks = q.rows * p.num_kv_heads * ((p.num_heads / p.num_kv_heads + cuda::kDecG - 1) / cuda::kDecG);
-    int64_t splits = std::max<int64_t>(1, std::min<int64_t>((ctx + 63) / 64, (264 + base_blocks - 1) / base_blocks));
+    // Each warp walks its keys one dependent load after another, so short
+    // chunks (>= 32 keys) and ~4 blocks per SM keep single-sequence decode
+    // from being bound by that latency.
+    int64_t splits = std::max<int64_t>(1, std::min<int64_t>((ctx + 31) / 32, (528 + base_blocks - 1) / base_blocks));
     int64_t chunk = (ctx + splits - 1) / splits;
     chunk = (chunk + 15) / 16 * 16;
     splits = (ctx + chunk - 1) / chunk;
@@ -477,6 +487,88 @@ class CudaBackend final : public Backend {
     shadow_valid_[out.data] = out.cols;
     submit(c);
   }
+  // ------------------------------------------------------------ fused steps
+  // Decode-sized products (the GEMV path) fuse; larger ones use the composed
+  // default (cuBLASLt per weight, as matmul).
+  // GEMFORGE_CUDA_UNFUSED=1 runs the compositions instead (to measure what fusing buys).
+  static bool fused() {
+    static const bool on = [] {
+      const char* e = std::getenv("GEMFORGE_CUDA_UNFUSED");
+      return !(e && std::string(e) == "1");
+    }();
+    return on;
+  }
+  static bool gemv_path(const Act& x) { return fused() && x.rows <= 4 && x.cols % 8 == 0; }
+  void matmul_shared_input(const Act& x, const Weight* const* w, Act* const* out, int n) override {
+    if (!gemv_path(x) || n < 1 || n > 3) return Backend::matmul_shared_input(x, w, out, n);
+    Cmd c = cmd(Op::GemvShared);
+    c.p[0] = x.data;
+    for (int j = 0; j < n; ++j) {
+      c.p[1 + j] = w[j]->device;
+      c.p[4 + j] = out[j]->data;
+      c.i[3 + j] = out[j]->cols;
+      shadow_valid_.erase(out[j]->data);
+    }
+    c.i[0] = x.rows;
+    c.i[1] = n;
+    c.i[2] = x.cols;
+    submit(c);
+  }
+  void gated_mlp_up(const Act& x, const Weight& wg, const Weight& wu, Act& gate, Act& up) override {
+    if (!gemv_path(x)) return Backend::gated_mlp_up(x, wg, wu, gate, up);
+    Cmd c = cmd(Op::GemvGated);
+    c.p[0] = x.data;
+    c.p[1] = wg.device;
+    c.p[2] = wu.device;
+    c.p[3] = gate.data;
+    c.i[0] = x.rows;
+    c.i[1] = gate.cols;
+    c.i[2] = x.cols;
+    shadow_valid_.erase(gate.data);
+    submit(c);
+  }
+  void residual_add_norm(Act& x, Act& h, const Weight* post, const Weight* next, float eps, Act& out) override {
+    if (!fused()) return Backend::residual_add_norm(x, h, post, next, eps, out);
+    Cmd c = cmd(Op::ResidualAddNorm);
+    c.p[0] = x.data;
+    c.p[1] = h.data;
+    c.p[2] = post ? post->device : nullptr;
+    c.p[3] = next ? next->device : nullptr;
+    c.p[4] = out.data;
+    c.p[5] = next ? shadow(out) : nullptr;
+    c.i[0] = x.rows;
+    c.i[1] = x.cols;
+    c.f[0] = eps;
+    shadow_valid_.erase(x.data);
+    shadow_valid_.erase(h.data);
+    if (next) shadow_valid_[out.data] = out.cols;
+    submit(c);
+  }
+  void attention_inputs(Act& q, Act& k, const Act& v, const Weight* q_norm, const Weight* k_norm, int head_dim, float eps,
+                        const Weight& inv_freq, KvPool& kv) override {
+    if (!fused() || head_dim > 512 || head_dim % 2 != 0 || k.cols != kv.width || v.cols != kv.width)
+      return Backend::attention_inputs(q, k, v, q_norm, k_norm, head_dim, eps, inv_freq, kv);
+    Cmd c = cmd(Op::AttentionInputs);
+    c.p[0] = q.data;
+    c.p[1] = k.data;
+    c.p[2] = v.data;
+    c.p[3] = q_norm ? q_norm->device : nullptr;
+    c.p[4] = k_norm ? k_norm->device : nullptr;
+    c.p[5] = inv_freq.device;
+    c.p[6] = kv.k;
+    c.p[7] = kv.v;
+    c.i[0] = q.rows;
+    c.i[1] = q.cols;
+    c.i[2] = k.cols;
+    c.i[3] = v.cols;
+    c.i[4] = head_dim;
+    c.i[5] = kv.width;
+    c.f[0] = eps;
+    shadow_valid_.erase(q.data);
+    shadow_valid_.erase(k.data);
+    submit(c);
+  }
+
   void gather_rows(const Act& src, const std::vector<int32_t>& rows, Act& dst) override {
     const int64_t off = put_extra(rows.data(), static_cast<int64_t>(rows.size()));
     Cmd c = cmd(Op::Gather);
@@ -794,7 +886,142 @@ class CudaBackend final : public Backend {
 
   const int32_t* dm(int64_t off) const { return dmeta_ + off; }
 
+  // GEMFORGE_CUDA_PROFILE=1: every op runs eagerly between two events; at
+  // exit the backend prints GPU time per op kind and shape to stderr.
+  const bool profile_ = [] {
+    const char* e = std::getenv("GEMFORGE_CUDA_PROFILE");
+    return e && std::string(e) == "1";
+  }();
+  struct ProfEntry {
+    double ms = 0;
+    int64_t calls = 0;
+  };
+  std::map<std::string, ProfEntry> prof_;
+  std::vector<std::pair<std::string, std::pair<cudaEvent_t, cudaEvent_t>>> prof_pending_;
+  std::vector<cudaEvent_t> prof_free_;
+
+  static std::string prof_key(const Cmd& c) {
+    static const char* names[] = {"?", "embed", "matmul", "rmsnorm", "rmsnorm_to", "add", "scale", "rope", "gelu_mul", "softcap",
+                                  "kv_write", "attention", "gather", "sample", "gemv_shared", "gemv_gated", "residual_add_norm",
+                                  "attention_inputs"};
+    const int op = static_cast<int>(c.op);
+    std::string k = op >= 0 && op < static_cast<int>(sizeof names / sizeof *names) ? names[op] : "?";
+    switch (c.op) {
+      case Op::Matmul: k += " M=" + std::to_string(c.i[0]) + " N=" + std::to_string(c.i[1]) + " K=" + std::to_string(c.i[2]); break;
+      case Op::GemvShared: case Op::GemvGated: k += " M=" + std::to_string(c.i[0]) + " K=" + std::to_string(c.i[2]); break;
+      case Op::Attention: k += " T=" + std::string(c.i[0] == 1 ? "1" : ">1"); break;
+      default: k += " T=" + std::string(c.i[0] <= 4 ? "<=4" : ">4"); break;
+    }
+    return k;
+  }
+  void prof_collect() {
+    if (prof_pending_.empty()) return;
+    CK(cudaStreamSynchronize(stream_));
+    for (auto& [k, ev] : prof_pending_) {
+      float ms = 0;
+      CK(cudaEventElapsedTime(&ms, ev.first, ev.second));
+      prof_[k].ms += ms;
+      ++prof_[k].calls;
+      prof_free_.push_back(ev.first);
+      prof_free_.push_back(ev.second);
+    }
+    prof_pending_.clear();
+  }
+  cudaEvent_t prof_event() {
+    if (prof_free_.empty()) {
+      cudaEvent_t e;
+      CK(cudaEventCreate(&e));
+      return e;
+    }
+    cudaEvent_t e = prof_free_.back();
+    prof_free_.pop_back();
+    return e;
+  }
+  void prof_report() {
+    prof_collect();
+    if (prof_.empty()) return;
+    std::vector<std::pair<std::string, ProfEntry>> v(prof_.begin(), prof_.end());
+    std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.ms > b.second.ms; });
+    double total = 0;
+    for (auto& e : v) total += e.second.ms;
+    std::fprintf(stderr, "GPU time per op (GEMFORGE_CUDA_PROFILE, eager):\n%-44s %8s %10s %9s %6s\n", "op", "calls", "total ms", "avg us", "%");
+    for (auto& [k, e] : v)
+      std::fprintf(stderr, "%-44s %8lld %10.2f %9.2f %6.1f\n", k.c_str(), static_cast<long long>(e.calls), e.ms, 1e3 * e.ms / e.calls,
+                   100 * e.ms / total);
+  }
+
   void exec(const Cmd& c) {
+    if (!profile_ || capturing_) return exec_op(c);
+    cudaEvent_t a = prof_event(), b = prof_event();
+    CK(cudaEventRecord(a, stream_));
+    exec_op(c);
+    CK(cudaEventRecord(b, stream_));
+    prof_pending_.push_back({prof_key(c), {a, b}});
+    if (prof_pending_.size() >= 4096) prof_collect();
+  }
+
+  // Decode kernels go out with programmatic dependent launch (kernels.cuh,
+  // pdl_wait): each starts while the one before drains, and the GEMVs stream
+  // their first weights before the previous result exists. GEMFORGE_CUDA_PDL=0
+  // launches them plainly.
+  const bool pdl_ = [] {
+    const char* e = std::getenv("GEMFORGE_CUDA_PDL");
+    return !(e && std::string(e) == "0");
+  }();
+  template <class... KArgs, class... Args>
+  void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream_;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl_ ? 1 : 0;
+    CK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
+  }
+
+  // K split over 1-8 warps per row group: enough loads in flight per row.
+  static int gemv_ks(int64_t K) { return K >= 4096 ? 8 : K >= 2048 ? 4 : K >= 512 ? 2 : 1; }
+  // One launch for n (<= 3) products of the same x [M <= 4, K].
+  void launch_gemv(const float* x, int64_t M, int64_t K, const bf16* const* w, float* const* out, const int64_t* N, int n) {
+    using namespace cuda;
+    constexpr int RB = 2;
+    const int ks = gemv_ks(K);
+    const int rows_per_block = 8 / ks * RB;
+    GemvJobs jobs{};
+    int first = 0;
+    for (int j = 0; j < 3; ++j) {
+      const int jj = std::min(j, n - 1);  // unused slots repeat the last job with no blocks
+      jobs.w[j] = w[jj];
+      jobs.out[j] = out[jj];
+      jobs.n[j] = static_cast<int>(N[jj]);
+      jobs.first[j] = first;
+      if (j < n) first += static_cast<int>((N[j] + rows_per_block - 1) / rows_per_block);
+    }
+    jobs.first[3] = first;
+    const unsigned blocks = static_cast<unsigned>(first);
+#define GF_GEMV(MM, KS) launch_pdl(k_gemv<MM, RB, KS>, dim3(blocks), dim3(256), 0, jobs, x, (int)K)
+#define GF_GEMV_KS(MM)                  \
+  switch (ks) {                         \
+    case 1: GF_GEMV(MM, 1); break;      \
+    case 2: GF_GEMV(MM, 2); break;      \
+    case 4: GF_GEMV(MM, 4); break;      \
+    default: GF_GEMV(MM, 8); break;     \
+  }
+    switch (M) {
+      case 1: GF_GEMV_KS(1); break;
+      case 2: GF_GEMV_KS(2); break;
+      case 3: GF_GEMV_KS(3); break;
+      default: GF_GEMV_KS(4); break;
+    }
+#undef GF_GEMV_KS
+#undef GF_GEMV
+  }
+
+  void exec_op(const Cmd& c) {
     using namespace cuda;
     switch (c.op) {
       case Op::Embed: {
@@ -808,26 +1035,10 @@ class CudaBackend final : public Backend {
         const bf16* w = static_cast<const bf16*>(c.p[1]);
         float* out = static_cast<float*>(const_cast<void*>(c.p[2]));
         if (c.i[3] == 0) {
-          constexpr int RB = 2;
-          const int ks = K >= 4096 ? 8 : K >= 2048 ? 4 : K >= 512 ? 2 : 1;
-          const int rows_per_block = 8 / ks * RB;
-          const unsigned blocks = static_cast<unsigned>((N + rows_per_block - 1) / rows_per_block);
-#define GF_GEMV(MM, KS) k_gemv<MM, RB, KS><<<blocks, 256, 0, stream_>>>(w, x, out, (int)N, (int)K)
-#define GF_GEMV_KS(MM)                  \
-  switch (ks) {                         \
-    case 1: GF_GEMV(MM, 1); break;      \
-    case 2: GF_GEMV(MM, 2); break;      \
-    case 4: GF_GEMV(MM, 4); break;      \
-    default: GF_GEMV(MM, 8); break;     \
-  }
-          switch (M) {
-            case 1: GF_GEMV_KS(1); break;
-            case 2: GF_GEMV_KS(2); break;
-            case 3: GF_GEMV_KS(3); break;
-            default: GF_GEMV_KS(4); break;
-          }
-#undef GF_GEMV_KS
-#undef GF_GEMV
+          const bf16* wj[1] = {w};
+          float* oj[1] = {out};
+          const int64_t nj[1] = {N};
+          launch_gemv(x, M, K, wj, oj, nj, 1);
           break;
         }
         const bf16* xb;
@@ -842,6 +1053,65 @@ class CudaBackend final : public Backend {
         const float one = 1.f, zero = 0.f;
         CKL(cublasLtMatmul(lt_, p.desc, &one, w, p.a, xb, p.b, &zero, out, p.c, out, p.c, &p.algo, workspace_,
                            workspace_bytes_, stream_));
+        break;
+      }
+      case Op::GemvShared: {
+        const int n = (int)c.i[1];
+        const bf16* wj[3];
+        float* oj[3];
+        int64_t nj[3];
+        for (int j = 0; j < n; ++j) {
+          wj[j] = static_cast<const bf16*>(c.p[1 + j]);
+          oj[j] = static_cast<float*>(const_cast<void*>(c.p[4 + j]));
+          nj[j] = c.i[3 + j];
+        }
+        launch_gemv(static_cast<const float*>(c.p[0]), c.i[0], c.i[2], wj, oj, nj, n);
+        break;
+      }
+      case Op::GemvGated: {
+        const int64_t M = c.i[0], N = c.i[1], K = c.i[2];
+        const int ks = gemv_ks(K);
+        const unsigned blocks = static_cast<unsigned>((N + 8 / ks - 1) / (8 / ks));
+        const float* x = static_cast<const float*>(c.p[0]);
+        const bf16* wg = static_cast<const bf16*>(c.p[1]);
+        const bf16* wu = static_cast<const bf16*>(c.p[2]);
+        float* out = static_cast<float*>(const_cast<void*>(c.p[3]));
+#define GF_GATED(MM, KS) launch_pdl(k_gemv_gated<MM, KS>, dim3(blocks), dim3(256), 0, wg, wu, x, out, (int)N, (int)K)
+#define GF_GATED_KS(MM)                  \
+  switch (ks) {                          \
+    case 1: GF_GATED(MM, 1); break;      \
+    case 2: GF_GATED(MM, 2); break;      \
+    case 4: GF_GATED(MM, 4); break;      \
+    default: GF_GATED(MM, 8); break;     \
+  }
+        switch (M) {
+          case 1: GF_GATED_KS(1); break;
+          case 2: GF_GATED_KS(2); break;
+          case 3: GF_GATED_KS(3); break;
+          default: GF_GATED_KS(4); break;
+        }
+#undef GF_GATED_KS
+#undef GF_GATED
+        break;
+      }
+      case Op::ResidualAddNorm: {
+        const int64_t H = c.i[1];
+        const int threads = H >= 2048 ? 512 : H >= 512 ? 256 : 128;
+        launch_pdl(k_residual_add_norm, dim3((unsigned)c.i[0]), dim3(threads), 0,
+            static_cast<float*>(const_cast<void*>(c.p[0])), static_cast<const float*>(c.p[1]), static_cast<const float*>(c.p[2]),
+            static_cast<const float*>(c.p[3]), static_cast<float*>(const_cast<void*>(c.p[4])),
+            static_cast<bf16*>(const_cast<void*>(c.p[5])), H, c.f[0]);
+        break;
+      }
+      case Op::AttentionInputs: {
+        const int hd = (int)c.i[4];
+        const int qh = (int)(c.i[1] / hd), kvh = (int)(c.i[2] / hd);
+        const int threads = hd >= 256 ? 128 : hd >= 64 ? 64 : 32;
+        launch_pdl(k_attention_inputs, dim3((unsigned)c.i[0], (unsigned)(qh + kvh)), dim3(threads), 0,
+            static_cast<float*>(const_cast<void*>(c.p[0])), static_cast<float*>(const_cast<void*>(c.p[1])),
+            static_cast<const float*>(c.p[2]), c.i[1], c.i[2], c.i[3], qh, hd, static_cast<const float*>(c.p[3]),
+            static_cast<const float*>(c.p[4]), c.f[0], dm(m_.pos), static_cast<const float*>(c.p[5]), dm(m_.slots),
+            static_cast<bf16*>(const_cast<void*>(c.p[6])), static_cast<bf16*>(const_cast<void*>(c.p[7])), c.i[5]);
         break;
       }
       case Op::RmsNorm:
@@ -929,7 +1199,7 @@ class CudaBackend final : public Backend {
     float2* ml = reinterpret_cast<float2*>(part + T * heads * splits * hd);
     const dim3 grid((unsigned)splits, (unsigned)(kvh * nsub), (unsigned)T);
 #define GF_DECODE(HD)                                                                                                   \
-  k_attn_decode<HD><<<grid, 128, 0, stream_>>>(q, qcols, K, V, width, dm(m_.pos), dm(m_.seq), dm(m_.tables), stride, bs, \
+  launch_pdl(k_attn_decode<HD>, grid, dim3(128), 0, q, qcols, K, V, width, dm(m_.pos), dm(m_.seq), dm(m_.tables), stride, bs, \
                                                heads, group, window, scale, cap, chunk, splits, part, ml)
     switch (hd) {
       case 32: GF_DECODE(32); break;
@@ -940,7 +1210,7 @@ class CudaBackend final : public Backend {
     }
 #undef GF_DECODE
     CKLAUNCH();
-    k_attn_combine<<<dim3((unsigned)heads, (unsigned)T), std::min(hd, 256), 0, stream_>>>(part, ml, splits, heads, hd, out, ocols, out16);
+    launch_pdl(k_attn_combine, dim3((unsigned)heads, (unsigned)T), dim3(std::min(hd, 256)), 0, part, ml, splits, heads, hd, out, ocols, out16);
   }
 };
 

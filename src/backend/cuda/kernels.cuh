@@ -21,6 +21,22 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Programmatic dependent launch (sm_90): a kernel launched with the PDL
+// attribute may start while the kernel before it finishes. It lets its own
+// dependents start early (trigger), may read weights (never written during a
+// step) at once, and waits for the previous kernel's results before touching
+// any activation, read or write (wait). Without the attribute both are no-ops.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
 #pragma unroll
@@ -156,23 +172,36 @@ __global__ void k_kv_write(bf16* __restrict__ K, bf16* __restrict__ V, const flo
 // A block of 8 warps owns (8 / KS) * RB rows: each group of KS warps owns RB
 // rows and splits K among its warps. Each lane keeps U x RB 16-byte weight
 // loads in flight (streaming, not kept in L1).
-template <int M, int RB, int KS>
-__global__ __launch_bounds__(256) void k_gemv(const bf16* __restrict__ W, const float* __restrict__ x, float* __restrict__ out,
-                                              int N, int K) {
-  constexpr int U = 4;
+// GATED: RB = 2 and the two "rows" of a group are row n of the gate (W) and
+// of the up projection (W2); the result is gelu_tanh(gate) * up.
+__device__ __forceinline__ float gelu_tanh(float a) {
+  const float k = 0.7978845608028654f;
+  return 0.5f * a * (1.0f + tanhf(k * (a + 0.044715f * a * a * a)));
+}
+
+template <int M, int RB, int KS, bool GATED, int U = 4>
+__device__ __forceinline__ void gemv_block(const bf16* __restrict__ W, const bf16* __restrict__ W2, const float* __restrict__ x,
+                                           float* __restrict__ out, int N, int K, int block) {
+  static_assert(!GATED || RB == 2, "gated GEMV pairs gate and up rows");
   constexpr int GROUPS = 8 / KS;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int grp = warp / KS, wk = warp % KS;
-  const int r0 = (blockIdx.x * GROUPS + grp) * RB;
+  const int r0 = (block * GROUPS + grp) * (GATED ? 1 : RB);
   float acc[M][RB];
 #pragma unroll
   for (int m = 0; m < M; ++m)
 #pragma unroll
     for (int r = 0; r < RB; ++r) acc[m][r] = 0.f;
   const bf16* wr[RB];
+  if constexpr (GATED) {
+    wr[0] = W + (int64_t)min(r0, N - 1) * K;
+    wr[1] = W2 + (int64_t)min(r0, N - 1) * K;
+  } else {
 #pragma unroll
-  for (int r = 0; r < RB; ++r) wr[r] = W + (int64_t)min(r0 + r, N - 1) * K;
+    for (int r = 0; r < RB; ++r) wr[r] = W + (int64_t)min(r0 + r, N - 1) * K;
+  }
   constexpr int STEP = KS * 32 * 8;
+  pdl_trigger();
   for (int k0 = (wk * 32 + lane) * 8; k0 < K; k0 += U * STEP) {
     uint4 wv[U][RB];
 #pragma unroll
@@ -180,6 +209,7 @@ __global__ __launch_bounds__(256) void k_gemv(const bf16* __restrict__ W, const 
 #pragma unroll
       for (int r = 0; r < RB; ++r)
         wv[u][r] = k0 + u * STEP < K ? __ldcs(reinterpret_cast<const uint4*>(wr[r] + k0 + u * STEP)) : make_uint4(0, 0, 0, 0);
+    if (k0 < (wk * 32 + lane) * 8 + U * STEP) pdl_wait();  // first round: the weights are on their way, x is next
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int k = k0 + u * STEP;
@@ -198,6 +228,7 @@ __global__ __launch_bounds__(256) void k_gemv(const bf16* __restrict__ W, const 
       }
     }
   }
+  pdl_wait();  // (lanes with no columns) out may still be read by the previous kernel
   __shared__ float red[8][M * RB];
 #pragma unroll
   for (int m = 0; m < M; ++m)
@@ -207,14 +238,134 @@ __global__ __launch_bounds__(256) void k_gemv(const bf16* __restrict__ W, const 
       if (lane == 0) red[warp][m * RB + r] = v;
     }
   __syncthreads();
-  if (threadIdx.x < GROUPS * M * RB) {
+  if constexpr (GATED) {
+    if (threadIdx.x < GROUPS * M) {
+      const int g = threadIdx.x / M, m = threadIdx.x % M;
+      float sg = 0, su = 0;
+#pragma unroll
+      for (int w = 0; w < KS; ++w) sg += red[g * KS + w][m * RB], su += red[g * KS + w][m * RB + 1];
+      const int row = block * GROUPS + g;
+      if (row < N) out[(int64_t)m * N + row] = gelu_tanh(sg) * su;
+    }
+  } else if (threadIdx.x < GROUPS * M * RB) {
     const int g = threadIdx.x / (M * RB), j = threadIdx.x % (M * RB);
     const int m = j / RB, r = j % RB;
     float s = 0;
 #pragma unroll
     for (int w = 0; w < KS; ++w) s += red[g * KS + w][j];
-    const int row = (blockIdx.x * GROUPS + g) * RB + r;
+    const int row = (block * GROUPS + g) * RB + r;
     if (row < N) out[(int64_t)m * N + row] = s;
+  }
+}
+
+// Up to 3 products sharing x in one launch (q, k, v): job j owns blocks
+// [first[j], first[j + 1]).
+struct GemvJobs {
+  const bf16* w[3];
+  float* out[3];
+  int n[3];
+  int first[4];
+};
+
+template <int M, int RB, int KS>
+__global__ __launch_bounds__(256) void k_gemv(GemvJobs jobs, const float* __restrict__ x, int K) {
+  int j = 0;
+  while (j < 2 && (int)blockIdx.x >= jobs.first[j + 1]) ++j;
+  gemv_block<M, RB, KS, false>(jobs.w[j], nullptr, x, jobs.out[j], jobs.n[j], K, (int)blockIdx.x - jobs.first[j]);
+}
+
+template <int M, int KS>
+__global__ __launch_bounds__(256) void k_gemv_gated(const bf16* __restrict__ Wg, const bf16* __restrict__ Wu,
+                                                    const float* __restrict__ x, float* __restrict__ out, int N, int K) {
+  gemv_block<M, 2, KS, true>(Wg, Wu, x, out, N, K, (int)blockIdx.x);
+}
+
+// ---------------------------------------------------------------- fused decoder steps
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  v = warp_sum(v);
+  __syncthreads();  // red may still be read by a previous call
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float s = 0;
+  for (int i = 0; i < (int)(blockDim.x >> 5); ++i) s += red[i];
+  return s;
+}
+
+// One block per row: h = rmsnorm(h) * post (if post); x += h; out = rmsnorm(x) * next (if next), with its bf16
+// shadow out16. out may alias h: every read of h precedes the last reduction's barrier.
+__global__ void k_residual_add_norm(float* __restrict__ x, const float* h, const float* __restrict__ post,
+                                    const float* __restrict__ next, float* out, bf16* __restrict__ out16, int64_t H, float eps) {
+  __shared__ float red[32];
+  pdl_trigger();
+  pdl_wait();
+  const int64_t t = blockIdx.x;
+  float* xr = x + t * H;
+  const float* hr = h + t * H;
+  float inv_h = 1.f;
+  if (post) {
+    float ss = 0;
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x) ss += hr[i] * hr[i];
+    inv_h = 1.0f / sqrtf(block_sum(ss, red) / static_cast<float>(H) + eps);
+  }
+  float ss = 0;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+    const float hv = post ? hr[i] * inv_h * post[i] : hr[i];
+    const float v = xr[i] + hv;
+    xr[i] = v;
+    ss += v * v;
+  }
+  if (!next) return;
+  const float inv = 1.0f / sqrtf(block_sum(ss, red) / static_cast<float>(H) + eps);
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+    const float v = xr[i] * inv * next[i];
+    out[t * H + i] = v;
+    if (out16) out16[t * H + i] = __float2bfloat16(v);
+  }
+}
+
+// Grid (T, q_heads + kv_heads): one block per head of q or k of one token:
+// per-head rmsnorm (if a weight is given), RoPE at pos[t], written back; k
+// heads (and the matching v head) also go to the KV cache at slots[t].
+__global__ void k_attention_inputs(float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, int64_t qcols,
+                                   int64_t kcols, int64_t vcols, int q_heads, int hd, const float* __restrict__ q_norm,
+                                   const float* __restrict__ k_norm, float eps, const int* __restrict__ pos,
+                                   const float* __restrict__ inv_freq, const int* __restrict__ slots, bf16* __restrict__ Kc,
+                                   bf16* __restrict__ Vc, int64_t width) {
+  __shared__ float red[32];
+  __shared__ float buf[512];
+  pdl_trigger();
+  pdl_wait();
+  const int t = blockIdx.x, head = blockIdx.y;
+  const bool is_q = head < q_heads;
+  const int kh = head - q_heads;
+  float* row = is_q ? q + (int64_t)t * qcols + (int64_t)head * hd : k + (int64_t)t * kcols + (int64_t)kh * hd;
+  const float* w = is_q ? q_norm : k_norm;
+  float inv = 1.f;
+  if (w) {
+    float ss = 0;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) ss += row[i] * row[i];
+    inv = 1.0f / sqrtf(block_sum(ss, red) / static_cast<float>(hd) + eps);
+  }
+  for (int i = threadIdx.x; i < hd; i += blockDim.x) buf[i] = w ? row[i] * inv * w[i] : row[i];
+  __syncthreads();
+  const int half = hd / 2;
+  const float p = static_cast<float>(pos[t]);
+  const int64_t slot = slots[t];
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    float sn, cs;
+    sincosf(p * inv_freq[i], &sn, &cs);
+    const float a = buf[i], b = buf[i + half];
+    const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+    row[i] = ra;
+    row[i + half] = rb;
+    if (!is_q) {
+      Kc[slot * width + (int64_t)kh * hd + i] = __float2bfloat16(ra);
+      Kc[slot * width + (int64_t)kh * hd + i + half] = __float2bfloat16(rb);
+    }
+  }
+  if (!is_q) {
+    const float* vr = v + (int64_t)t * vcols + (int64_t)kh * hd;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) Vc[slot * width + (int64_t)kh * hd + i] = __float2bfloat16(vr[i]);
   }
 }
 
@@ -234,6 +385,8 @@ __global__ __launch_bounds__(128) void k_attn_decode(const float* __restrict__ q
                                                      int chunk, int splits, float* __restrict__ part, float2* __restrict__ ml) {
   constexpr int E = HD / 32;
   constexpr int G = kDecG;
+  pdl_trigger();
+  pdl_wait();
   const int s = blockIdx.x, t = blockIdx.z;
   const int nsub = (group + G - 1) / G;
   const int kvh = blockIdx.y / nsub, hs = blockIdx.y % nsub;
@@ -256,11 +409,7 @@ __global__ __launch_bounds__(128) void k_attn_decode(const float* __restrict__ q
       qr[g][e] = g < ng ? q[t * qcols + (int64_t)(h0 + g) * HD + lane * E + e] : 0.f;
     }
   }
-  for (int j = kb + warp; j < ke; j += 4) {
-    const int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
-    float kf[E], vf[E];
-    load_bf16<E>(Kc + slot * width + (int64_t)kvh * HD + lane * E, kf);
-    load_bf16<E>(Vc + slot * width + (int64_t)kvh * HD + lane * E, vf);
+  auto step = [&](const float* kf, const float* vf) {
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       if (g >= ng) break;
@@ -277,6 +426,27 @@ __global__ __launch_bounds__(128) void k_attn_decode(const float* __restrict__ q
       for (int e = 0; e < E; ++e) acc[g][e] = acc[g][e] * alpha + pe * vf[e];
       m[g] = mn;
     }
+  };
+  const int64_t col = (int64_t)kvh * HD + lane * E;
+  // Keys j, j + 4, j + 8, ... of this warp in order; two keys' loads are in
+  // flight at once (the loop is bound by memory latency, not bandwidth).
+  int j = kb + warp;
+  for (; j + 4 < ke; j += 8) {
+    const int64_t s0 = (int64_t)table[j / bs] * bs + j % bs, s1 = (int64_t)table[(j + 4) / bs] * bs + (j + 4) % bs;
+    float k0[E], v0[E], k1[E], v1[E];
+    load_bf16<E>(Kc + s0 * width + col, k0);
+    load_bf16<E>(Vc + s0 * width + col, v0);
+    load_bf16<E>(Kc + s1 * width + col, k1);
+    load_bf16<E>(Vc + s1 * width + col, v1);
+    step(k0, v0);
+    step(k1, v1);
+  }
+  if (j < ke) {
+    const int64_t s0 = (int64_t)table[j / bs] * bs + j % bs;
+    float k0[E], v0[E];
+    load_bf16<E>(Kc + s0 * width + col, k0);
+    load_bf16<E>(Vc + s0 * width + col, v0);
+    step(k0, v0);
   }
   __shared__ float s_acc[4][G][HD];
   __shared__ float s_m[4][G], s_l[4][G];
@@ -312,6 +482,8 @@ __global__ __launch_bounds__(128) void k_attn_decode(const float* __restrict__ q
 
 __global__ void k_attn_combine(const float* __restrict__ part, const float2* __restrict__ ml, int splits, int heads, int hd,
                                float* __restrict__ out, int64_t ocols, bf16* __restrict__ out16) {
+  pdl_trigger();
+  pdl_wait();
   const int h = blockIdx.x, t = blockIdx.y;
   const int64_t base = ((int64_t)t * heads + h) * splits;
   float M = -INFINITY;
