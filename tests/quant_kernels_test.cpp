@@ -218,6 +218,28 @@ TEST(QuantKernels, FloatWeightsGiveTheSameBitsForAnyTokenCount) {
   }
 }
 
+// The same for the block-quantized types (AVX2 and AVX-512 prefill tiles vs
+// the decode dot): odd row counts (row tiles with a tail), odd token counts
+// (token pairs with a tail), K-quants past the fused-decode token count.
+TEST(QuantKernels, BlockQuantWeightsGiveTheSameBitsForAnyTokenCount) {
+  std::mt19937 rng(19);
+  std::normal_distribution<float> nd(0, 1);
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    const int64_t out = 37, in = dtype_info(dt).block_elems == 256 ? 512 : 640;
+    std::vector<uint8_t> bytes = random_weights(dt, out, in, rng);
+    TensorView w{"w", dt, {out, in}, bytes.data(), bytes.size()};
+    for (int64_t T : {4, 5, 11, 40, 45}) {
+      std::vector<float> x(static_cast<size_t>(T * in)), y(static_cast<size_t>(T * out)), one(static_cast<size_t>(out));
+      for (auto& v : x) v = nd(rng);
+      cpu::matmul(w, x.data(), T, y.data());
+      for (int64_t t = 0; t < T; ++t) {
+        cpu::matmul(w, x.data() + t * in, 1, one.data());
+        for (int64_t r = 0; r < out; ++r) ASSERT_EQ(y[static_cast<size_t>(t * out + r)], one[static_cast<size_t>(r)]) << dtype_name(dt) << " T " << T << " token " << t << " row " << r;
+      }
+    }
+  }
+}
+
 TEST(QuantKernels, RealGgufTensorsMatchReference) {
   if (!file_exists(model_path())) GTEST_SKIP() << model_path() << " is absent: scripts/setup.sh installs it";
   auto g = GgufFile::open(model_path());

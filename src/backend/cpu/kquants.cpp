@@ -4,6 +4,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -374,6 +375,81 @@ void kquant_unpack_row(DType t, const uint8_t* row, int64_t nsb, KBlock* out) {
     }
   }
 }
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+bool kquant_pairs_available() { return true; }
+
+void pair_q8k(const Q8KActs& a, int64_t T, Q8KPairs& p) {
+  const int64_t n = a.n, nsb = n / 256;
+  p.n = n;
+  p.pairs = (T + 1) / 2;
+  p.q.resize(static_cast<size_t>(p.pairs * n * 2));
+  p.bsums.resize(static_cast<size_t>(p.pairs * nsb * 32));
+  p.d.resize(static_cast<size_t>(p.pairs * nsb * 2));
+  parallel_for(p.pairs, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      for (int h = 0; h < 2; ++h) {
+        const int64_t t = std::min(2 * i + h, T - 1);
+        for (int64_t c = 0; c < n / 32; ++c) std::memcpy(p.q.data() + (i * (n / 32) + c) * 64 + 32 * h, a.tq(t) + 32 * c, 32);
+        for (int64_t s = 0; s < nsb; ++s) {
+          std::memcpy(p.bsums.data() + (i * nsb + s) * 32 + 16 * h, a.tb(t) + 16 * s, 32);
+          p.d[static_cast<size_t>((i * nsb + s) * 2 + h)] = a.td(t)[s];
+        }
+      }
+  });
+}
+
+namespace {
+template <int P>
+void kdot_pairs(const KBlock* w, int64_t nsb, const Q8KPairs& pa, int64_t p0, int64_t T, float* y, int64_t stride) {
+  __m512 acc[P];
+  for (int p = 0; p < P; ++p) acc[p] = _mm512_setzero_ps();
+  const __m512i lo_hi = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const int64_t chunks = pa.n / 32;
+  for (int64_t s = 0; s < nsb; ++s) {
+    const KBlock& b = w[s];
+    __m512i ai[P];
+    for (int p = 0; p < P; ++p) ai[p] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m512i q = _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(b.q + 32 * j)));
+      const __m512i sc = _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(b.sc[j])));
+#pragma GCC unroll 2
+      for (int p = 0; p < P; ++p) {
+        const __m512i yv = _mm512_loadu_si512(pa.q.data() + ((p0 + p) * chunks + s * 8 + j) * 64);
+        ai[p] = _mm512_add_epi32(ai[p], _mm512_madd_epi16(_mm512_maddubs_epi16(q, yv), sc));
+      }
+    }
+    const __m512i mn = _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(b.mn)));
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p) {
+      const int64_t k = (p0 + p) * nsb + s;
+      const __m512i m = _mm512_madd_epi16(mn, _mm512_loadu_si512(pa.bsums.data() + k * 32));
+      double two;  // the pair's two scales
+      std::memcpy(&two, pa.d.data() + k * 2, sizeof two);
+      const __m512 dy = _mm512_permutexvar_ps(lo_hi, _mm512_castpd_ps(_mm512_set1_pd(two)));
+      // Per lane exactly kdot's fma(ai, d * dy) then fma(m, -(dmin * dy)).
+      acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ai[p]), _mm512_mul_ps(_mm512_set1_ps(b.d), dy), acc[p]);
+      acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(_mm512_set1_ps(-b.dmin), dy), acc[p]);
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    const int64_t t = 2 * (p0 + p);
+    y[t * stride] = hsum(_mm512_castps512_ps256(acc[p]));
+    if (t + 1 < T) y[(t + 1) * stride] = hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p]), 1)));
+  }
+}
+}  // namespace
+
+void kquant_dot_pairs(const KBlock* w, int64_t nsb, const Q8KPairs& p, int64_t p0, int np, int64_t T, float* y, int64_t stride) {
+  if (np == 2) kdot_pairs<2>(w, nsb, p, p0, T, y, stride);
+  else kdot_pairs<1>(w, nsb, p, p0, T, y, stride);
+}
+#else
+bool kquant_pairs_available() { return false; }
+void pair_q8k(const Q8KActs&, int64_t, Q8KPairs&) {}
+void kquant_dot_pairs(const KBlock*, int64_t, const Q8KPairs&, int64_t, int, int64_t, float*, int64_t) {}
+#endif
 
 void kquant_dot1(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t, float* out) { kdot<1>(w, nsb, a, t, out); }
 void kquant_dot4(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out) { kdot<4>(w, nsb, a, t0, out); }

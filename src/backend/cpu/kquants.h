@@ -40,6 +40,20 @@ void kquant_unpack_row(DType t, const uint8_t* row, int64_t nsb, KBlock* out);
 void kquant_dot1(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t, float* out);
 void kquant_dot4(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out);
 
+// Prefill with 512-bit registers (AVX-512BW builds): the activations of token
+// pairs interleaved so one zmm holds a 32-byte chunk of both tokens; every
+// lane does the integer and float operations of kquant_dot4 (same bits).
+struct Q8KPairs {
+  int64_t n = 0, pairs = 0;
+  std::vector<int8_t> q;       // [pairs][n/32][64]
+  std::vector<int16_t> bsums;  // [pairs][n/256][32]
+  std::vector<float> d;        // [pairs][n/256][2]
+};
+bool kquant_pairs_available();
+void pair_q8k(const Q8KActs& a, int64_t T, Q8KPairs& p);  // an odd last token is paired with itself
+// y[t * stride] = row · token t for the tokens of pairs [p0, p0 + np), np = 1 or 2, t < T.
+void kquant_dot_pairs(const KBlock* w, int64_t nsb, const Q8KPairs& p, int64_t p0, int np, int64_t T, float* y, int64_t stride);
+
 // Decode (T = 1) without unpacking: fused per-type kernels straight from the
 // GGML blocks. Returns false where no fused kernel exists for the type.
 bool kquant_dot_fused(DType t, const uint8_t* row, int64_t nsb, const Q8KActs& a, int64_t tok, float* out);

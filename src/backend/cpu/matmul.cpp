@@ -35,6 +35,7 @@ constexpr int64_t kFusedMaxTokens = 12;
 
 #ifdef __AVX2__
 using namespace simd;
+}  // namespace
 
 // Prefill: a Q4_0/Q5_0 row is unpacked once to signed int8 + one scale per
 // 32, then dotted with several tokens at a time (the weight loads are shared).
@@ -60,6 +61,8 @@ bool unpack_row_i8(DType t, const uint8_t* w, int64_t n, int8_t* q, float* d) {
   }
   return true;
 }
+
+namespace {
 
 // out[k] = row · act[k] for 4 tokens.
 void dot_unpacked_x4(const int8_t* q, const float* d, int64_t n, const QActs* const* acts, float* out) {
@@ -332,6 +335,10 @@ void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
       return;
     }
   }
+  thread_local Q8KPairs paired;  // 512-bit prefill: token pairs interleaved
+  Q8KPairs& pa = paired;          // (the workers below must see this thread's copy)
+  const bool pairs = T >= 4 && kquant_pairs_available();
+  if (pairs) pair_q8k(a, T, pa);
   parallel_for(out, [&](int64_t b, int64_t e) {
     thread_local std::vector<KBlock> buf;
     const int64_t rt = T == 1 ? 1 : kRowTile;
@@ -346,6 +353,10 @@ void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
           const KBlock* wr = buf.data() + i * nsb;
           float* yr = y + r0 + i;
           int64_t t = t0;
+          if (pairs) {  // t0 is even (kTokTile is)
+            for (; t < t1; t += 4) kquant_dot_pairs(wr, nsb, pa, t / 2, t + 2 < t1 ? 2 : 1, t1, yr, out);
+            continue;
+          }
           for (; t + 4 <= t1; t += 4) {
             float res[4];
             kquant_dot4(wr, nsb, a, t, res);
@@ -487,6 +498,7 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
       for (int64_t t = b; t < e; ++t) quantize_acts(x + t * in, in, acts[static_cast<size_t>(t)]);
     });
     const size_t row_bytes = W.row_bytes();
+    if (T >= 4 && prefill_q32_avx512(W, acts, T, y)) return;
 #ifdef __AVX2__
     if (T >= 4) {
       // Prefill: rows unpacked to int8 + scales, row x token tiles.

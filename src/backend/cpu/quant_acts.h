@@ -20,6 +20,15 @@ void quantize_acts(const float* x, int64_t n, QActs& a);
 // does not depend on the batch it is in. Returns false for other types.
 bool matvec_q32(DType t, const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, const QActs& a, int64_t in, float* y);
 
+// A Q8_0 / Q4_0 / Q5_0 row as signed int8 values q[n] and one scale per 32
+// d[n/32] (AVX2 builds; false for other types).
+bool unpack_row_i8(DType t, const uint8_t* w, int64_t n, int8_t* q, float* d);
+
+// Prefill (T >= 4) of a Q8_0 / Q4_0 / Q5_0 weight with 512-bit VNNI: y[T, out]
+// with exactly the bits of the AVX2 kernels (and so of decode). False where
+// the build has no AVX-512 VNNI or the type is not one of these.
+bool prefill_q32_avx512(const TensorView& W, const std::vector<QActs>& acts, int64_t T, float* y);
+
 // Q5_0 rows copied as Q8_0 (each 5-bit value stored as its int8, same fp16
 // scale): dot products are bit-identical, and on AVX2 without VNNI the Q8_0
 // kernel needs no bit unpacking. On the Zen 1 development VM the Q5_0 matvec
