@@ -247,8 +247,8 @@ float dot_q45_k_fused(const B* x, int64_t nsb, const int8_t* yq, const float* yd
   const __m256i m4 = _mm256_set1_epi8(0xF);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nsb; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 2048, _MM_HINT_T0);  // see dot_bf16 (matmul.cpp)
-    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 2048 + 64, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 4096, _MM_HINT_T0);  // see dot_bf16 (matmul.cpp)
+    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 4096 + 64, _MM_HINT_T0);
     const float d = _cvtsh_ss(x[i].d) * yd[i], dmin = _cvtsh_ss(x[i].dmin) * yd[i];
     // The 12 scale bytes -> 8 scales (bytes 0-7) and 8 mins (bytes 8-15).
     uint32_t u[4];
@@ -291,9 +291,9 @@ float dot_q6_k_fused(const BlockQ6_K* x, int64_t nsb, const int8_t* yq, const fl
   const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nsb; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 2048, _MM_HINT_T0);  // see dot_bf16 (matmul.cpp)
-    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 2048 + 64, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 2048 + 128, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 4096, _MM_HINT_T0);  // see dot_bf16 (matmul.cpp)
+    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 4096 + 64, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 4096 + 128, _MM_HINT_T0);
     const float d = _cvtsh_ss(x[i].d) * yd[i];
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
     // q - 32: a min of 32 * scale per group of 16 (as kdot, bit for bit).

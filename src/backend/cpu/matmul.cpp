@@ -137,8 +137,10 @@ float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     // Decode streams rows from DRAM; the hardware prefetcher alone left
-    // bandwidth unused (Zen 1 and Xeon VMs): prefetch 2 KB ahead.
-    _mm_prefetch(reinterpret_cast<const char*>(w + i) + 2048, _MM_HINT_T0);
+    // bandwidth unused (Zen 1, Xeon and Zen 5 VMs): prefetch 4 KB ahead (2 KB
+    // was best on the Xeon; on the Zen 5 VM 4 KB decoded gemma2-2b BF16 13%
+    // faster, 4 of 4 paired runs).
+    _mm_prefetch(reinterpret_cast<const char*>(w + i) + 4096, _MM_HINT_T0);
     acc0 = _mm256_fmadd_ps(load_bf16(w + i), _mm256_loadu_ps(x + i), acc0);
     acc1 = _mm256_fmadd_ps(load_bf16(w + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
   }
@@ -151,7 +153,7 @@ float dot_f16(const uint16_t* w, const float* x, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + i) + 2048, _MM_HINT_T0);  // as dot_bf16
+    _mm_prefetch(reinterpret_cast<const char*>(w + i) + 4096, _MM_HINT_T0);  // as dot_bf16
     acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))), _mm256_loadu_ps(x + i), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i + 8))), _mm256_loadu_ps(x + i + 8), acc1);
   }

@@ -62,7 +62,7 @@ float dot_q8_0(const uint8_t* w, const QActs& a, int64_t nb) {
   const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(w);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(b + i) + 2048, _MM_HINT_T0);  // see dot_bf16 (matmul.cpp)
+    _mm_prefetch(reinterpret_cast<const char*>(b + i) + 4096, _MM_HINT_T0);  // see dot_bf16 (matmul.cpp)
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
     const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + i * 32));
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(q, y)), _mm256_set1_ps(h2f(b[i].d) * a.d[static_cast<size_t>(i)]), acc);
@@ -74,7 +74,7 @@ float dot_q4_0(const uint8_t* w, const QActs& a, int64_t nb) {
   const BlockQ4_0* b = reinterpret_cast<const BlockQ4_0*>(w);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(b + i) + 2048, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + i) + 4096, _MM_HINT_T0);
     const __m256i q = _mm256_sub_epi8(nibbles(b[i].qs), _mm256_set1_epi8(8));
     const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + i * 32));
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_i8(q, y)), _mm256_set1_ps(h2f(b[i].d) * a.d[static_cast<size_t>(i)]), acc);
