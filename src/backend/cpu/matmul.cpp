@@ -10,6 +10,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -380,9 +381,12 @@ void matmul_float(const TensorView& W, const float* x, int64_t T, float* y) {
   const int64_t out = W.rows(), in = W.cols();
 #ifdef __AVX2__
   if (T >= 4 && (W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16)) {
-    // Weights read in place (no float copy: half the bytes for bf16), a tile
-    // of rows kept in L2 while the tokens pass over it in groups of 3.
-    constexpr int64_t kRows = 16, kToks = 2 * kTileToks;
+    // Weights read in place (no float copy: half the bytes for bf16), a block
+    // of rows (~256 KB) kept in L2 while all tokens pass over it in small
+    // groups (with 16-row blocks every block re-read all activations from L3:
+    // 270M BF16 pp512 spent most of its time there).
+    const int64_t kRows = std::clamp<int64_t>(static_cast<int64_t>((256 << 10) / W.row_bytes()), 16, 1024) / 4 * 4;
+    constexpr int64_t kToks = 2 * kTileToks;
     const DType dt = W.dtype;
     auto tile = [&](int64_t r, int64_t t) {
       const float* xt = x + t * in;
