@@ -58,29 +58,10 @@ void run(const Shape& s, const std::vector<bf16*>& ws, const float* x, float* ou
     const int c = i % copies;
     k_var<RB, KS, U, GATED><<<blocks, 256, 0, st>>>(ws[GATED ? 2 * c : c], GATED ? ws[2 * c + 1] : nullptr, x, out, s.N, s.K);
   };
-  for (int i = 0; i < 8; ++i) launch(i);
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
-  const int reps = 64;
-  for (int i = 0; i < reps; ++i) launch(i);
-  cudaStreamEndCapture(st, &g);
-  cudaGraphInstantiate(&ge, g, 0);
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  cudaGraphLaunch(ge, st);
-  cudaEventRecord(a, st);
-  cudaGraphLaunch(ge, st);
-  cudaEventRecord(b, st);
-  cudaEventSynchronize(b);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, a, b);
+  int i = 0;
+  const double us = graph_us(st, [&] { launch(i++); });
   const double bytes = (double)s.N * s.K * 2 * (GATED ? 2 : 1);
-  const double us = ms * 1e3 / reps;
   std::printf("%-14s N %6d K %6d  RB %d KS %d U %d : %8.2f us  %7.1f GB/s\n", s.name, s.N, s.K, RB, KS, U, us, bytes / us / 1e3);
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
 }
 
 template <bool GATED>

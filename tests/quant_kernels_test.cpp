@@ -197,47 +197,36 @@ TEST(QuantKernels, FloatWeightsAreExactish) {
 
 // A token's product must not depend on how many tokens share the call
 // (batched serving equals single-sequence decoding): prefill tiles (T >= 4)
-// give bit for bit the decode (T = 1) result, for odd row counts, token
-// counts that are not multiples of the tile, and a K with a 16-float tail.
-TEST(QuantKernels, FloatWeightsGiveTheSameBitsForAnyTokenCount) {
-  std::mt19937 rng(9);
+// give bit for bit the decode (T = 1) result.
+void expect_same_bits_for_any_token_count(DType dt, int64_t in, std::initializer_list<int64_t> token_counts, std::mt19937& rng) {
   std::normal_distribution<float> nd(0, 1);
-  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
-    const int64_t out = 37, in = 648;
-    std::vector<uint8_t> bytes = random_weights(dt, out, in, rng);
-    TensorView w{"w", dt, {out, in}, bytes.data(), bytes.size()};
-    for (int64_t T : {4, 11, 40}) {
-      std::vector<float> x(static_cast<size_t>(T * in)), y(static_cast<size_t>(T * out)), one(static_cast<size_t>(out));
-      for (auto& v : x) v = nd(rng);
-      cpu::matmul(w, x.data(), T, y.data());
-      for (int64_t t = 0; t < T; ++t) {
-        cpu::matmul(w, x.data() + t * in, 1, one.data());
-        for (int64_t r = 0; r < out; ++r) ASSERT_EQ(y[static_cast<size_t>(t * out + r)], one[static_cast<size_t>(r)]) << dtype_name(dt) << " T " << T << " token " << t << " row " << r;
-      }
+  const int64_t out = 37;  // odd: row tiles end with a tail
+  std::vector<uint8_t> bytes = random_weights(dt, out, in, rng);
+  TensorView w{"w", dt, {out, in}, bytes.data(), bytes.size()};
+  for (int64_t T : token_counts) {
+    std::vector<float> x(static_cast<size_t>(T * in)), y(static_cast<size_t>(T * out)), one(static_cast<size_t>(out));
+    for (auto& v : x) v = nd(rng);
+    cpu::matmul(w, x.data(), T, y.data());
+    for (int64_t t = 0; t < T; ++t) {
+      cpu::matmul(w, x.data() + t * in, 1, one.data());
+      for (int64_t r = 0; r < out; ++r)
+        ASSERT_EQ(y[static_cast<size_t>(t * out + r)], one[static_cast<size_t>(r)]) << dtype_name(dt) << " T " << T << " token " << t << " row " << r;
     }
   }
 }
 
-// The same for the block-quantized types (AVX2 and AVX-512 prefill tiles vs
-// the decode dot): odd row counts (row tiles with a tail), odd token counts
-// (token pairs with a tail), K-quants past the fused-decode token count.
+// Float weights: token counts that are not multiples of the tile, and a K with a 16-float tail.
+TEST(QuantKernels, FloatWeightsGiveTheSameBitsForAnyTokenCount) {
+  std::mt19937 rng(9);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) expect_same_bits_for_any_token_count(dt, 648, {4, 11, 40}, rng);
+}
+
+// Block-quantized weights (AVX2 and AVX-512 prefill tiles vs the decode dot):
+// odd token counts (token pairs with a tail), K-quants past the fused-decode token count.
 TEST(QuantKernels, BlockQuantWeightsGiveTheSameBitsForAnyTokenCount) {
   std::mt19937 rng(19);
-  std::normal_distribution<float> nd(0, 1);
-  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
-    const int64_t out = 37, in = dtype_info(dt).block_elems == 256 ? 512 : 640;
-    std::vector<uint8_t> bytes = random_weights(dt, out, in, rng);
-    TensorView w{"w", dt, {out, in}, bytes.data(), bytes.size()};
-    for (int64_t T : {4, 5, 11, 40, 45}) {
-      std::vector<float> x(static_cast<size_t>(T * in)), y(static_cast<size_t>(T * out)), one(static_cast<size_t>(out));
-      for (auto& v : x) v = nd(rng);
-      cpu::matmul(w, x.data(), T, y.data());
-      for (int64_t t = 0; t < T; ++t) {
-        cpu::matmul(w, x.data() + t * in, 1, one.data());
-        for (int64_t r = 0; r < out; ++r) ASSERT_EQ(y[static_cast<size_t>(t * out + r)], one[static_cast<size_t>(r)]) << dtype_name(dt) << " T " << T << " token " << t << " row " << r;
-      }
-    }
-  }
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K})
+    expect_same_bits_for_any_token_count(dt, dtype_info(dt).block_elems == 256 ? 512 : 640, {4, 5, 11, 40, 45}, rng);
 }
 
 TEST(QuantKernels, RealGgufTensorsMatchReference) {

@@ -29,6 +29,7 @@
 #include <memory>
 #include <set>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -983,6 +984,25 @@ class CudaBackend final : public Backend {
     CK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
   }
 
+  // Calls f(M, KS) with both as compile-time constants (std::integral_constant)
+  // for the GEMV kernels' template instances: M in 1-4 rows, KS in 1, 2, 4, 8.
+  template <class F>
+  static void with_gemv_shape(int64_t M, int ks, F&& f) {
+    auto by_ks = [&](auto m) {
+      switch (ks) {
+        case 1: f(m, std::integral_constant<int, 1>{}); break;
+        case 2: f(m, std::integral_constant<int, 2>{}); break;
+        case 4: f(m, std::integral_constant<int, 4>{}); break;
+        default: f(m, std::integral_constant<int, 8>{}); break;
+      }
+    };
+    switch (M) {
+      case 1: by_ks(std::integral_constant<int, 1>{}); break;
+      case 2: by_ks(std::integral_constant<int, 2>{}); break;
+      case 3: by_ks(std::integral_constant<int, 3>{}); break;
+      default: by_ks(std::integral_constant<int, 4>{}); break;
+    }
+  }
   // K split over 1-8 warps per row group: enough loads in flight per row.
   static int gemv_ks(int64_t K) { return K >= 4096 ? 8 : K >= 2048 ? 4 : K >= 512 ? 2 : 1; }
   // One launch for n (<= 3) products of the same x [M <= 4, K].
@@ -1003,22 +1023,9 @@ class CudaBackend final : public Backend {
     }
     jobs.first[3] = first;
     const unsigned blocks = static_cast<unsigned>(first);
-#define GF_GEMV(MM, KS) launch_pdl(k_gemv<MM, RB, KS>, dim3(blocks), dim3(256), 0, jobs, x, (int)K)
-#define GF_GEMV_KS(MM)                  \
-  switch (ks) {                         \
-    case 1: GF_GEMV(MM, 1); break;      \
-    case 2: GF_GEMV(MM, 2); break;      \
-    case 4: GF_GEMV(MM, 4); break;      \
-    default: GF_GEMV(MM, 8); break;     \
-  }
-    switch (M) {
-      case 1: GF_GEMV_KS(1); break;
-      case 2: GF_GEMV_KS(2); break;
-      case 3: GF_GEMV_KS(3); break;
-      default: GF_GEMV_KS(4); break;
-    }
-#undef GF_GEMV_KS
-#undef GF_GEMV
+    with_gemv_shape(M, ks, [&](auto m, auto k) {
+      launch_pdl(k_gemv<decltype(m)::value, RB, decltype(k)::value>, dim3(blocks), dim3(256), 0, jobs, x, (int)K);
+    });
   }
 
   void exec_op(const Cmd& c) {
@@ -1076,22 +1083,9 @@ class CudaBackend final : public Backend {
         const bf16* wg = static_cast<const bf16*>(c.p[1]);
         const bf16* wu = static_cast<const bf16*>(c.p[2]);
         float* out = static_cast<float*>(const_cast<void*>(c.p[3]));
-#define GF_GATED(MM, KS) launch_pdl(k_gemv_gated<MM, KS>, dim3(blocks), dim3(256), 0, wg, wu, x, out, (int)N, (int)K)
-#define GF_GATED_KS(MM)                  \
-  switch (ks) {                          \
-    case 1: GF_GATED(MM, 1); break;      \
-    case 2: GF_GATED(MM, 2); break;      \
-    case 4: GF_GATED(MM, 4); break;      \
-    default: GF_GATED(MM, 8); break;     \
-  }
-        switch (M) {
-          case 1: GF_GATED_KS(1); break;
-          case 2: GF_GATED_KS(2); break;
-          case 3: GF_GATED_KS(3); break;
-          default: GF_GATED_KS(4); break;
-        }
-#undef GF_GATED_KS
-#undef GF_GATED
+        with_gemv_shape(M, ks, [&](auto m, auto k) {
+          launch_pdl(k_gemv_gated<decltype(m)::value, decltype(k)::value>, dim3(blocks), dim3(256), 0, wg, wu, x, out, (int)N, (int)K);
+        });
         break;
       }
       case Op::ResidualAddNorm: {
