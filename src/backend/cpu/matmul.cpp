@@ -379,6 +379,7 @@ namespace {
 // Float weights (or any type dequantized row by row) times float32 activations.
 void matmul_float(const TensorView& W, const float* x, int64_t T, float* y) {
   const int64_t out = W.rows(), in = W.cols();
+  if (matmul_bf16_split(W, x, T, y)) return;  // AVX512-BF16 builds
 #ifdef __AVX2__
   if (T >= 4 && (W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16)) {
     // Weights read in place (no float copy: half the bytes for bf16), a block

@@ -19,6 +19,11 @@ bool matmul_supported(DType t);
 // W.shape = [out, in]; x and y are dense row-major float32.
 void matmul(const TensorView& W, const float* x, int64_t T, float* y);
 
+// BF16 weights with AVX512-BF16 (bf16_matmul_avx512.cpp): activations split
+// into hi + lo bf16 parts; false where the build lacks AVX512-BF16 or W is
+// not BF16.
+bool matmul_bf16_split(const TensorView& W, const float* x, int64_t T, float* y);
+
 // Float32 dot product (AVX2 + FMA where available), for attention and friends.
 float dot_f32(const float* a, const float* b, int64_t n);
 
