@@ -109,27 +109,17 @@ bool matmul_bf16_split(const TensorView& W, const float* x, int64_t T, float* y)
   SplitActs& a = split_acts;          // the workers below must see this thread's copy
   split(x, T, in, a);
   auto row = [&](int64_t r) { return reinterpret_cast<const uint16_t*>(W.row(r)); };
-  // Rows in blocks of ~256 KB (kept in L2) while the tokens pass over them in pairs.
-  const int64_t kRows = std::clamp<int64_t>(static_cast<int64_t>((256 << 10) / W.row_bytes()), 16, 1024) / 4 * 4;
-  constexpr int64_t kToks = 8;
-  parallel_for(out, [&](int64_t b, int64_t e) {
-    for (int64_t r0 = b; r0 < e; r0 += kRows) {
-      const int64_t r1 = std::min(e, r0 + kRows);
-      for (int64_t t0 = 0; t0 < T; t0 += kToks) {
-        const int64_t t1 = std::min(T, t0 + kToks);
-        int64_t r = r0;
-        for (; r + 4 <= r1 && T >= 2; r += 4) {
-          const uint16_t* w[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
-          int64_t t = t0;
-          for (; t + 2 <= t1; t += 2) tile<4, 2>(w, a, x, t, in, y, out, r);
-          for (; t < t1; ++t) tile<4, 1>(w, a, x, t, in, y, out, r);
-        }
-        for (; r < r1; ++r)
-          for (int64_t t = t0; t < t1; ++t)
-            y[t * out + r] = dot_split(row(r), a.hi.data() + t * in, a.lo.data() + t * in, x + t * in, in);
-      }
+  for_row_blocks(W, T, 8, [&](int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+    int64_t r = r0;
+    for (; r + 4 <= r1 && T >= 2; r += 4) {  // 4 rows x token pairs
+      const uint16_t* w[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+      int64_t t = t0;
+      for (; t + 2 <= t1; t += 2) tile<4, 2>(w, a, x, t, in, y, out, r);
+      for (; t < t1; ++t) tile<4, 1>(w, a, x, t, in, y, out, r);
     }
-  }, 16);
+    for (; r < r1; ++r)
+      for (int64_t t = t0; t < t1; ++t) y[t * out + r] = dot_split(row(r), a.hi.data() + t * in, a.lo.data() + t * in, x + t * in, in);
+  });
   return true;
 }
 

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstdlib>
 #include <string>
 #include <cstring>
@@ -375,6 +376,17 @@ void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
 
 }  // namespace
 
+void for_row_blocks(const TensorView& W, int64_t T, int64_t toks, const std::function<void(int64_t, int64_t, int64_t, int64_t)>& fn) {
+  // ~256 KB of weight rows stay in L2 while all tokens pass over them (with
+  // 16-row blocks every block re-read all activations from L3: 270M BF16
+  // pp512 spent most of its time there).
+  const int64_t rows = std::clamp<int64_t>(static_cast<int64_t>((256 << 10) / W.row_bytes()), 16, 1024) / 4 * 4;
+  parallel_for(W.rows(), [&](int64_t b, int64_t e) {
+    for (int64_t r0 = b; r0 < e; r0 += rows)
+      for (int64_t t0 = 0; t0 < T; t0 += toks) fn(r0, std::min(e, r0 + rows), t0, std::min(T, t0 + toks));
+  }, 16);
+}
+
 namespace {
 // Float weights (or any type dequantized row by row) times float32 activations.
 void matmul_float(const TensorView& W, const float* x, int64_t T, float* y) {
@@ -382,11 +394,8 @@ void matmul_float(const TensorView& W, const float* x, int64_t T, float* y) {
   if (matmul_bf16_split(W, x, T, y)) return;  // AVX512-BF16 builds
 #ifdef __AVX2__
   if (T >= 4 && (W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16)) {
-    // Weights read in place (no float copy: half the bytes for bf16), a block
-    // of rows (~256 KB) kept in L2 while all tokens pass over it in small
-    // groups (with 16-row blocks every block re-read all activations from L3:
-    // 270M BF16 pp512 spent most of its time there).
-    const int64_t kRows = std::clamp<int64_t>(static_cast<int64_t>((256 << 10) / W.row_bytes()), 16, 1024) / 4 * 4;
+    // Weights read in place (no float copy: half the bytes for bf16), in the
+    // row blocks of for_row_blocks.
     constexpr int64_t kToks = 2 * kTileToks;
     const DType dt = W.dtype;
     auto tile = [&](int64_t r, int64_t t) {
@@ -404,23 +413,17 @@ void matmul_float(const TensorView& W, const float* x, int64_t T, float* y) {
 #endif
     };
     auto dot = [&](int64_t r, int64_t t) { return dot_float_row(W, r, x + t * in); };
-    parallel_for(out, [&](int64_t b, int64_t e) {
-      for (int64_t r0 = b; r0 < e; r0 += kRows) {
-        const int64_t r1 = std::min(e, r0 + kRows);
-        for (int64_t t0 = 0; t0 < T; t0 += kToks) {
-          const int64_t t1 = std::min(T, t0 + kToks);
-          int64_t r = r0;
-          for (; r + kTileRows <= r1; r += kTileRows) {
-            int64_t t = t0;
-            for (; t + kTileToks <= t1; t += kTileToks) tile(r, t);
-            for (; t < t1; ++t)
-              for (int64_t q = r; q < r + kTileRows; ++q) y[t * out + q] = dot(q, t);
-          }
-          for (; r < r1; ++r)
-            for (int64_t t = t0; t < t1; ++t) y[t * out + r] = dot(r, t);
-        }
+    for_row_blocks(W, T, kToks, [&](int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+      int64_t r = r0;
+      for (; r + kTileRows <= r1; r += kTileRows) {
+        int64_t t = t0;
+        for (; t + kTileToks <= t1; t += kTileToks) tile(r, t);
+        for (; t < t1; ++t)
+          for (int64_t q = r; q < r + kTileRows; ++q) y[t * out + q] = dot(q, t);
       }
-    }, 16);
+      for (; r < r1; ++r)
+        for (int64_t t = t0; t < t1; ++t) y[t * out + r] = dot(r, t);
+    });
     return;
   }
 #endif

@@ -3,6 +3,7 @@
 // (dequantize a row, dot in float32) is what the fused kernels are tested against.
 #pragma once
 #include <cstdint>
+#include <functional>
 
 #include "core/status.h"
 #include "formats/tensor.h"
@@ -18,6 +19,11 @@ bool matmul_supported(DType t);
 // y[T, out] = x[T, in] · W[out, in]^T, multithreaded over the global pool.
 // W.shape = [out, in]; x and y are dense row-major float32.
 void matmul(const TensorView& W, const float* x, int64_t T, float* y);
+
+// Runs fn(r0, r1, t0, t1) over blocks of rows of W (~256 KB of weights, kept
+// in L2) x groups of `toks` tokens, the tokens innermost, rows split across
+// the thread pool.
+void for_row_blocks(const TensorView& W, int64_t T, int64_t toks, const std::function<void(int64_t, int64_t, int64_t, int64_t)>& fn);
 
 // BF16 weights with AVX512-BF16 (bf16_matmul_avx512.cpp): activations split
 // into hi + lo bf16 parts; false where the build lacks AVX512-BF16 or W is
