@@ -32,9 +32,6 @@ struct KeyRange {
 };
 
 #ifdef __AVX512F__
-inline float hsum16(__m512 v) {
-  return simd::hsum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
-}
 // NK keys x G heads, 16 floats at a time: each K chunk is loaded once for
 // the G heads and each q chunk once for the NK keys. A (key, head) score does
 // the same operations whatever NK is, so prefill and decode agree bit for bit.
@@ -57,7 +54,7 @@ void scores_block(const float* const* q, const KeyRange& kr, int64_t off, int hd
     }
   }
   for (int n = 0; n < NK; ++n)
-    for (int g = 0; g < G; ++g) s[g][j0 + n - lo] = hsum16(acc[n][g]);
+    for (int g = 0; g < G; ++g) s[g][j0 + n - lo] = simd::hsum16(acc[n][g]);
 }
 #endif
 

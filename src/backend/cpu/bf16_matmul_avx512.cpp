@@ -25,9 +25,7 @@ namespace {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-inline float hsum16(__m512 v) {
-  return simd::hsum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
-}
+using simd::hsum16;
 inline __m512bh bh(const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
 
 struct SplitActs {

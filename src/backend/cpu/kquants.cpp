@@ -404,7 +404,6 @@ template <int P>
 void kdot_pairs(const KBlock* w, int64_t nsb, const Q8KPairs& pa, int64_t p0, int64_t T, float* y, int64_t stride) {
   __m512 acc[P];
   for (int p = 0; p < P; ++p) acc[p] = _mm512_setzero_ps();
-  const __m512i lo_hi = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   const int64_t chunks = pa.n / 32;
   for (int64_t s = 0; s < nsb; ++s) {
     const KBlock& b = w[s];
@@ -425,9 +424,7 @@ void kdot_pairs(const KBlock* w, int64_t nsb, const Q8KPairs& pa, int64_t p0, in
     for (int p = 0; p < P; ++p) {
       const int64_t k = (p0 + p) * nsb + s;
       const __m512i m = _mm512_madd_epi16(mn, _mm512_loadu_si512(pa.bsums.data() + k * 32));
-      double two;  // the pair's two scales
-      std::memcpy(&two, pa.d.data() + k * 2, sizeof two);
-      const __m512 dy = _mm512_permutexvar_ps(lo_hi, _mm512_castpd_ps(_mm512_set1_pd(two)));
+      const __m512 dy = simd::pair_broadcast(pa.d.data() + k * 2);
       // Per lane exactly kdot's fma(ai, d * dy) then fma(m, -(dmin * dy)).
       acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ai[p]), _mm512_mul_ps(_mm512_set1_ps(b.d), dy), acc[p]);
       acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(_mm512_set1_ps(-b.dmin), dy), acc[p]);
@@ -436,7 +433,7 @@ void kdot_pairs(const KBlock* w, int64_t nsb, const Q8KPairs& pa, int64_t p0, in
   for (int p = 0; p < P; ++p) {
     const int64_t t = 2 * (p0 + p);
     y[t * stride] = hsum(_mm512_castps512_ps256(acc[p]));
-    if (t + 1 < T) y[(t + 1) * stride] = hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p]), 1)));
+    if (t + 1 < T) y[(t + 1) * stride] = hsum(simd::upper8(acc[p]));
   }
 }
 }  // namespace

@@ -254,9 +254,7 @@ void tile_4x4(const void* const* w, const float* x, int64_t ldx, int64_t n, floa
   }
   for (int r = 0; r < 4; ++r)
     for (int k = 0; k < 4; ++k) {
-      const __m256 lo = _mm512_castps512_ps256(a[r][k]);
-      const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[r][k]), 1));
-      float s = hsum(_mm256_add_ps(lo, hi));
+      float s = hsum16(a[r][k]);
       for (int64_t j = i; j < n; ++j) s += L::one(w[r], j) * x[k * ldx + j];
       y[k * ldy + r] = s;
     }

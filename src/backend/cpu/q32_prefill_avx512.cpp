@@ -8,7 +8,6 @@
 //  - floats: acc = fma(float(lanes), d_w * d_y, acc) block after block, then
 //    the same 8-lane horizontal sum per token.
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "backend/cpu/quant_acts.h"
@@ -62,7 +61,6 @@ void tile(const int8_t* wq, const float* wd, const int32_t* wc, int64_t in, cons
   __m512 acc[R][P];
   for (int r = 0; r < R; ++r)
     for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
-  const __m512i lo_hi = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   const uint8_t* yu = pa.yu.data() + p0 * nb * 64;
   const float* yd = pa.yd.data() + p0 * nb * 2;
   for (int64_t i = 0; i < nb; ++i) {
@@ -77,9 +75,7 @@ void tile(const int8_t* wq, const float* wd, const int32_t* wc, int64_t in, cons
 #pragma GCC unroll 2
     for (int p = 0; p < P; ++p) {
       const __m512i yv = _mm512_loadu_si512(yu + (p * nb + i) * 64);
-      double two;  // the pair's two scales
-      std::memcpy(&two, yd + (p * nb + i) * 2, sizeof two);
-      const __m512 dy = _mm512_permutexvar_ps(lo_hi, _mm512_castpd_ps(_mm512_set1_pd(two)));
+      const __m512 dy = simd::pair_broadcast(yd + (p * nb + i) * 2);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         const __m512i lanes = _mm512_dpbusd_epi32(c[r], yv, w[r]);
@@ -91,7 +87,7 @@ void tile(const int8_t* wq, const float* wd, const int32_t* wc, int64_t in, cons
     for (int p = 0; p < P; ++p) {
       const int64_t t = 2 * (p0 + p);
       y[t * out + row0 + r] = hsum(_mm512_castps512_ps256(acc[r][p]));
-      if (t + 1 < T) y[(t + 1) * out + row0 + r] = hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][p]), 1)));
+      if (t + 1 < T) y[(t + 1) * out + row0 + r] = hsum(simd::upper8(acc[r][p]));
     }
 }
 

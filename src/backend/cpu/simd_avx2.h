@@ -46,5 +46,20 @@ inline __m256i nibbles(const uint8_t* p) {
 }
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
+#ifdef __AVX512F__
+// The upper 8 floats of a zmm (its lower 8: _mm512_castps512_ps256).
+inline __m256 upper8(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+// Sum of 16 lanes as the AVX2 kernels sum two 8-lane accumulators: halves
+// added lane by lane, then hsum (the same bits).
+inline float hsum16(__m512 v) { return hsum(_mm256_add_ps(_mm512_castps512_ps256(v), upper8(v))); }
+// [s[0] x 8 | s[1] x 8]: the scales of two tokens held in the two halves of a zmm.
+inline __m512 pair_broadcast(const float* s) {
+  double two;
+  std::memcpy(&two, s, sizeof two);
+  const __m512i lo_hi = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_permutexvar_ps(lo_hi, _mm512_castpd_ps(_mm512_set1_pd(two)));
+}
+#endif
+
 }  // namespace gf::cpu::simd
 #endif

@@ -62,6 +62,12 @@ using cuda::bf16;
 
 std::string g_last_error;
 
+// Whether environment variable `name` is set to exactly `value`.
+bool env_is(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e && std::string(e) == value;
+}
+
 int grid_for(int64_t n, int threads = 256) {
   return static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 132 * 16));
 }
@@ -105,8 +111,7 @@ class CudaBackend final : public Backend {
     CKL(cublasLtCreate(&lt_));
     workspace_bytes_ = 64 << 20;
     CK(cudaMalloc(&workspace_, workspace_bytes_));
-    const char* g = std::getenv("GEMFORGE_CUDA_GRAPHS");
-    graphs_on_ = !(g && std::string(g) == "0");
+    graphs_on_ = !env_is("GEMFORGE_CUDA_GRAPHS", "0");
     set_smem_limits();
   }
   ~CudaBackend() override {
@@ -493,10 +498,7 @@ class CudaBackend final : public Backend {
   // default (cuBLASLt per weight, as matmul).
   // GEMFORGE_CUDA_UNFUSED=1 runs the compositions instead (to measure what fusing buys).
   static bool fused() {
-    static const bool on = [] {
-      const char* e = std::getenv("GEMFORGE_CUDA_UNFUSED");
-      return !(e && std::string(e) == "1");
-    }();
+    static const bool on = !env_is("GEMFORGE_CUDA_UNFUSED", "1");
     return on;
   }
   static bool gemv_path(const Act& x) { return fused() && x.rows <= 4 && x.cols % 8 == 0; }
@@ -889,10 +891,7 @@ class CudaBackend final : public Backend {
 
   // GEMFORGE_CUDA_PROFILE=1: every op runs eagerly between two events; at
   // exit the backend prints GPU time per op kind and shape to stderr.
-  const bool profile_ = [] {
-    const char* e = std::getenv("GEMFORGE_CUDA_PROFILE");
-    return e && std::string(e) == "1";
-  }();
+  const bool profile_ = env_is("GEMFORGE_CUDA_PROFILE", "1");
   struct ProfEntry {
     double ms = 0;
     int64_t calls = 0;
@@ -905,6 +904,7 @@ class CudaBackend final : public Backend {
     static const char* names[] = {"?", "embed", "matmul", "rmsnorm", "rmsnorm_to", "add", "scale", "rope", "gelu_mul", "softcap",
                                   "kv_write", "attention", "gather", "sample", "gemv_shared", "gemv_gated", "residual_add_norm",
                                   "attention_inputs"};
+    static_assert(sizeof names / sizeof *names == static_cast<size_t>(Op::AttentionInputs) + 1, "a name for every Op");
     const int op = static_cast<int>(c.op);
     std::string k = op >= 0 && op < static_cast<int>(sizeof names / sizeof *names) ? names[op] : "?";
     switch (c.op) {
@@ -965,10 +965,7 @@ class CudaBackend final : public Backend {
   // pdl_wait): each starts while the one before drains, and the GEMVs stream
   // their first weights before the previous result exists. GEMFORGE_CUDA_PDL=0
   // launches them plainly.
-  const bool pdl_ = [] {
-    const char* e = std::getenv("GEMFORGE_CUDA_PDL");
-    return !(e && std::string(e) == "0");
-  }();
+  const bool pdl_ = !env_is("GEMFORGE_CUDA_PDL", "0");
   template <class... KArgs, class... Args>
   void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Args... args) {
     cudaLaunchConfig_t cfg = {};
