@@ -79,7 +79,8 @@ uint64_t chain_hash(uint64_t h, const int32_t* t, int n) {
 }  // namespace
 
 void Engine::attach_cached_prefix(Seq& s) {
-  if (!opt_.prefix_caching || !s.state.blocks.empty()) return;
+  // A request that wants every prompt token's log-prob computes them all.
+  if (!opt_.prefix_caching || !s.state.blocks.empty() || s.wants_prompt_logits()) return;
   const int bs = cache_->block_size();
   // Leave at least one prompt token to compute: its logits start the reply.
   const int64_t full = (static_cast<int64_t>(s.tokens.size()) - 1) / bs;
@@ -92,8 +93,6 @@ void Engine::attach_cached_prefix(Seq& s) {
     s.state.blocks.push_back(it->second);
   }
   s.state.length = static_cast<int64_t>(s.state.blocks.size()) * bs;
-  std::lock_guard<std::mutex> lk(mu_);
-  m_.prefix_hit_tokens_total += s.state.length;
 }
 
 void Engine::remember_blocks(const Seq& s) {
@@ -190,6 +189,11 @@ bool Engine::step() {
       s->req = incoming_.front();
       s->tokens = s->req->prompt;
       s->sampler = std::make_unique<Sampler>(s->req->sampling);
+      if (s->req->prompt_logprobs >= 0) {  // the first prompt token has no log-prob
+        std::lock_guard<std::mutex> rl(s->req->mu);
+        s->req->prompt_lp.assign(1, EngineRequest::Token{s->req->prompt[0], std::nanf(""), {}});
+        s->prompt_lp_done = 1;
+      }
       waiting_.push_back(std::move(s));
       incoming_.pop_front();
     }
@@ -219,6 +223,10 @@ bool Engine::step() {
     }
     reserved += need;
     std::lock_guard<std::mutex> lk(mu_);
+    if (opt_.prefix_caching && !s->wants_prompt_logits()) {  // counted once per admission, not per attempt
+      m_.prefix_query_tokens_total += static_cast<int64_t>(s->tokens.size());
+      m_.prefix_hit_tokens_total += s->state.length;
+    }
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
@@ -226,34 +234,51 @@ bool Engine::step() {
   if (running_.empty()) return false;
 
   // Build the step: decodes first (one token each), then prefill chunks within the budget.
+  // A prompt whose every token's log-prob is wanted runs in chunks of at most
+  // kLogitChunk tokens through forward_batch (all logits come back; a row of
+  // the vocabulary per token); the rest end in the backend's sampling op.
+  constexpr int64_t kLogitChunk = 64;
+  auto take_of = [&](const Seq& s, int64_t budget) {
+    const int64_t todo = static_cast<int64_t>(s.tokens.size()) - s.state.length + (s.pending >= 0 ? 1 : 0);
+    int64_t take = std::min<int64_t>(todo, std::max<int64_t>(1, budget));
+    if (s.wants_prompt_logits()) take = std::min(take, kLogitChunk);
+    return take;
+  };
   for (;;) {
     int64_t need = 0, budget = opt_.max_step_tokens;
     for (auto& s : running_) {
-      const int64_t todo = static_cast<int64_t>(s->tokens.size()) - s->state.length + (s->pending >= 0 ? 1 : 0);
-      const int64_t take = std::min<int64_t>(todo, std::max<int64_t>(1, budget));
+      const int64_t take = take_of(*s, budget);
       budget -= take;
       need += std::max<int64_t>(0, blocks_for(s->state.length + take) - static_cast<int64_t>(s->state.blocks.size()));
     }
     if (need <= cache_->free_blocks() || evict_cached(need) || running_.size() == 1) break;
     preempt_newest();
   }
-  std::vector<SeqStep> steps;
-  std::vector<Seq*> owners;
+  std::vector<SeqStep> steps, lp_steps;
+  std::vector<Seq*> owners, lp_owners;
+  std::vector<int64_t> lp_start;
   std::vector<RowSampling> rows;
   rows.reserve(running_.size());  // steps point into it
   int64_t budget = opt_.max_step_tokens;
   for (auto& s : running_) {
+    const int64_t take = take_of(*s, budget);
     if (s->pending >= 0) {
       s->tokens.push_back(s->pending);
       s->pending = -1;
     }
     const int64_t todo = static_cast<int64_t>(s->tokens.size()) - s->state.length;
     if (todo <= 0) continue;
-    const int64_t take = std::min<int64_t>(todo, std::max<int64_t>(1, budget));
     budget -= take;
     SeqStep st;
     st.seq = &s->state;
     st.ids.assign(s->tokens.begin() + s->state.length, s->tokens.begin() + s->state.length + take);
+    if (s->wants_prompt_logits()) {
+      st.all_logits = true;
+      lp_start.push_back(s->state.length);
+      lp_steps.push_back(std::move(st));
+      lp_owners.push_back(s.get());
+      continue;
+    }
     if (take == todo) {  // the prompt (or the last token) is complete: pick the next token
       rows.push_back(s->sampler->row(static_cast<uint64_t>(s->generated), s->req->top_logprobs));
       st.sampling = &rows.back();
@@ -261,18 +286,62 @@ bool Engine::step() {
     steps.push_back(std::move(st));
     owners.push_back(s.get());
   }
-  auto picked = dec_.forward_batch_sample(*cache_, steps);
-  if (!picked.ok()) {
-    for (auto& s : running_) finish(*s, "error", picked.message());
+  const int64_t V = dec_.spec().vocab_size;
+  // (owner, picked token) of every sequence whose step ended in a pick.
+  std::vector<std::pair<Seq*, SampledToken>> results;
+  Status failed = Ok();
+  if (!steps.empty()) {
+    auto picked = dec_.forward_batch_sample(*cache_, steps);
+    if (!picked.ok()) failed = picked.status();
+    else
+      for (size_t i = 0; i < owners.size(); ++i)
+        if (steps[i].sampling) results.emplace_back(owners[i], std::move((*picked)[i]));
+  }
+  if (failed.ok() && !lp_steps.empty()) {
+    auto logits = dec_.forward_batch(*cache_, lp_steps);
+    if (!logits.ok()) failed = logits.status();
+    else
+      for (size_t i = 0; i < lp_owners.size(); ++i) {
+        Seq& s = *lp_owners[i];
+        const std::vector<float>& lg = (*logits)[i];
+        const int64_t n = static_cast<int64_t>(lp_steps[i].ids.size());
+        const int64_t P = static_cast<int64_t>(s.req->prompt.size());
+        std::vector<EngineRequest::Token> got;
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t e = lp_start[i] + j + 1;  // row j scores the token after it
+          if (e != s.prompt_lp_done + static_cast<int64_t>(got.size()) || e >= P) continue;  // recomputed after a preemption, or past the prompt
+          SampledToken t;
+          t.id = s.req->prompt[static_cast<size_t>(e)];
+          fill_logprobs(lg.data() + j * V, V, s.req->prompt_logprobs, t);
+          got.push_back({t.id, t.logprob, std::move(t.top)});
+        }
+        if (!got.empty()) {
+          std::lock_guard<std::mutex> lk(s.req->mu);
+          for (auto& t : got) s.req->prompt_lp.push_back(std::move(t));
+          s.prompt_lp_done = static_cast<int64_t>(s.req->prompt_lp.size());
+          s.req->cv.notify_all();
+        }
+        if (s.state.length == static_cast<int64_t>(s.tokens.size())) {  // all fed: the last row picks the next token on the host
+          SampledToken t;
+          t.logits.assign(lg.end() - V, lg.end());
+          results.emplace_back(&s, std::move(t));
+        }
+      }
+  }
+  if (!failed.ok()) {
+    for (auto& s : running_) finish(*s, "error", failed.message());
     running_.clear();
     return true;
   }
-  const int64_t V = dec_.spec().vocab_size;
-  for (size_t i = 0; i < owners.size(); ++i) {
-    Seq& s = *owners[i];
-    if (!steps[i].sampling) continue;  // prefill not finished
+  for (auto& [sp, p] : results) {
+    Seq& s = *sp;
     if (s.generated == 0 && s.history.empty()) s.history = s.req->prompt;
-    SampledToken& p = (*picked)[i];
+    if (s.req->max_tokens <= 0) {  // prompt log-probs only: nothing is generated
+      std::lock_guard<std::mutex> lk(mu_);
+      m_.prompt_tokens_total += static_cast<int64_t>(s.req->prompt.size());
+      s.pending = -3;
+      continue;
+    }
     if (p.id < 0) {  // the host samples this row (penalties, or past the backend's candidate window)
       // Log-probs are of the model's distribution (before the penalties change the row).
       std::vector<float> copy;
@@ -289,6 +358,9 @@ bool Engine::step() {
       if (!is_stop) {
         s.req->tokens.push_back(std::move(tok));
         ++s.req->completion_tokens;
+      } else if (s.req->emit_stop_token) {
+        tok.stop = true;
+        s.req->tokens.push_back(std::move(tok));
       }
       if (s.req->first_token_at == 0) s.req->first_token_at = now_seconds();
       s.req->cv.notify_all();

@@ -28,16 +28,25 @@ struct EngineRequest {
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;
   int top_logprobs = -1;  // >= 0: report the chosen token's logprob and this many alternatives
+  // >= 0: also the log-prob of every prompt token given the tokens before it,
+  // with this many alternatives (the prompt's logits are computed in full, not
+  // taken from the prefix cache). max_tokens may then be 0 (score only).
+  int prompt_logprobs = -1;
+  bool emit_stop_token = false;  // also report a stop id that ends the reply (Token::stop, not counted)
 
   // Output, filled by the engine thread; read under `mu`.
   struct Token {
     int32_t id;
     float logprob;
     std::vector<std::pair<int32_t, float>> top;
+    bool stop = false;  // a stop id (only with emit_stop_token): no text
   };
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Token> tokens;  // produced, not yet consumed
+  // With prompt_logprobs >= 0: one entry per prompt token, in order (the first
+  // has logprob NaN: nothing precedes it); complete when its size is prompt.size().
+  std::vector<Token> prompt_lp;
   bool done = false;
   std::string finish_reason;  // "stop", "length", "error", "cancelled"
   std::string error;
@@ -66,6 +75,7 @@ struct EngineMetrics {
   int64_t kv_blocks_used = 0, kv_blocks_total = 0;
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0, requests_total = 0, preemptions_total = 0;
   int64_t prefix_hit_tokens_total = 0, prefix_cached_blocks = 0;
+  int64_t prefix_query_tokens_total = 0;  // prompt tokens looked up in the prefix cache (hit rate = hit / query)
 };
 
 class Engine {
@@ -87,6 +97,10 @@ class Engine {
     int64_t generated = 0;
     std::unique_ptr<Sampler> sampler;
     int32_t pending = -1;         // sampled token not yet fed
+    int64_t prompt_lp_done = 0;   // entries of req->prompt_lp filled (prompt_logprobs >= 0)
+    bool wants_prompt_logits() const {
+      return req->prompt_logprobs >= 0 && prompt_lp_done < static_cast<int64_t>(req->prompt.size());
+    }
   };
   Engine(Decoder& d, const EngineOptions& o) : dec_(d), opt_(o) {}
   void loop();
