@@ -234,23 +234,33 @@ bool Engine::step() {
   if (running_.empty()) return false;
 
   // Build the step: decodes first (one token each), then prefill chunks within the budget.
-  // A prompt whose every token's log-prob is wanted runs in chunks of at most
-  // kLogitChunk tokens through forward_batch (all logits come back; a row of
-  // the vocabulary per token); the rest end in the backend's sampling op.
-  constexpr int64_t kLogitChunk = 64;
-  auto take_of = [&](const Seq& s, int64_t budget) {
-    const int64_t todo = static_cast<int64_t>(s.tokens.size()) - s.state.length + (s.pending >= 0 ? 1 : 0);
-    int64_t take = std::min<int64_t>(todo, std::max<int64_t>(1, budget));
-    if (s.wants_prompt_logits()) take = std::min(take, kLogitChunk);
-    return take;
-  };
-  for (;;) {
-    int64_t need = 0, budget = opt_.max_step_tokens;
+  // Prompts whose every token's log-prob is wanted run through forward_batch
+  // (all logits come back, a row of the vocabulary per token: 1 MB for
+  // Gemma 3), at most kLogitRows tokens of them per step so that the step's
+  // memory stays bounded; the first of them always gets some. The rest end in
+  // the backend's sampling op.
+  constexpr int64_t kLogitRows = 64;
+  auto plan = [&] {  // tokens each running sequence feeds this step
+    std::vector<int64_t> takes;
+    int64_t budget = opt_.max_step_tokens, logit_rows = kLogitRows;
     for (auto& s : running_) {
-      const int64_t take = take_of(*s, budget);
+      const int64_t todo = static_cast<int64_t>(s->tokens.size()) - s->state.length + (s->pending >= 0 ? 1 : 0);
+      int64_t take = std::min<int64_t>(todo, std::max<int64_t>(1, budget));
+      if (s->wants_prompt_logits()) {
+        take = std::min(take, logit_rows);
+        logit_rows -= take;
+      }
       budget -= take;
-      need += std::max<int64_t>(0, blocks_for(s->state.length + take) - static_cast<int64_t>(s->state.blocks.size()));
+      takes.push_back(take);
     }
+    return takes;
+  };
+  std::vector<int64_t> takes;
+  for (;;) {
+    takes = plan();
+    int64_t need = 0;
+    for (size_t i = 0; i < running_.size(); ++i)
+      need += std::max<int64_t>(0, blocks_for(running_[i]->state.length + takes[i]) - static_cast<int64_t>(running_[i]->state.blocks.size()));
     if (need <= cache_->free_blocks() || evict_cached(need) || running_.size() == 1) break;
     preempt_newest();
   }
@@ -259,16 +269,15 @@ bool Engine::step() {
   std::vector<int64_t> lp_start;
   std::vector<RowSampling> rows;
   rows.reserve(running_.size());  // steps point into it
-  int64_t budget = opt_.max_step_tokens;
-  for (auto& s : running_) {
-    const int64_t take = take_of(*s, budget);
+  for (size_t i = 0; i < running_.size(); ++i) {
+    auto& s = running_[i];
+    const int64_t take = takes[i];
     if (s->pending >= 0) {
       s->tokens.push_back(s->pending);
       s->pending = -1;
     }
     const int64_t todo = static_cast<int64_t>(s->tokens.size()) - s->state.length;
-    if (todo <= 0) continue;
-    budget -= take;
+    if (todo <= 0 || take <= 0) continue;  // nothing to feed, or no logit rows left this step
     SeqStep st;
     st.seq = &s->state;
     st.ids.assign(s->tokens.begin() + s->state.length, s->tokens.begin() + s->state.length + take);
