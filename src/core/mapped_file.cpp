@@ -14,10 +14,11 @@ namespace gf {
 
 MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (this != &o) {
-    if (data_ && size_) munmap(const_cast<uint8_t*>(data_), size_);
+    if (data_ && size_ && owned_) munmap(const_cast<uint8_t*>(data_), size_);
     data_ = o.data_;
     size_ = o.size_;
     path_ = std::move(o.path_);
+    owned_ = o.owned_;
     o.data_ = nullptr;
     o.size_ = 0;
   }
@@ -25,7 +26,16 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
 }
 
 MappedFile::~MappedFile() {
-  if (data_ && size_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_ && size_ && owned_) munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+MappedFile MappedFile::borrow(const uint8_t* data, size_t size, std::string name) {
+  MappedFile f;
+  f.data_ = data;
+  f.size_ = size;
+  f.path_ = std::move(name);
+  f.owned_ = false;
+  return f;
 }
 
 Result<MappedFile> MappedFile::open(const std::string& path) {

@@ -18,6 +18,9 @@ class MappedFile {
   ~MappedFile();
 
   static Result<MappedFile> open(const std::string& path);
+  // Bytes owned elsewhere, read through the same readers (fuzzers, tests);
+  // they must outlive the MappedFile and every view taken from it.
+  static MappedFile borrow(const uint8_t* data, size_t size, std::string name);
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
@@ -27,6 +30,7 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::string path_;
+  bool owned_ = true;  // false: borrowed bytes, not unmapped
 };
 
 // Reads a whole (small) file into a string, e.g. config.json.

@@ -118,8 +118,13 @@ Status read_value(Cursor& c, GgufType t, GgufValue& v, uint64_t file_size, int d
 
 Result<GgufFile> GgufFile::open(const std::string& path) {
   GF_ASSIGN_OR_RETURN(MappedFile mf, MappedFile::open(path));
+  return open_mapped(std::make_shared<MappedFile>(std::move(mf)));
+}
+
+Result<GgufFile> GgufFile::open_mapped(std::shared_ptr<MappedFile> file) {
   GgufFile g;
-  g.file_ = std::make_shared<MappedFile>(std::move(mf));
+  g.file_ = std::move(file);
+  const std::string& path = g.file_->path();
   const uint64_t size = g.file_->size();
   auto fail = [&](const std::string& m) { return Err(path + ": " + m); };
   Cursor c(g.file_->data(), size);
@@ -137,11 +142,12 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string key;
     uint32_t type;
-    if (!c.str(key) || !c.get(type)) return fail("truncated metadata (key " + std::to_string(i) + ")");
+    if (!c.str(key)) return fail("truncated metadata (key " + std::to_string(i) + ")");
+    if (!c.get(type)) return fail("truncated metadata (key " + quoted_name(key) + ")");
     GgufValue v;
     Status s = read_value(c, static_cast<GgufType>(type), v, size, 0);
-    if (!s.ok()) return fail("metadata key \"" + key + "\": " + s.message());
-    if (g.kv_.count(key)) return fail("duplicate metadata key \"" + key + "\"");
+    if (!s.ok()) return fail("metadata key " + quoted_name(key) + ": " + s.message());
+    if (g.kv_.count(key)) return fail("duplicate metadata key " + quoted_name(key));
     g.key_order_.push_back(key);
     g.kv_[key] = std::move(v);
   }
@@ -155,14 +161,14 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
     Info t;
     uint32_t nd;
     if (!c.str(t.name) || !c.get(nd)) return fail("truncated tensor info " + std::to_string(i));
-    if (nd == 0 || nd > 4) return fail("tensor \"" + t.name + "\" has " + std::to_string(nd) + " dims (1 to 4 allowed)");
+    if (nd == 0 || nd > 4) return fail("tensor " + quoted_name(t.name) + " has " + std::to_string(nd) + " dims (1 to 4 allowed)");
     for (uint32_t d = 0; d < nd; ++d) {
       uint64_t dim;
-      if (!c.get(dim)) return fail("truncated tensor info for \"" + t.name + "\"");
-      if (dim > (1ull << 40)) return fail("tensor \"" + t.name + "\" has an absurd dimension");
+      if (!c.get(dim)) return fail("truncated tensor info for " + quoted_name(t.name));
+      if (dim > (1ull << 40)) return fail("tensor " + quoted_name(t.name) + " has an absurd dimension");
       t.dims.push_back(static_cast<int64_t>(dim));
     }
-    if (!c.get(t.type) || !c.get(t.offset)) return fail("truncated tensor info for \"" + t.name + "\"");
+    if (!c.get(t.type) || !c.get(t.offset)) return fail("truncated tensor info for " + quoted_name(t.name));
     infos.push_back(std::move(t));
   }
   const uint64_t data_start = (c.pos() + g.alignment_ - 1) / g.alignment_ * g.alignment_;
@@ -170,25 +176,31 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
   if (!infos.empty() && data_start > size) return fail("truncated before the tensor data");
   for (auto& in : infos) {
     auto dt = dtype_from_ggml_type(in.type);
-    if (!dt.ok()) return fail("tensor \"" + in.name + "\": " + dt.message());
+    if (!dt.ok()) return fail("tensor " + quoted_name(in.name) + ": " + dt.message());
     TensorView t;
     t.name = in.name;
     t.dtype = *dt;
     t.shape.assign(in.dims.rbegin(), in.dims.rend());  // GGUF lists innermost first
+    // TensorView::numel() multiplies the dims outermost-first in int64, so the
+    // product of the non-zero dims must fit in any order (a zero innermost dim
+    // must not hide an overflow of the others).
     uint64_t numel = 1;
     for (int64_t d : in.dims)
-      if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel)) return fail("tensor \"" + in.name + "\" size overflows");
+      if (d != 0 && (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel) || numel > uint64_t{INT64_MAX}))
+        return fail("tensor " + quoted_name(in.name) + " size overflows");
+    for (int64_t d : in.dims)
+      if (d == 0) numel = 0;
     auto row = dtype_bytes(t.dtype, in.dims[0]);
-    if (!row.ok()) return fail("tensor \"" + in.name + "\": " + row.message());
+    if (!row.ok()) return fail("tensor " + quoted_name(in.name) + ": " + row.message());
     uint64_t nbytes = 0;
     if (in.dims[0] != 0 && __builtin_mul_overflow(static_cast<uint64_t>(*row), numel / static_cast<uint64_t>(in.dims[0]), &nbytes))
-      return fail("tensor \"" + in.name + "\" size overflows");
-    if (in.offset % g.alignment_) return fail("tensor \"" + in.name + "\" data offset is not aligned to " + std::to_string(g.alignment_));
+      return fail("tensor " + quoted_name(in.name) + " size overflows");
+    if (in.offset % g.alignment_) return fail("tensor " + quoted_name(in.name) + " data offset is not aligned to " + std::to_string(g.alignment_));
     if (in.offset > size - data_start || nbytes > size - data_start - in.offset)
-      return fail("tensor \"" + in.name + "\" data runs past the end of the file (truncated?)");
+      return fail("tensor " + quoted_name(in.name) + " data runs past the end of the file (truncated?)");
     t.data = g.file_->data() + data_start + in.offset;
     t.nbytes = nbytes;
-    if (g.tensor_index_.count(t.name)) return fail("duplicate tensor name \"" + t.name + "\"");
+    if (g.tensor_index_.count(t.name)) return fail("duplicate tensor name " + quoted_name(t.name));
     g.tensor_index_[t.name] = g.tensors_.size();
     g.tensors_.push_back(std::move(t));
   }

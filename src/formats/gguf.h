@@ -41,6 +41,8 @@ struct GgufValue {
 class GgufFile {
  public:
   static Result<GgufFile> open(const std::string& path);
+  // The same reader over bytes already in memory (see MappedFile::borrow).
+  static Result<GgufFile> open_mapped(std::shared_ptr<MappedFile> file);
 
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }

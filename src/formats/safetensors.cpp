@@ -20,8 +20,13 @@ bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul
 
 Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   GF_ASSIGN_OR_RETURN(MappedFile mf, MappedFile::open(path));
+  return open_mapped(std::make_shared<MappedFile>(std::move(mf)));
+}
+
+Result<SafetensorsFile> SafetensorsFile::open_mapped(std::shared_ptr<MappedFile> file) {
   SafetensorsFile f;
-  f.file_ = std::make_shared<MappedFile>(std::move(mf));
+  f.file_ = std::move(file);
+  const std::string& path = f.file_->path();
   const uint8_t* base = f.file_->data();
   const uint64_t size = f.file_->size();
   if (size < 8) return fail(path, "file is " + std::to_string(size) + " bytes, too small for a safetensors header");
@@ -51,7 +56,7 @@ Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
           if (m.value().is_string()) f.metadata_[m.key()] = m.value().get<std::string>();
       continue;
     }
-    const std::string where = "tensor \"" + name + "\"";
+    const std::string where = "tensor " + quoted_name(name);
     if (!info.is_object() || !info.contains("dtype") || !info.contains("shape") || !info.contains("data_offsets"))
       return fail(path, where + " lacks dtype, shape or data_offsets");
     if (!info["dtype"].is_string()) return fail(path, where + ": dtype is not a string");
@@ -93,7 +98,7 @@ Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
   for (size_t i = 1; i < spans.size(); ++i)
     if (spans[i].begin < spans[i - 1].end && spans[i].begin != spans[i].end)
-      return fail(path, "tensors \"" + spans[i - 1].name + "\" and \"" + spans[i].name + "\" overlap");
+      return fail(path, "tensors " + quoted_name(spans[i - 1].name) + " and " + quoted_name(spans[i].name) + " overlap");
   return f;
 }
 
@@ -124,9 +129,9 @@ Result<SafetensorsCheckpoint> SafetensorsCheckpoint::open(const std::string& pat
     std::string dir = p.substr(0, p.find_last_of('/') == std::string::npos ? 0 : p.find_last_of('/') + 1);
     std::vector<std::string> shards;
     for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) return Err(p + ": weight_map entry \"" + it.key() + "\" is not a file name");
+      if (!it.value().is_string()) return Err(p + ": weight_map entry " + quoted_name(it.key()) + " is not a file name");
       std::string shard = it.value().get<std::string>();
-      if (shard.find('/') != std::string::npos || shard == "..") return Err(p + ": shard name \"" + shard + "\" must be a plain file name");
+      if (shard.find('/') != std::string::npos || shard == "..") return Err(p + ": shard name " + quoted_name(shard) + " must be a plain file name");
       if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
     }
     for (const auto& s : shards) {
@@ -139,7 +144,7 @@ Result<SafetensorsCheckpoint> SafetensorsCheckpoint::open(const std::string& pat
       const std::string shard = it.value().get<std::string>();
       auto fit = std::find_if(ck.files_.begin(), ck.files_.end(), [&](const SafetensorsFile& f) { return f.path() == dir + shard; });
       if (fit == ck.files_.end() || !fit->find(it.key()))
-        return Err(p + ": index says \"" + it.key() + "\" is in " + shard + " but it is not there");
+        return Err(p + ": index says " + quoted_name(it.key()) + " is in " + quoted_name(shard) + " but it is not there");
     }
   } else {
     auto f = SafetensorsFile::open(p);
@@ -148,7 +153,7 @@ Result<SafetensorsCheckpoint> SafetensorsCheckpoint::open(const std::string& pat
   }
   for (const auto& f : ck.files_)
     for (const auto& t : f.tensors()) {
-      if (ck.index_.count(t.name)) return Err(path + ": tensor \"" + t.name + "\" appears in more than one shard");
+      if (ck.index_.count(t.name)) return Err(path + ": tensor " + quoted_name(t.name) + " appears in more than one shard");
       ck.index_[t.name] = &t;
     }
   return ck;

@@ -16,6 +16,8 @@ namespace gf {
 class SafetensorsFile {
  public:
   static Result<SafetensorsFile> open(const std::string& path);
+  // The same reader over bytes already in memory (see MappedFile::borrow).
+  static Result<SafetensorsFile> open_mapped(std::shared_ptr<MappedFile> file);
 
   const std::string& path() const { return file_->path(); }
   const std::vector<TensorView>& tensors() const { return tensors_; }

@@ -54,4 +54,22 @@ std::string shape_to_string(const std::vector<int64_t>& shape) {
 
 std::string TensorView::shape_str() const { return shape_to_string(shape); }
 
+std::string quoted_name(std::string_view name) {
+  constexpr size_t kMax = 200;
+  std::string s = "\"";
+  for (size_t i = 0; i < name.size() && i < kMax; ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+      static const char* hex = "0123456789abcdef";
+      s += "\\x";
+      s += hex[c >> 4];
+      s += hex[c & 15];
+    } else {
+      s += static_cast<char>(c);
+    }
+  }
+  if (name.size() > kMax) s += "...";
+  return s + "\"";
+}
+
 }  // namespace gf

@@ -49,4 +49,8 @@ struct TensorView {
 
 std::string shape_to_string(const std::vector<int64_t>& shape);
 
+// A name read from a file, in double quotes for a one-line error message:
+// control bytes and quotes escaped, names over 200 bytes cut with "...".
+std::string quoted_name(std::string_view name);
+
 }  // namespace gf

@@ -25,6 +25,13 @@ size_t char_len(std::string_view s, size_t i) {
   return n;
 }
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 }  // namespace
 
 bool valid_utf8(std::string_view s) {
@@ -59,8 +66,10 @@ Status Tokenizer::finish() {
   for (size_t i = 0; i < n; ++i) {
     const std::string& p = pieces_[i];
     // <0xNN> byte-fallback tokens decode to one byte.
-    if (p.size() == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>' && !added_[i]) {
-      const int v = std::stoi(p.substr(3, 2), nullptr, 16);
+    // (Exactly two hex digits: "<0xZZ>" or "<0x-1>" is an ordinary piece.)
+    if (p.size() == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>' && !added_[i] && hex_digit(p[3]) >= 0 &&
+        hex_digit(p[4]) >= 0) {
+      const int v = hex_digit(p[3]) * 16 + hex_digit(p[4]);
       byte_ids_[v] = static_cast<int32_t>(i);
       bytes_[i] = std::string(1, static_cast<char>(v));
       continue;

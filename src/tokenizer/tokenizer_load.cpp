@@ -126,13 +126,18 @@ Result<Tokenizer> Tokenizer::from_json_bytes(const char* data, size_t size, bool
   if (model["vocab"].get(vocab)) return Err("malformed tokenizer.json: no model.vocab object");
   sj::dom::array added;
   const bool has_added = !doc["added_tokens"].get(added);
-  size_t n = vocab.size();
+  size_t n = vocab.size(), entries = vocab.size();
   if (has_added)
     for (sj::dom::element a : added) {
       uint64_t id;
       if (a["id"].get(id) || id > (1u << 24)) return Err("malformed tokenizer.json: added token without a valid id");
       n = std::max<size_t>(n, id + 1);
+      ++entries;
     }
+  // Every id below n needs an entry: more ids than entries is a gap, found
+  // here before sizing the tables by the largest id.
+  if (n > entries) return Err("malformed tokenizer.json: token ids go up to " + std::to_string(n - 1) + " but there are only " +
+                              std::to_string(entries) + " vocab and added-token entries");
   t.pieces_.resize(n);
   std::vector<uint8_t> seen(n, 0);
   for (auto field : vocab) {
@@ -226,6 +231,10 @@ Result<Tokenizer> Tokenizer::from_json_bytes(const char* data, size_t size, bool
   t.bos_ = special_id("<bos>", 2);
   t.eos_ = special_id("<eos>", 1);
   t.pad_ = special_id("<pad>", 0);
+  for (int32_t x : {t.bos_, t.eos_, t.pad_, t.unk_})
+    if (x < 0 || static_cast<size_t>(x) >= n)
+      return Err("tokenizer.json: special token id " + std::to_string(x) + " (default for a missing <bos>, <eos>, <pad> or unk_token) is outside the vocabulary of " +
+                 std::to_string(n) + " tokens");
   // The post-processor (TemplateProcessing) adds BOS for single sequences.
   sj::dom::element post;
   t.add_bos_ = !doc["post_processor"].get(post) && sj::to_string(post).find("<bos>") != std::string::npos;

@@ -1,0 +1,99 @@
+// The OpenAI schema apart from HTTP and the engine: request bodies of
+// /v1/completions and /v1/chat/completions -> parameters and prompt ids, and
+// the JSON/SSE text of answers. Pure functions of their inputs, so tests and
+// the fuzzers (fuzz/openai_request_fuzz.cpp) call them without a model or a
+// socket. Nothing here throws: a bad body is an ApiError, and JSON output
+// never fails on invalid UTF-8 (such bytes become U+FFFD).
+//
+// openai_server.cpp uses ApiError, bad(), GenParams, parse_common() and
+// error_json(). parse_openai_request() is the whole body parse for the fuzzer
+// and tests; parse_chat_messages() and parse_prompts() are its parts, which
+// the server can call instead of its own copies (the server adds the
+// context-length check, which needs the engine).
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "runtime/sampler.h"
+#include "tokenizer/chat_format.h"
+#include "tokenizer/tokenizer.h"
+
+namespace gf {
+
+struct ApiError {
+  int status;
+  std::string type, message, param;
+};
+
+// A 400 invalid_request_error.
+ApiError bad(const std::string& msg, const std::string& param = "");
+
+// A parsed generation request (both endpoints).
+struct GenParams {
+  int max_tokens = 16;  // 0 only with echo (completions: score the prompt)
+  SamplingParams sampling;
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;
+  int top_logprobs = -1;
+  bool echo = false;  // completions: the prompt's text (and log-probs) before the reply
+};
+
+// Validates the fields shared by both endpoints; unknown fields (not common,
+// not in `extra`) are an error, as the strict OpenAI servers do, so typos do
+// not silently change behaviour.
+std::optional<ApiError> parse_common(const nlohmann::json& j, bool chat, GenParams& p, const std::set<std::string>& extra);
+
+// "messages" -> the chat format's prompt ids (roles, string or text-part content).
+std::optional<ApiError> parse_chat_messages(const nlohmann::json& j, const Tokenizer& tok, const ChatFormat* chat,
+                                            std::vector<int32_t>& ids);
+
+// One prompt of /v1/completions: its ids and the text echo shows.
+struct PromptIn {
+  std::vector<int32_t> ids;
+  std::string echo_text;
+};
+// "prompt": a string, token ids, or a batch of up to 64 of either (each its own choice).
+std::optional<ApiError> parse_prompts(const nlohmann::json& j, const Tokenizer& tok, std::vector<PromptIn>& out);
+
+struct OpenAiRequest {
+  GenParams params;
+  std::vector<PromptIn> prompts;        // one for chat
+  std::vector<int32_t> extra_stop_ids;  // chat: the format's turn ends, besides the model's EOS ids
+};
+// The whole body (is_chat: /v1/chat/completions; chat null: the model has no chat format).
+std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& body, bool is_chat, const Tokenizer& tok,
+                                                           const ChatFormat* chat);
+
+// JSON text; invalid UTF-8 in strings or keys becomes U+FFFD instead of throwing.
+std::string json_text(const nlohmann::json& j);
+// {"error": {...}} for an ApiError.
+std::string error_json(const ApiError& e);
+
+// The answer's JSON for one request, in the shapes the server writes: whole
+// responses and SSE events ("data: {...}\n\n").
+struct ResponseWriter {
+  const Tokenizer& tok;
+  std::string id;
+  int64_t created;
+  std::string model;
+  bool is_chat;
+
+  // One token's logprobs (chat: {"content": [..]}; completions: one entry of each list).
+  nlohmann::json logprobs(int32_t token, float logprob, const std::vector<std::pair<int32_t, float>>& top) const;
+  std::string sse_role() const;
+  std::string sse_delta(const std::string& text, const nlohmann::json& finish_reason, const nlohmann::json& logprobs) const;
+  std::string sse_error(const std::string& message) const;
+  std::string sse_usage(int64_t prompt_tokens, int64_t completion_tokens) const;
+  static std::string sse_done() { return "data: [DONE]\n\n"; }
+  std::string whole(const std::string& text, const std::string& finish_reason, const nlohmann::json& logprobs,
+                    int64_t prompt_tokens, int64_t completion_tokens) const;
+};
+
+}  // namespace gf
