@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <sstream>
 #include <thread>
 
 #include "backend/backend.h"
@@ -86,6 +88,25 @@ class ServerTest : public ::testing::Test {
       logits = dec_->forward({id}, **cache, false);
     }
     return tok_->decode(out);
+  }
+
+  // Per-token log-probs from `gemforge score --ids` (a separate process, one sequence, no server): row t is
+  // token t's log-prob given the tokens before it (NaN for the first).
+  std::vector<double> score_cli(const std::vector<int32_t>& ids) {
+    std::string list;
+    for (size_t i = 0; i < ids.size(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);
+    int rc = -1;
+    const std::string out = test::run_command(std::string(GEMFORGE_BINARY) + " score -m " + model_path() + " --ids " + list + " 2>&1", &rc);
+    EXPECT_EQ(rc, 0) << out;
+    std::vector<double> lp;
+    std::istringstream in(out);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line) && line.rfind("total", 0) != 0) {
+      const std::string v = line.substr(line.rfind('\t') + 1);
+      lp.push_back(v == "-" ? NAN : std::stod(v));
+    }
+    return lp;
   }
 
   std::unique_ptr<Model> model_;
@@ -230,6 +251,181 @@ TEST_F(ServerTest, StreamingAndChat) {
   ASSERT_EQ(lp["choices"][0]["logprobs"]["top_logprobs"].size(), 2u);
   EXPECT_EQ(lp["choices"][0]["logprobs"]["top_logprobs"][0].size(), 3u);
   EXPECT_LE(lp["choices"][0]["logprobs"]["token_logprobs"][0].get<double>(), 0.0);
+}
+
+// echo + max_tokens 0 + logprobs N (what lm-eval-harness's local-completions sends to score a
+// continuation): every prompt token's log-prob, null for the first, in the completions logprobs
+// shape, equal to `gemforge score` on the same ids.
+TEST_F(ServerTest, EchoPromptLogprobsEqualScore) {
+  start(256);
+  const std::string text = "The capital of France is Paris, and the capital of Italy is Rome.";
+  const std::vector<int32_t> ids = tok_->encode(text, true, false);
+  const std::vector<double> want = score_cli(ids);
+  ASSERT_EQ(want.size(), ids.size());
+  int st = 0;
+  json r = post("/v1/completions", {{"prompt", ids}, {"echo", true}, {"max_tokens", 0}, {"logprobs", 3}, {"temperature", 0}}, &st);
+  ASSERT_EQ(st, 200) << r.dump();
+  const json& c = r["choices"][0];
+  EXPECT_EQ(c["text"], text);
+  EXPECT_EQ(c["finish_reason"], "length");
+  EXPECT_EQ(r["usage"]["completion_tokens"], 0);
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+  const json& lp = c["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), ids.size()) << lp.dump();
+  ASSERT_EQ(lp["token_logprobs"].size(), ids.size());
+  ASSERT_EQ(lp["top_logprobs"].size(), ids.size());
+  ASSERT_EQ(lp["text_offset"].size(), ids.size());
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  EXPECT_EQ(lp["tokens"][0], "<bos>");
+  std::string joined;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(lp["tokens"][i], tok_->token_bytes(ids[i])) << i;
+    if (i > 0) joined += lp["tokens"][i].get<std::string>();
+    EXPECT_EQ(lp["text_offset"][i], i == 0 ? 0 : joined.size() - lp["tokens"][i].get<std::string>().size()) << i;
+    if (i == 0) continue;
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want[i], 1e-5) << "token " << i;
+    ASSERT_EQ(lp["top_logprobs"][i].size(), 3u) << i;
+    // The best alternative is at least as likely as the token itself.
+    double best = -1e30;
+    for (auto it = lp["top_logprobs"][i].begin(); it != lp["top_logprobs"][i].end(); ++it) best = std::max(best, it.value().get<double>());
+    EXPECT_GE(best, lp["token_logprobs"][i].get<double>()) << i;
+  }
+  EXPECT_EQ(joined, text);
+
+  // lm-eval's exact request: a batch of token-id prompts, max_tokens 1, logprobs 1, echo. Each choice has
+  // its prompt's log-probs then the one generated token's; a greedy token's log-prob is its top-1 value.
+  const std::vector<int32_t> ids2 = tok_->encode("Water boils at 100 degrees", true, false);
+  const std::vector<double> want2 = score_cli(ids2);
+  r = post("/v1/completions", {{"model", "x"}, {"prompt", {ids, ids2}}, {"echo", true}, {"max_tokens", 1}, {"logprobs", 1}, {"temperature", 0}, {"seed", 1234}}, &st);
+  ASSERT_EQ(st, 200) << r.dump();
+  ASSERT_EQ(r["choices"].size(), 2u);
+  for (size_t k = 0; k < 2; ++k) {
+    const json& ch = r["choices"][k];
+    const auto& in = k ? ids2 : ids;
+    const auto& w = k ? want2 : want;
+    EXPECT_EQ(ch["index"], k);
+    ASSERT_EQ(ch["logprobs"]["token_logprobs"].size(), in.size() + 1) << ch.dump();
+    for (size_t i = 1; i < in.size(); ++i) EXPECT_NEAR(ch["logprobs"]["token_logprobs"][i].get<double>(), w[i], 1e-5) << k << " " << i;
+    const json& top = ch["logprobs"]["top_logprobs"][in.size()];
+    ASSERT_EQ(top.size(), 1u);
+    EXPECT_EQ(top.begin().value().get<double>(), ch["logprobs"]["token_logprobs"][in.size()].get<double>());
+    EXPECT_EQ(ch["text"], tok_->decode(in, true) + direct_greedy(tok_->decode(in, true), 1));
+  }
+
+  // echo with a completion: the prompt's text, then the same greedy text as without echo.
+  json plain = post("/v1/completions", {{"prompt", text}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 2}});
+  json echoed = post("/v1/completions", {{"prompt", text}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 2}, {"echo", true}}, &st);
+  ASSERT_EQ(st, 200) << echoed.dump();
+  EXPECT_EQ(echoed["choices"][0]["text"], text + plain["choices"][0]["text"].get<std::string>());
+  const json& el = echoed["choices"][0]["logprobs"];
+  const json& pl = plain["choices"][0]["logprobs"];
+  ASSERT_EQ(el["tokens"].size(), ids.size() + pl["tokens"].size());
+  for (size_t i = 0; i < pl["tokens"].size(); ++i) {
+    EXPECT_EQ(el["tokens"][ids.size() + i], pl["tokens"][i]);
+    EXPECT_EQ(el["token_logprobs"][ids.size() + i], pl["token_logprobs"][i]);
+    EXPECT_EQ(el["text_offset"][ids.size() + i].get<int64_t>(), pl["text_offset"][i].get<int64_t>() + static_cast<int64_t>(text.size()));
+  }
+  // echo without logprobs and no tokens: the prompt itself.
+  json bare = post("/v1/completions", {{"prompt", text}, {"max_tokens", 0}, {"echo", true}}, &st);
+  EXPECT_EQ(st, 200);
+  EXPECT_EQ(bare["choices"][0]["text"], text);
+  EXPECT_TRUE(bare["choices"][0]["logprobs"].is_null());
+
+  // Streamed: the first chunk is the prompt with its log-probs, then the completion.
+  auto cl = client();
+  auto sr = cl.Post("/v1/completions", json{{"prompt", ids}, {"echo", true}, {"max_tokens", 3}, {"logprobs", 1}, {"temperature", 0}, {"stream", true}}.dump(),
+                    "application/json");
+  ASSERT_TRUE(sr);
+  ASSERT_EQ(sr->status, 200);
+  std::vector<json> chunks;
+  for (size_t pos = 0, e; (e = sr->body.find("\n\n", pos)) != std::string::npos; pos = e + 2)
+    if (sr->body.compare(pos, 7, "data: {") == 0) chunks.push_back(json::parse(sr->body.substr(pos + 6, e - pos - 6)));
+  ASSERT_GE(chunks.size(), 2u);
+  EXPECT_EQ(chunks[0]["choices"][0]["text"], text);
+  ASSERT_EQ(chunks[0]["choices"][0]["logprobs"]["token_logprobs"].size(), ids.size());
+  for (size_t i = 1; i < ids.size(); ++i)
+    EXPECT_NEAR(chunks[0]["choices"][0]["logprobs"]["token_logprobs"][i].get<double>(), want[i], 1e-5) << i;
+  std::string streamed;
+  for (const auto& ch : chunks) streamed += ch["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(streamed, text + direct_greedy(text, 3));
+  for (int i = 0; i < 200 && engine_->metrics().kv_blocks_used != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(engine_->metrics().kv_blocks_used, 0);
+}
+
+// Prompt log-probs do not depend on the batch, the prefix cache or preemption: several echo requests
+// beside generating ones in a cache too small for all of them give `score`'s numbers.
+TEST_F(ServerTest, EchoLogprobsUnderCachePressure) {
+  start(16, "", 256, 8);  // 256 tokens of KV
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 3; ++i) {
+    std::string t = "Story " + std::to_string(i) + ":";
+    for (int w = 0; w < 12; ++w) t += " the quick brown fox " + std::to_string(w * (i + 1));
+    prompts.push_back(tok_->encode(t, true, false));
+  }
+  std::vector<std::vector<double>> want;
+  for (const auto& p : prompts) want.push_back(score_cli(p));
+  std::vector<json> got(prompts.size());
+  std::vector<int> status(prompts.size() + 6, 0);
+  std::vector<std::thread> ts;
+  // Generating requests first; as they grow, the newest running requests (the echo ones, some mid-prefill) are preempted.
+  for (int k = 0; k < 6; ++k)
+    ts.emplace_back([&, k] { post("/v1/completions", {{"prompt", "Count: " + std::to_string(k)}, {"max_tokens", 56}, {"temperature", 0}}, &status[prompts.size() + static_cast<size_t>(k)]); });
+  for (int i = 0; i < 100 && engine_->metrics().running < 6; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (size_t i = 0; i < prompts.size(); ++i)
+    ts.emplace_back([&, i] { got[i] = post("/v1/completions", {{"prompt", prompts[i]}, {"echo", true}, {"max_tokens", 4}, {"logprobs", 0}, {"temperature", 0}}, &status[i]); });
+  for (auto& t : ts) t.join();
+  for (size_t i = 0; i < status.size(); ++i) EXPECT_EQ(status[i], 200) << i;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const json& lp = got[i]["choices"][0]["logprobs"]["token_logprobs"];
+    ASSERT_GE(lp.size(), prompts[i].size()) << got[i].dump();
+    for (size_t t = 1; t < prompts[i].size(); ++t) EXPECT_NEAR(lp[t].get<double>(), want[i][t], 1e-5) << i << " " << t;
+  }
+  EXPECT_GT(engine_->metrics().preemptions_total, 0);  // the cache was too small for all of them at once
+  for (int i = 0; i < 200 && engine_->metrics().kv_blocks_used != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(engine_->metrics().kv_blocks_used, 0);
+}
+
+// Every field the endpoints accept changes what they do; the rest are refused, never silently dropped.
+TEST_F(ServerTest, UnsupportedFieldsAreRefused) {
+  start(64);
+  auto c = client();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"/v1/completions", R"({"prompt": "def f(", "suffix": "return 1"})"},
+      {"/v1/completions", R"({"prompt": "hi", "echo": "yes"})"},
+      {"/v1/completions", R"({"prompt": "hi", "max_tokens": 0, "logprobs": 2})"},
+      {"/v1/completions", R"({"prompt": "hi", "top_logprobs": 2})"},
+      {"/v1/completions", R"({"prompt": "hi", "best_of": 2})"},
+      {"/v1/completions", R"({"prompt": "hi", "logit_bias": {"50256": -100}})"},
+      {"/v1/completions", R"({"prompt": "hi", "stream_options": {"include_usage": true}})"},
+      {"/v1/completions", R"({"prompt": "hi", "stream": true, "stream_options": {"continuous_usage_stats": true}})"},
+      {"/v1/completions", R"({"prompt": "hi", "stream": true, "stream_options": {"include_usage": 1}})"},
+      {"/v1/completions", R"({"prompt": "hi", "max_tokens": 2, "max_completion_tokens": 3})"},
+      {"/v1/completions", R"({"prompt": ["a", "b"], "stream": true})"},
+      {"/v1/completions", R"({"prompt": [[1, 2], "b", 3]})"},
+      {"/v1/completions", R"({"prompt": "hi", "model": 5})"},
+      {"/v1/completions", R"({"prompt": "hi", "user": ["u"]})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": 3})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi", "name": "bob"}]})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}], "echo": true})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}], "tools": []})"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}})"},
+  };
+  for (const auto& [path, body] : cases) {
+    auto r = c.Post(path.c_str(), body, "application/json");
+    ASSERT_TRUE(r) << body;
+    EXPECT_EQ(r->status, 400) << body << " -> " << r->body;
+    json j = json::parse(r->body, nullptr, false);
+    ASSERT_TRUE(j.is_object() && j.contains("error")) << r->body;
+  }
+  int st = 0;
+  json s = post("/v1/completions", {{"prompt", "def f("}, {"suffix", "x"}}, &st);
+  EXPECT_NE(s["error"]["message"].get<std::string>().find("fill-in-the-middle"), std::string::npos);
+  EXPECT_EQ(s["error"]["param"], "suffix");
+  // null means absent, as in OpenAI's schema.
+  post("/v1/completions", {{"prompt", "hi"}, {"suffix", nullptr}, {"echo", nullptr}, {"max_tokens", 1}}, &st);
+  EXPECT_EQ(st, 200);
 }
 
 TEST_F(ServerTest, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {

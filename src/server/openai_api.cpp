@@ -1,6 +1,7 @@
 #include "server/openai_api.h"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 namespace gf {
@@ -48,11 +49,14 @@ std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, con
   p.sampling.temperature = 1.0f;
   p.sampling.top_k = 0;
   p.sampling.top_p = 1.0f;
+  if (j.contains("max_tokens") && !j["max_tokens"].is_null() && j.contains("max_completion_tokens") && !j["max_completion_tokens"].is_null())
+    return bad("give one of \"max_tokens\" and \"max_completion_tokens\"", "max_completion_tokens");
   for (const char* k : {"max_tokens", "max_completion_tokens"})
     if (j.contains(k) && !j[k].is_null()) {
       if (!j[k].is_number_integer()) return bad(std::string("\"") + k + "\" must be an integer", k);
       const int64_t v = int_value(j[k]);
-      if (v < (p.echo ? 0 : 1)) return bad(std::string("\"") + k + "\" must be at least " + (p.echo ? "0" : "1"), k);
+      if (v < (p.echo ? 0 : 1))
+        return bad(std::string("\"") + k + "\" must be at least " + (p.echo ? "0" : "1 (0 only with \"echo\": true, to score the prompt)"), k);
       p.max_tokens = static_cast<int>(std::min<int64_t>(v, INT32_MAX));
     }
   if (auto e = num("temperature", 0, 100, p.sampling.temperature)) return e;
@@ -82,21 +86,41 @@ std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, con
     }
   }
   if (auto e = get_bool(j, "stream", "stream", p.stream)) return e;
-  if (j.contains("stream_options") && j["stream_options"].is_object())
-    if (auto e = get_bool(j["stream_options"], "include_usage", "stream_options.include_usage", p.include_usage)) return e;
+  // Every accepted field is honoured or refused: nothing is dropped silently.
+  if (j.contains("stream_options") && !j["stream_options"].is_null()) {
+    const json& so = j["stream_options"];
+    if (!so.is_object()) return bad("\"stream_options\" must be an object", "stream_options");
+    for (auto it = so.begin(); it != so.end(); ++it)
+      if (it.key() != "include_usage") return bad("unsupported stream option \"" + it.key() + "\" (only include_usage)", "stream_options");
+    if (auto e = get_bool(so, "include_usage", "stream_options.include_usage", p.include_usage)) return e;
+    if (!p.stream) return bad("\"stream_options\" is only allowed with \"stream\": true", "stream_options");
+  }
+  for (const char* k : {"model", "user"})  // model: this server serves one; user: an end-user id, no effect on the reply
+    if (j.contains(k) && !j[k].is_null() && !j[k].is_string()) return bad(std::string("\"") + k + "\" must be a string", k);
+  const bool has_top = j.contains("top_logprobs") && !j["top_logprobs"].is_null();
   if (chat) {
     bool logprobs = false;
     if (auto e = get_bool(j, "logprobs", "logprobs", logprobs)) return e;
+    if (has_top && !logprobs) return bad("\"top_logprobs\" needs \"logprobs\": true", "top_logprobs");
     if (logprobs) {
       int64_t top = 0;
-      if (j.contains("top_logprobs") && j["top_logprobs"].is_number_integer()) top = int_value(j["top_logprobs"]);
+      if (has_top) {
+        if (!j["top_logprobs"].is_number_integer()) return bad("\"top_logprobs\" must be an integer in [0, 20]", "top_logprobs");
+        top = int_value(j["top_logprobs"]);
+      }
       if (top < 0 || top > 20) return bad("\"top_logprobs\" must be in [0, 20]", "top_logprobs");
       p.top_logprobs = static_cast<int>(top);
     }
-  } else if (j.contains("logprobs") && !j["logprobs"].is_null()) {
-    if (!j["logprobs"].is_number_integer() || int_value(j["logprobs"]) < 0 || int_value(j["logprobs"]) > 20)
-      return bad("\"logprobs\" must be an integer in [0, 20]", "logprobs");
-    p.top_logprobs = static_cast<int>(int_value(j["logprobs"]));
+  } else {
+    if (has_top) return bad("\"top_logprobs\" is a chat field; /v1/completions takes \"logprobs\": N", "top_logprobs");
+    if (j.contains("logprobs") && !j["logprobs"].is_null()) {
+      if (!j["logprobs"].is_number_integer() || int_value(j["logprobs"]) < 0 || int_value(j["logprobs"]) > 20)
+        return bad("\"logprobs\" must be an integer in [0, 20]", "logprobs");
+      p.top_logprobs = static_cast<int>(int_value(j["logprobs"]));
+    }
+    // Gemma has no fill-in-the-middle tokens: a suffix cannot be honoured.
+    if (j.contains("suffix") && !j["suffix"].is_null())
+      return bad("\"suffix\" is not supported: Gemma models have no fill-in-the-middle", "suffix");
   }
   return std::nullopt;
 }
@@ -205,16 +229,44 @@ std::string error_json(const ApiError& e) {
   return json_text(body);
 }
 
-json ResponseWriter::logprobs(int32_t token, float logprob, const std::vector<std::pair<int32_t, float>>& top) const {
-  const std::string text = tok.token_bytes(token);
+namespace {
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    i += n;
+  }
+  return true;
+}
+}  // namespace
+
+std::string token_text(const Tokenizer& tok, int32_t id) {
+  if (!tok.valid_id(id)) return "";
+  const std::string& b = tok.token_bytes(id);
+  if (valid_utf8(b)) return b;
+  std::string out = "bytes:";
+  static const char* hex = "0123456789abcdef";
+  for (unsigned char c : b) out += std::string("\\x") + hex[c >> 4] + hex[c & 15];
+  return out;
+}
+
+json ResponseWriter::logprobs(int32_t token, float logprob, const std::vector<std::pair<int32_t, float>>& top, int64_t text_offset) const {
+  const std::string text = token_text(tok, token);
+  // The first prompt token of an echo has no log-prob (NaN): null, as OpenAI.
+  const json value = std::isnan(logprob) ? json(nullptr) : json(logprob);
   if (is_chat) {
     json t = json::array();
-    for (const auto& [i, lp] : top) t.push_back({{"token", tok.token_bytes(i)}, {"logprob", lp}});
-    return {{"content", {{{"token", text}, {"logprob", logprob}, {"top_logprobs", t}}}}};
+    for (const auto& [i, lp] : top) t.push_back({{"token", token_text(tok, i)}, {"logprob", lp}});
+    return {{"content", {{{"token", text}, {"logprob", value}, {"top_logprobs", t}}}}};
   }
   json t = json::object();
-  for (const auto& [i, lp] : top) t[tok.token_bytes(i)] = lp;
-  return {{"tokens", {text}}, {"token_logprobs", {logprob}}, {"top_logprobs", {t}}};
+  for (const auto& [i, lp] : top) t[token_text(tok, i)] = lp;
+  json out = {{"tokens", {text}}, {"token_logprobs", {value}}, {"top_logprobs", {std::isnan(logprob) ? json(nullptr) : t}}};
+  if (text_offset >= 0) out["text_offset"] = {text_offset};
+  return out;
 }
 
 std::string ResponseWriter::sse_role() const {
@@ -251,15 +303,22 @@ std::string ResponseWriter::sse_usage(int64_t prompt_tokens, int64_t completion_
 
 std::string ResponseWriter::whole(const std::string& text, const std::string& reason, const json& logprobs, int64_t prompt_tokens,
                                   int64_t completion_tokens) const {
+  return whole(std::vector<ChoiceOut>{{text, reason, logprobs}}, prompt_tokens, completion_tokens);
+}
+
+std::string ResponseWriter::whole(const std::vector<ChoiceOut>& choices, int64_t prompt_tokens, int64_t completion_tokens) const {
   json usage = {{"prompt_tokens", prompt_tokens}, {"completion_tokens", completion_tokens}, {"total_tokens", prompt_tokens + completion_tokens}};
   json body = {{"id", id}, {"created", created}, {"model", model}, {"usage", usage}};
-  if (is_chat) {
-    body["object"] = "chat.completion";
-    body["choices"] = {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", reason}, {"logprobs", logprobs}}};
-  } else {
-    body["object"] = "text_completion";
-    body["choices"] = {{{"index", 0}, {"text", text}, {"finish_reason", reason}, {"logprobs", logprobs}}};
+  body["object"] = is_chat ? "chat.completion" : "text_completion";
+  json out = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceOut& c = choices[i];
+    if (is_chat)
+      out.push_back({{"index", i}, {"message", {{"role", "assistant"}, {"content", c.text}}}, {"finish_reason", c.finish_reason}, {"logprobs", c.logprobs}});
+    else
+      out.push_back({{"index", i}, {"text", c.text}, {"finish_reason", c.finish_reason}, {"logprobs", c.logprobs}});
   }
+  body["choices"] = std::move(out);
   return json_text(body);
 }
 

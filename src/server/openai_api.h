@@ -78,6 +78,17 @@ std::string error_json(const ApiError& e);
 
 // The answer's JSON for one request, in the shapes the server writes: whole
 // responses and SSE events ("data: {...}\n\n").
+// A token as OpenAI names it in log-probs: its text, or "bytes:\xNN..." when its
+// bytes are not UTF-8 on their own (a byte-fallback token), so that distinct
+// tokens keep distinct names.
+std::string token_text(const Tokenizer& tok, int32_t id);
+
+// One choice of a whole response.
+struct ChoiceOut {
+  std::string text, finish_reason;
+  nlohmann::json logprobs;  // null: none
+};
+
 struct ResponseWriter {
   const Tokenizer& tok;
   std::string id;
@@ -85,8 +96,10 @@ struct ResponseWriter {
   std::string model;
   bool is_chat;
 
-  // One token's logprobs (chat: {"content": [..]}; completions: one entry of each list).
-  nlohmann::json logprobs(int32_t token, float logprob, const std::vector<std::pair<int32_t, float>>& top) const;
+  // One token's logprobs (chat: {"content": [..]}; completions: one entry of each list, with
+  // "text_offset" when text_offset >= 0). A NaN logprob (an echoed prompt's first token) is null.
+  nlohmann::json logprobs(int32_t token, float logprob, const std::vector<std::pair<int32_t, float>>& top,
+                          int64_t text_offset = -1) const;
   std::string sse_role() const;
   std::string sse_delta(const std::string& text, const nlohmann::json& finish_reason, const nlohmann::json& logprobs) const;
   std::string sse_error(const std::string& message) const;
@@ -94,6 +107,8 @@ struct ResponseWriter {
   static std::string sse_done() { return "data: [DONE]\n\n"; }
   std::string whole(const std::string& text, const std::string& finish_reason, const nlohmann::json& logprobs,
                     int64_t prompt_tokens, int64_t completion_tokens) const;
+  // Several choices (a batch of prompts), indexed in order; usage is the sum.
+  std::string whole(const std::vector<ChoiceOut>& choices, int64_t prompt_tokens, int64_t completion_tokens) const;
 };
 
 }  // namespace gf

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "server/openai_api.h"
 #include "tokenizer/stream_decoder.h"
 
 namespace gf {
@@ -19,99 +20,49 @@ namespace {
 
 using json = nlohmann::json;
 
-struct ApiError {
-  int status;
-  std::string type, message, param;
-};
-
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
-  json body = {{"error", {{"message", e.message}, {"type", e.type}, {"param", e.param.empty() ? json(nullptr) : json(e.param)}, {"code", nullptr}}}};
-  res.set_content(body.dump(), "application/json");
+  res.set_content(error_json(e), "application/json");
 }
 
-ApiError bad(const std::string& msg, const std::string& param = "") { return {400, "invalid_request_error", msg, param}; }
+// Characters (code points) of UTF-8 text: OpenAI's text_offset counts them.
+int64_t utf8_chars(const std::string& s) {
+  int64_t n = 0;
+  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
 
-// A parsed generation request (both endpoints).
-struct GenParams {
-  int max_tokens = 16;
-  SamplingParams sampling;
-  std::vector<std::string> stop;
-  bool stream = false;
-  bool include_usage = false;
-  int top_logprobs = -1;
+// text_offset of each token: where its text starts in the decoded text (after `base` characters).
+class OffsetCounter {
+ public:
+  OffsetCounter(const Tokenizer& t, int64_t base) : sd_(t), at_(base) {}
+  int64_t next(const EngineRequest::Token& t) {
+    const int64_t at = at_;
+    if (!t.stop) at_ += utf8_chars(sd_.push(t.id));
+    return at;
+  }
+
+ private:
+  StreamDecoder sd_;
+  int64_t at_;
 };
 
-// Validates the fields shared by both endpoints; unknown fields are an error, as the
-// strict OpenAI servers do, so typos do not silently change behaviour.
-std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, const std::set<std::string>& extra) {
-  static const std::set<std::string> common = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
-                                                "min_p", "stop", "seed", "n", "presence_penalty", "frequency_penalty",
-                                                "repetition_penalty", "stream", "stream_options", "logprobs", "top_logprobs", "user"};
-  for (auto it = j.begin(); it != j.end(); ++it)
-    if (!common.count(it.key()) && !extra.count(it.key())) return bad("unknown field \"" + it.key() + "\"", it.key());
-  auto num = [&](const char* k, double lo, double hi, auto& out) -> std::optional<ApiError> {
-    if (!j.contains(k) || j[k].is_null()) return std::nullopt;
-    if (!j[k].is_number()) return bad(std::string("\"") + k + "\" must be a number", k);
-    const double v = j[k].get<double>();
-    if (!(v >= lo && v <= hi)) return bad(std::string("\"") + k + "\" must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", k);
-    out = static_cast<std::remove_reference_t<decltype(out)>>(v);
-    return std::nullopt;
-  };
-  p.sampling.temperature = 1.0f;
-  p.sampling.top_k = 0;
-  p.sampling.top_p = 1.0f;
-  for (const char* k : {"max_tokens", "max_completion_tokens"})
-    if (j.contains(k) && !j[k].is_null()) {
-      if (!j[k].is_number_integer()) return bad(std::string("\"") + k + "\" must be an integer", k);
-      p.max_tokens = j[k].get<int>();
-      if (p.max_tokens <= 0) return bad(std::string("\"") + k + "\" must be at least 1", k);
-    }
-  if (auto e = num("temperature", 0, 100, p.sampling.temperature)) return e;
-  if (auto e = num("top_p", 0, 1, p.sampling.top_p)) return e;
-  if (auto e = num("top_k", -1, 1e9, p.sampling.top_k)) return e;
-  if (p.sampling.top_k < 0) p.sampling.top_k = 0;
-  if (auto e = num("min_p", 0, 1, p.sampling.min_p)) return e;
-  if (auto e = num("presence_penalty", -2, 2, p.sampling.presence_penalty)) return e;
-  if (auto e = num("frequency_penalty", -2, 2, p.sampling.frequency_penalty)) return e;
-  if (auto e = num("repetition_penalty", 0.01, 100, p.sampling.repetition_penalty)) return e;
-  double seed = static_cast<double>(std::random_device{}());
-  if (auto e = num("seed", -9.2e18, 9.2e18, seed)) return e;
-  p.sampling.seed = static_cast<uint64_t>(static_cast<int64_t>(seed));
-  p.sampling.penalty_last_n = -1;
-  if (j.contains("n") && !j["n"].is_null()) {
-    if (!j["n"].is_number_integer() || j["n"].get<int>() != 1) return bad("only n = 1 is supported", "n");
+// Latency histograms for /metrics: fixed buckets, so memory does not grow with the requests served.
+constexpr double kBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+constexpr size_t kNumBuckets = sizeof(kBuckets) / sizeof(kBuckets[0]);
+const char* const kTtft = "gemforge_time_to_first_token_seconds";
+const char* const kTpot = "gemforge_time_per_output_token_seconds";
+const char* const kE2e = "gemforge_e2e_request_latency_seconds";
+struct Histogram {
+  int64_t counts[kNumBuckets] = {};  // cumulative: observations <= kBuckets[i]
+  int64_t n = 0;
+  double sum = 0;
+  void observe(double v) {
+    for (size_t i = 0; i < kNumBuckets; ++i) counts[i] += v <= kBuckets[i];
+    ++n;
+    sum += v;
   }
-  if (j.contains("stop") && !j["stop"].is_null()) {
-    if (j["stop"].is_string()) p.stop.push_back(j["stop"]);
-    else if (j["stop"].is_array() && j["stop"].size() <= 4) {
-      for (const auto& s : j["stop"]) {
-        if (!s.is_string()) return bad("\"stop\" must be a string or up to 4 strings", "stop");
-        p.stop.push_back(s);
-      }
-    } else {
-      return bad("\"stop\" must be a string or up to 4 strings", "stop");
-    }
-  }
-  if (j.contains("stream") && !j["stream"].is_null()) {
-    if (!j["stream"].is_boolean()) return bad("\"stream\" must be true or false", "stream");
-    p.stream = j["stream"];
-  }
-  if (j.contains("stream_options") && j["stream_options"].is_object())
-    p.include_usage = j["stream_options"].value("include_usage", false);
-  if (chat) {
-    if (j.value("logprobs", false) == true) {
-      p.top_logprobs = 0;
-      if (j.contains("top_logprobs") && j["top_logprobs"].is_number_integer()) p.top_logprobs = j["top_logprobs"];
-      if (p.top_logprobs < 0 || p.top_logprobs > 20) return bad("\"top_logprobs\" must be in [0, 20]", "top_logprobs");
-    }
-  } else if (j.contains("logprobs") && !j["logprobs"].is_null()) {
-    if (!j["logprobs"].is_number_integer() || j["logprobs"].get<int>() < 0 || j["logprobs"].get<int>() > 20)
-      return bad("\"logprobs\" must be an integer in [0, 20]", "logprobs");
-    p.top_logprobs = j["logprobs"];
-  }
-  return std::nullopt;
-}
+};
 
 std::string random_id(const char* prefix) {
   static std::atomic<uint64_t> counter{1};
@@ -131,7 +82,7 @@ struct OpenAiServer::Impl {
   httplib::Server svr;
   // Latency histograms (seconds) for /metrics.
   std::mutex hist_mu;
-  std::map<std::string, std::vector<double>> hist_samples;
+  std::map<std::string, Histogram> hists;
   std::atomic<int64_t> http_errors{0};
   int listen_fd = -1;
 
@@ -155,7 +106,7 @@ struct OpenAiServer::Impl {
     svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       json j = {{"object", "list"}, {"data", {{{"id", opt.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "gemforge"},
                                                {"max_model_len", engine.max_context()}}}}};
-      res.set_content(j.dump(), "application/json");
+      res.set_content(json_text(j), "application/json");
     });
     svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { res.set_content(metrics_text(), "text/plain; version=0.0.4"); });
     svr.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
@@ -170,9 +121,9 @@ struct OpenAiServer::Impl {
     });
   }
 
-  void observe(const std::string& name, double v) {
+  void observe(const char* name, double v) {
     std::lock_guard<std::mutex> lk(hist_mu);
-    hist_samples[name].push_back(v);
+    hists[name].observe(v);
   }
 
   std::string metrics_text() {
@@ -187,117 +138,93 @@ struct OpenAiServer::Impl {
       << "# TYPE gemforge_requests_total counter\ngemforge_requests_total " << m.requests_total << "\n"
       << "# TYPE gemforge_preemptions_total counter\ngemforge_preemptions_total " << m.preemptions_total << "\n"
       << "# TYPE gemforge_prefix_cache_hit_tokens_total counter\ngemforge_prefix_cache_hit_tokens_total " << m.prefix_hit_tokens_total << "\n"
+      << "# TYPE gemforge_prefix_cache_query_tokens_total counter\ngemforge_prefix_cache_query_tokens_total " << m.prefix_query_tokens_total << "\n"
       << "# TYPE gemforge_prefix_cache_blocks gauge\ngemforge_prefix_cache_blocks " << m.prefix_cached_blocks << "\n";
-    static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
     std::lock_guard<std::mutex> lk(hist_mu);
-    for (const char* name : {"gemforge_time_to_first_token_seconds", "gemforge_time_per_output_token_seconds", "gemforge_e2e_request_latency_seconds"}) {
-      const auto& v = hist_samples[name];
+    for (const char* name : {kTtft, kTpot, kE2e}) {
+      const Histogram& h = hists[name];
       o << "# TYPE " << name << " histogram\n";
-      for (double b : buckets) o << name << "_bucket{le=\"" << b << "\"} " << std::count_if(v.begin(), v.end(), [&](double x) { return x <= b; }) << "\n";
-      double sum = 0;
-      for (double x : v) sum += x;
-      o << name << "_bucket{le=\"+Inf\"} " << v.size() << "\n" << name << "_sum " << sum << "\n" << name << "_count " << v.size() << "\n";
+      for (size_t i = 0; i < kNumBuckets; ++i) o << name << "_bucket{le=\"" << kBuckets[i] << "\"} " << h.counts[i] << "\n";
+      o << name << "_bucket{le=\"+Inf\"} " << h.n << "\n" << name << "_sum " << h.sum << "\n" << name << "_count " << h.n << "\n";
     }
     return o.str();
   }
 
   void handle(const httplib::Request& req, httplib::Response& res, bool is_chat) {
-    json j = json::parse(req.body, nullptr, false);
-    if (j.is_discarded()) return send_error(res, bad("the body is not valid JSON"));
-    if (!j.is_object()) return send_error(res, bad("the body must be a JSON object"));
-    GenParams p;
-    if (auto e = parse_common(j, is_chat, p, is_chat ? std::set<std::string>{"messages"} : std::set<std::string>{"prompt", "echo", "suffix"}))
-      return send_error(res, *e);
-    auto r = std::make_shared<EngineRequest>();
-    r->stop_ids = eos_ids;
-    if (is_chat) {
-      if (!chat) return send_error(res, bad("this model has no chat format; use /v1/completions"));
-      if (!j.contains("messages") || !j["messages"].is_array() || j["messages"].empty())
-        return send_error(res, bad("\"messages\" must be a non-empty array", "messages"));
-      std::vector<ChatMessage> msgs;
-      for (const auto& m : j["messages"]) {
-        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
-          return send_error(res, bad("each message needs a string \"role\" and \"content\"", "messages"));
-        std::string content;
-        if (m["content"].is_string()) content = m["content"];
-        else if (m["content"].is_array()) {
-          for (const auto& part : m["content"]) {
-            if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
-              return send_error(res, bad("only text content parts are supported", "messages"));
-            content += part["text"].get<std::string>();
-          }
-        } else {
-          return send_error(res, bad("message content must be a string or text parts", "messages"));
-        }
-        std::string role = m["role"];
-        if (role != "system" && role != "user" && role != "assistant" && role != "model")
-          return send_error(res, bad("unknown role \"" + role + "\"", "messages"));
-        msgs.push_back({role, content});
+    auto parsed = parse_openai_request(req.body, is_chat, tok, chat);
+    if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(res, *e);
+    OpenAiRequest& q = std::get<OpenAiRequest>(parsed);
+    const GenParams& p = q.params;
+    for (const PromptIn& in : q.prompts)
+      if (static_cast<int64_t>(in.ids.size()) >= engine.max_context())
+        return send_error(res, bad("the prompt has " + std::to_string(in.ids.size()) + " tokens; this server's context is " +
+                                       std::to_string(engine.max_context()) + " tokens", is_chat ? "messages" : "prompt"));
+    std::vector<std::shared_ptr<EngineRequest>> rs;
+    for (const PromptIn& in : q.prompts) {
+      auto r = std::make_shared<EngineRequest>();
+      r->prompt = in.ids;
+      r->stop_ids = eos_ids;
+      r->stop_ids.insert(r->stop_ids.end(), q.extra_stop_ids.begin(), q.extra_stop_ids.end());
+      r->max_tokens = p.max_tokens;
+      r->sampling = p.sampling;
+      r->top_logprobs = p.top_logprobs;
+      if (p.echo && p.top_logprobs >= 0) {
+        r->prompt_logprobs = p.top_logprobs;
+        r->emit_stop_token = true;  // echoed log-probs cover every token, the one that ended the reply too
       }
-      auto ids = chat->render_ids(msgs);  // content is text, never control tokens
-      if (!ids.ok()) return send_error(res, bad(ids.message(), "messages"));
-      r->prompt = *ids;
-      for (int32_t id : chat->stop_ids()) r->stop_ids.push_back(id);
-    } else {
-      if (!j.contains("prompt")) return send_error(res, bad("\"prompt\" is required", "prompt"));
-      if (j["prompt"].is_string()) {
-        r->prompt = tok.encode(j["prompt"].get<std::string>(), true, false);
-      } else if (j["prompt"].is_array() && !j["prompt"].empty() && j["prompt"][0].is_number_integer()) {
-        for (const auto& x : j["prompt"]) {
-          if (!x.is_number_integer() || !tok.valid_id(x.get<int32_t>())) return send_error(res, bad("\"prompt\" token ids must be valid ids", "prompt"));
-          r->prompt.push_back(x.get<int32_t>());
-        }
-      } else {
-        return send_error(res, bad("\"prompt\" must be a string or an array of token ids (one prompt per request)", "prompt"));
-      }
-      if (r->prompt.empty()) return send_error(res, bad("\"prompt\" is empty", "prompt"));
+      rs.push_back(r);
     }
-    if (static_cast<int64_t>(r->prompt.size()) >= engine.max_context())
-      return send_error(res, bad("the prompt has " + std::to_string(r->prompt.size()) + " tokens; this server's context is " +
-                                     std::to_string(engine.max_context()) + " tokens", is_chat ? "messages" : "prompt"));
-    r->max_tokens = p.max_tokens;
-    r->sampling = p.sampling;
-    r->top_logprobs = p.top_logprobs;
-    Status s = engine.submit(r);
-    if (!s.ok()) {
+    // echo with max_tokens 0 and no log-probs: the answer is the prompt itself.
+    const bool run = p.max_tokens > 0 || p.top_logprobs >= 0;
+    for (size_t i = 0; run && i < rs.size(); ++i) {
+      Status s = engine.submit(rs[i]);
+      if (s.ok()) continue;
+      for (size_t k = 0; k < i; ++k) rs[k]->cancelled = true;
       if (s.message() == "queue full") {
         res.set_header("Retry-After", "1");
         return send_error(res, {503, "server_busy", "too many requests are waiting; retry later", ""});
       }
       return send_error(res, bad(s.message()));
     }
-    const std::string id = random_id(is_chat ? "chatcmpl-" : "cmpl-");
-    const int64_t created = static_cast<int64_t>(std::time(nullptr));
+    if (!run)
+      for (auto& r : rs) {
+        r->done = true;
+        r->finish_reason = "length";
+      }
+    const ResponseWriter w{tok, random_id(is_chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)), opt.model_name, is_chat};
+    if (!p.stream) return respond_whole(res, rs, q.prompts, p, w);
+    auto r = rs[0];
+    const std::string echo_text = p.echo ? q.prompts[0].echo_text : std::string();
     const int64_t prompt_tokens = static_cast<int64_t>(r->prompt.size());
-    if (!p.stream) return respond_whole(res, r, p, is_chat, id, created, prompt_tokens);
     res.set_header("Cache-Control", "no-cache");
-    auto sd = std::make_shared<StreamDecoder>(tok, p.stop);
-    auto state = std::make_shared<int>(0);  // 0: role chunk pending (chat), 1: streaming, 2: done
-    res.set_chunked_content_provider("text/event-stream", [this, r, p, is_chat, id, created, prompt_tokens, sd, state](size_t, httplib::DataSink& sink) {
-      auto send = [&](const json& chunk) {
-        const std::string line = "data: " + chunk.dump() + "\n\n";
-        return sink.write(line.data(), line.size());
-      };
-      auto chunk_of = [&](const std::string& text, const json& finish, const json& logprobs) {
-        json c = {{"id", id}, {"created", created}, {"model", opt.model_name}};
-        if (is_chat) {
-          c["object"] = "chat.completion.chunk";
-          json delta = json::object();
-          if (!text.empty()) delta["content"] = text;
-          c["choices"] = {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}, {"logprobs", logprobs}}};
-        } else {
-          c["object"] = "text_completion";
-          c["choices"] = {{{"index", 0}, {"text", text}, {"finish_reason", finish}, {"logprobs", logprobs}}};
+    struct StreamState {
+      bool started = false;  // the chat role chunk / the echoed prompt is sent
+      StreamDecoder sd;
+      OffsetCounter off;
+      StreamState(const Tokenizer& t, const GenParams& p, int64_t base) : sd(t, p.stop), off(t, base) {}
+    };
+    auto st = std::make_shared<StreamState>(tok, p, utf8_chars(echo_text));
+    res.set_chunked_content_provider("text/event-stream", [this, r, p, w, prompt_tokens, st, echo_text](size_t, httplib::DataSink& sink) {
+      auto send = [&](const std::string& event) { return sink.write(event.data(), event.size()); };
+      if (!st->started) {
+        if (w.is_chat) {
+          if (!send(w.sse_role())) { r->cancelled = true; return false; }
+        } else if (p.echo) {
+          // The prompt first, with its log-probs once the prefill has computed them.
+          json lp = nullptr;
+          if (r->prompt_logprobs >= 0) {
+            std::unique_lock<std::mutex> lk(r->mu);
+            r->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return r->done || r->prompt_lp.size() == r->prompt.size(); });
+            if (r->prompt_lp.size() == r->prompt.size()) lp = prompt_logprobs_json(w, *r);
+            else if (!r->done) {
+              lk.unlock();
+              if (!sink.is_writable()) { r->cancelled = true; return false; }
+              return true;  // not yet
+            }
+          }
+          if (!send(w.sse_delta(echo_text, nullptr, lp))) { r->cancelled = true; return false; }
         }
-        return c;
-      };
-      if (*state == 0) {
-        *state = 1;
-        if (is_chat) {
-          json c = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", opt.model_name},
-                    {"choices", {{{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}}}}};
-          if (!send(c)) { r->cancelled = true; return false; }
-        }
+        st->started = true;
       }
       std::vector<EngineRequest::Token> toks;
       bool done;
@@ -313,11 +240,12 @@ struct OpenAiServer::Impl {
       }
       if (!sink.is_writable()) { r->cancelled = true; return false; }  // client went away: free its blocks
       for (const auto& t : toks) {
-        const std::string text = sd->push(t.id);
+        const int64_t at = st->off.next(t);
+        const std::string text = t.stop ? std::string() : st->sd.push(t.id);
         json lp = nullptr;
-        if (p.top_logprobs >= 0) lp = logprobs_json(t, is_chat);
-        if ((!text.empty() || p.top_logprobs >= 0) && !send(chunk_of(text, nullptr, lp))) { r->cancelled = true; return false; }
-        if (sd->stopped()) {
+        if (p.top_logprobs >= 0) lp = w.logprobs(t.id, t.logprob, t.top, w.is_chat ? -1 : at);
+        if ((!text.empty() || p.top_logprobs >= 0) && !send(w.sse_delta(text, nullptr, lp))) { r->cancelled = true; return false; }
+        if (st->sd.stopped()) {
           r->cancelled = true;
           done = true;
           reason = "stop";
@@ -325,55 +253,47 @@ struct OpenAiServer::Impl {
         }
       }
       if (!done) return true;
-      const std::string tail = sd->finish();
-      if (!error.empty() && reason == "error") {
-        json e = {{"error", {{"message", error}, {"type", "api_error"}}}};
-        const std::string line = "data: " + e.dump() + "\n\n";
-        sink.write(line.data(), line.size());
-      } else {
-        send(chunk_of(tail, reason == "cancelled" ? "stop" : reason, nullptr));
-      }
-      if (p.include_usage) {
-        json u = {{"id", id}, {"object", is_chat ? "chat.completion.chunk" : "text_completion"}, {"created", created}, {"model", opt.model_name},
-                  {"choices", json::array()},
-                  {"usage", {{"prompt_tokens", prompt_tokens}, {"completion_tokens", r->completion_tokens}, {"total_tokens", prompt_tokens + r->completion_tokens}}}};
-        send(u);
-      }
-      const std::string end = "data: [DONE]\n\n";
-      sink.write(end.data(), end.size());
+      const std::string tail = st->sd.finish();
+      if (!error.empty() && reason == "error") send(w.sse_error(error));
+      else send(w.sse_delta(tail, reason == "cancelled" ? "stop" : reason, nullptr));
+      if (p.include_usage) send(w.sse_usage(prompt_tokens, r->completion_tokens));
+      send(ResponseWriter::sse_done());
       record(*r);
       sink.done();
       return true;
     });
   }
 
-  json logprobs_json(const EngineRequest::Token& t, bool is_chat) {
-    const std::string text = tok.token_bytes(t.id);
-    if (is_chat) {
-      json top = json::array();
-      for (const auto& [id, lp] : t.top) top.push_back({{"token", tok.token_bytes(id)}, {"logprob", lp}});
-      return {{"content", {{{"token", text}, {"logprob", t.logprob}, {"top_logprobs", top}}}}};
-    }
-    json top = json::object();
-    for (const auto& [id, lp] : t.top) top[tok.token_bytes(id)] = lp;
-    return {{"tokens", {text}}, {"token_logprobs", {t.logprob}}, {"top_logprobs", {top}}};
+  // Every prompt token's log-probs in the completions shape (the first token's are null).
+  json prompt_logprobs_json(const ResponseWriter& w, const EngineRequest& r) const {
+    json out = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+    OffsetCounter off(tok, 0);
+    for (const auto& t : r.prompt_lp) append_logprobs(out, w.logprobs(t.id, t.logprob, t.top, off.next(t)));
+    return out;
+  }
+
+  // Appends one token's completions-shape log-probs to a list of them.
+  static void append_logprobs(json& all, const json& one) {
+    for (const char* k : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) all[k].push_back(one[k][0]);
   }
 
   void record(const EngineRequest& r) {
-    if (r.first_token_at > 0) observe("gemforge_time_to_first_token_seconds", r.first_token_at - r.submitted_at);
+    if (r.first_token_at > 0) observe(kTtft, r.first_token_at - r.submitted_at);
     const double end = r.finished_at > 0 ? r.finished_at : now_seconds();
-    observe("gemforge_e2e_request_latency_seconds", end - r.submitted_at);
+    observe(kE2e, end - r.submitted_at);
     if (r.completion_tokens > 1 && r.first_token_at > 0)
-      observe("gemforge_time_per_output_token_seconds", (end - r.first_token_at) / static_cast<double>(r.completion_tokens - 1));
+      observe(kTpot, (end - r.first_token_at) / static_cast<double>(r.completion_tokens - 1));
   }
 
-  void respond_whole(httplib::Response& res, const std::shared_ptr<EngineRequest>& r, const GenParams& p, bool is_chat,
-                     const std::string& id, int64_t created, int64_t prompt_tokens) {
+  // Waits for one request's reply: the echoed prompt (if any), the text, its log-probs.
+  ChoiceOut collect(const std::shared_ptr<EngineRequest>& r, const GenParams& p, const ResponseWriter& w, const std::string& echo_text,
+                    std::string& error) {
+    ChoiceOut c;
     StreamDecoder sd(tok, p.stop);
-    std::string text;
+    OffsetCounter off(tok, utf8_chars(echo_text));
     json lp_chat = json::array();
-    json lp_tokens = json::array(), lp_values = json::array(), lp_top = json::array();
-    std::string reason, error;
+    json lp = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+    std::string text;
     for (;;) {
       std::vector<EngineRequest::Token> toks;
       bool done;
@@ -383,45 +303,58 @@ struct OpenAiServer::Impl {
         toks.assign(r->tokens.begin(), r->tokens.end());
         r->tokens.clear();
         done = r->done;
-        reason = r->finish_reason;
+        c.finish_reason = r->finish_reason;
         error = r->error;
       }
       for (const auto& t : toks) {
-        text += sd.push(t.id);
+        const int64_t at = off.next(t);
+        if (!t.stop) text += sd.push(t.id);
         if (p.top_logprobs >= 0) {
-          json l = logprobs_json(t, is_chat);
-          if (is_chat) lp_chat.push_back(l["content"][0]);
-          else {
-            lp_tokens.push_back(l["tokens"][0]);
-            lp_values.push_back(l["token_logprobs"][0]);
-            lp_top.push_back(l["top_logprobs"][0]);
-          }
+          if (w.is_chat) lp_chat.push_back(w.logprobs(t.id, t.logprob, t.top)["content"][0]);
+          else append_logprobs(lp, w.logprobs(t.id, t.logprob, t.top, at));
         }
         if (sd.stopped()) break;
       }
       if (sd.stopped()) {
         r->cancelled = true;
-        reason = "stop";
+        c.finish_reason = "stop";
         break;
       }
       if (done) break;
     }
-    if (reason == "error") return send_error(res, {500, "api_error", error, ""});
-    text += sd.finish();
+    if (c.finish_reason == "error") return c;
+    c.text = echo_text + text + sd.finish();
     record(*r);
-    json usage = {{"prompt_tokens", prompt_tokens}, {"completion_tokens", r->completion_tokens}, {"total_tokens", prompt_tokens + r->completion_tokens}};
-    json body = {{"id", id}, {"created", created}, {"model", opt.model_name}, {"usage", usage}};
-    json logprobs = nullptr;
-    if (p.top_logprobs >= 0)
-      logprobs = is_chat ? json{{"content", lp_chat}} : json{{"tokens", lp_tokens}, {"token_logprobs", lp_values}, {"top_logprobs", lp_top}};
-    if (is_chat) {
-      body["object"] = "chat.completion";
-      body["choices"] = {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", reason}, {"logprobs", logprobs}}};
-    } else {
-      body["object"] = "text_completion";
-      body["choices"] = {{{"index", 0}, {"text", text}, {"finish_reason", reason}, {"logprobs", logprobs}}};
+    c.logprobs = nullptr;
+    if (p.top_logprobs >= 0) {
+      if (w.is_chat) {
+        c.logprobs = json{{"content", lp_chat}};
+      } else if (p.echo) {
+        c.logprobs = prompt_logprobs_json(w, *r);
+        for (size_t i = 0; i < lp["tokens"].size(); ++i)
+          for (const char* k : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) c.logprobs[k].push_back(lp[k][i]);
+      } else {
+        c.logprobs = std::move(lp);
+      }
     }
-    res.set_content(body.dump(), "application/json");
+    return c;
+  }
+
+  void respond_whole(httplib::Response& res, const std::vector<std::shared_ptr<EngineRequest>>& rs, const std::vector<PromptIn>& prompts,
+                     const GenParams& p, const ResponseWriter& w) {
+    std::vector<ChoiceOut> choices;
+    int64_t prompt_tokens = 0, completion_tokens = 0;
+    for (size_t i = 0; i < rs.size(); ++i) {
+      std::string error;
+      choices.push_back(collect(rs[i], p, w, p.echo ? prompts[i].echo_text : std::string(), error));
+      if (choices.back().finish_reason == "error") {
+        for (auto& r : rs) r->cancelled = true;
+        return send_error(res, {500, "api_error", error, ""});
+      }
+      prompt_tokens += static_cast<int64_t>(rs[i]->prompt.size());
+      completion_tokens += rs[i]->completion_tokens;
+    }
+    res.set_content(w.whole(choices, prompt_tokens, completion_tokens), "application/json");
   }
 };
 
