@@ -49,6 +49,18 @@ try:
     s = client.completions.create(model="m", prompt="1, 2, 3,", max_tokens=20, temperature=0, stop=[" 6"])
     assert " 6" not in s.choices[0].text and s.choices[0].finish_reason == "stop", s.choices[0]
 
+    # echo with logprobs (lm-eval-harness's loglikelihood request): the prompt's tokens with their log-probs.
+    e = client.completions.create(model="m", prompt=prompt, max_tokens=0, echo=True, logprobs=2, temperature=0)
+    lp = e.choices[0].logprobs
+    assert e.choices[0].text == prompt and len(lp.tokens) == c.usage.prompt_tokens, e
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:]), lp
+    assert all(len(t) == 2 for t in lp.top_logprobs[1:]) and lp.text_offset[0] == 0, lp
+    try:
+        client.completions.create(model="m", prompt="def f(", suffix="    return 1", max_tokens=4)
+        raise AssertionError("suffix was accepted")
+    except openai.BadRequestError as err:
+        assert "suffix" in str(err)
+
     try:
         client.completions.create(model="m", prompt="hi", max_tokens=0)
         raise AssertionError("max_tokens=0 was accepted")
