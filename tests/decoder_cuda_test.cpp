@@ -15,62 +15,24 @@
 #include "formats/safetensors.h"
 #include "model/decoder.h"
 #include "runtime/sampler.h"
+#include "reference_fixture.h"
 
 namespace gf {
 namespace {
 
-std::string fixtures_dir() {
-  const char* e = std::getenv("GEMFORGE_FIXTURES_DIR");
-  return e && *e ? std::string(e) : std::string(GEMFORGE_FIXTURES);
+std::string hf_tiny(const std::string& name) { return test::shared_fixtures_dir() + "/hf-tiny/" + name; }
+using test::kl_div;
+using test::Reference;
+Reference load_reference(const std::string& fixture) {
+  Reference r = test::load_reference(fixture.find('/') == std::string::npos ? hf_tiny(fixture) : fixture);
+  EXPECT_TRUE(r.error.empty()) << r.error;
+  return r;
 }
-std::string hf_tiny(const std::string& name) { return fixtures_dir() + "/hf-tiny/" + name; }
 
 #define REQUIRE_GPU()                                                                 \
   do {                                                                                \
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: GPU test skipped"; \
   } while (0)
-
-struct Reference {
-  std::vector<int32_t> input_ids, greedy_ids;
-  std::vector<float> logits, greedy_logits;
-  int64_t vocab = 0;
-};
-
-template <class T>
-std::vector<T> read_tensor(const SafetensorsFile& f, const std::string& name) {
-  const TensorView* t = f.find(name);
-  if (!t) return {};
-  std::vector<T> v(t->nbytes / sizeof(T));
-  std::memcpy(v.data(), t->data, t->nbytes);
-  return v;
-}
-
-Reference load_reference(const std::string& fixture) {
-  auto f = SafetensorsFile::open(hf_tiny(fixture) + "/reference.safetensors");
-  EXPECT_TRUE(f.ok()) << f.message();
-  Reference r;
-  if (!f.ok()) return r;
-  r.input_ids = read_tensor<int32_t>(*f, "input_ids");
-  r.greedy_ids = read_tensor<int32_t>(*f, "greedy_ids");
-  r.logits = read_tensor<float>(*f, "logits");
-  r.greedy_logits = read_tensor<float>(*f, "greedy_logits");
-  r.vocab = f->find("logits")->shape[1];
-  return r;
-}
-
-// KL(p_ref || p_ours) of one row of logits, in nats.
-double kl_div(const float* ref, const float* ours, int64_t n) {
-  double mr = -1e30, mo = -1e30;
-  for (int64_t i = 0; i < n; ++i) mr = std::max(mr, double(ref[i])), mo = std::max(mo, double(ours[i]));
-  double zr = 0, zo = 0;
-  for (int64_t i = 0; i < n; ++i) zr += std::exp(ref[i] - mr), zo += std::exp(ours[i] - mo);
-  double kl = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double lp = ref[i] - mr - std::log(zr), lq = ours[i] - mo - std::log(zo);
-    kl += std::exp(lp) * (lp - lq);
-  }
-  return kl;
-}
 
 // top-2 gap of a row
 double top_gap(const float* x, int64_t n) {
@@ -97,15 +59,15 @@ RowCheck check_rows(const float* ref, const float* ours, int64_t rows, int64_t V
   return c;
 }
 
-class CudaFixture : public ::testing::TestWithParam<std::string> {};
+class CudaFixture : public ::testing::TestWithParam<test::ReferenceCase> {};
 
 TEST_P(CudaFixture, MatchesReference) {
   REQUIRE_GPU();
-  const std::string fx = GetParam();
-  const std::string dir = hf_tiny(fx);
+  const std::string fx = GetParam().name;
+  const std::string dir = GetParam().dir;
   auto model = load_hf_model(dir, dir + "/config.json");
   ASSERT_TRUE(model.ok()) << model.message();
-  Reference ref = load_reference(fx);
+  Reference ref = load_reference(dir);
   ASSERT_EQ(ref.vocab, model->spec.vocab_size);
   auto be = try_make_cuda_backend(0);
   ASSERT_TRUE(be.ok()) << be.message();
@@ -120,7 +82,8 @@ TEST_P(CudaFixture, MatchesReference) {
   ASSERT_TRUE(logits.ok()) << logits.message();
   ASSERT_EQ(logits->size(), ref.logits.size());
   RowCheck pc = check_rows(ref.logits.data(), logits->data(), static_cast<int64_t>(T), V);
-  std::printf("[ %s ] prefill: max KL %.3g, top-1 mismatches %d / %zu\n", fx.c_str(), pc.max_kl, pc.top1_mismatch, T);
+  std::printf("[ %s ] prefill: max KL %.3g, max |logit - ref| %.3g, top-1 mismatches %d / %zu\n", fx.c_str(), pc.max_kl,
+              test::max_rel_err(logits->data(), ref.logits.data(), ref.logits.size()), pc.top1_mismatch, T);
   EXPECT_LT(pc.max_kl, 1e-3);
   EXPECT_EQ(pc.top1_mismatch, 0);
 
@@ -143,14 +106,8 @@ TEST_P(CudaFixture, MatchesReference) {
   EXPECT_GT(cuda_step_stats(**be).graph_replays, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(HfTiny, CudaFixture,
-                         ::testing::Values("gemma1-mqa", "gemma1-mha", "gemma2", "gemma3-1b-like", "gemma3-4b-like", "gemma3-hd256"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (auto& ch : n)
-                             if (ch == '-' || ch == '.') ch = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(HfReference, CudaFixture, ::testing::ValuesIn(test::reference_cases()),
+                         [](const auto& info) { return info.param.name; });
 
 // Several sequences of different lengths decoded in one forward_batch equal
 // the same sequences decoded alone (prefill chunks of different sizes too).

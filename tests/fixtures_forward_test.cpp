@@ -1,6 +1,6 @@
-// End-to-end: every Gemma 1-3 fixture of ../shared/fixtures/hf-tiny through
-// the float32 CPU decoder, from both config forms, against the Hugging Face
-// reference logits and greedy continuation.
+// End-to-end: every Gemma 1-3 reference checkpoint (../shared/fixtures/hf-tiny
+// and tests/references) through the float32 CPU decoder, from both config
+// forms, against the Hugging Face reference logits and greedy continuation.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,57 +10,32 @@
 #include "formats/safetensors.h"
 #include "model/decoder.h"
 #include "runtime/sampler.h"
+#include "reference_fixture.h"
 #include "test_util.h"
 
 namespace gf {
 namespace {
 
-struct Reference {
-  std::vector<int32_t> input_ids, greedy_ids;
-  std::vector<float> logits, greedy_logits;
-  int64_t vocab = 0;
-};
-
-template <class T>
-std::vector<T> read_tensor(const SafetensorsFile& f, const std::string& name) {
-  const TensorView* t = f.find(name);
-  if (!t) return {};
-  std::vector<T> v(t->nbytes / sizeof(T));
-  std::memcpy(v.data(), t->data, t->nbytes);
-  return v;
-}
-
-Reference load_reference(const std::string& fixture) {
-  auto f = SafetensorsFile::open(test::hf_tiny(fixture) + "/reference.safetensors");
-  EXPECT_TRUE(f.ok()) << f.message();
-  Reference r;
-  r.input_ids = read_tensor<int32_t>(*f, "input_ids");
-  r.greedy_ids = read_tensor<int32_t>(*f, "greedy_ids");
-  r.logits = read_tensor<float>(*f, "logits");
-  r.greedy_logits = read_tensor<float>(*f, "greedy_logits");
-  r.vocab = f->find("logits")->shape[1];
-  return r;
-}
-
-// max |a - b| / max(1, |b|)
-double max_rel_err(const float* a, const float* b, size_t n) {
-  double worst = 0;
-  for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::abs(double(a[i]) - b[i]) / std::max(1.0, std::abs(double(b[i]))));
-  return worst;
-}
+using test::load_reference;
+using test::max_rel_err;
+using test::Reference;
 
 struct Case {
-  std::string fixture, config;
+  test::ReferenceCase ref;
+  std::string config;
 };
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.ref.dir << "/" << c.config; }
 
 class FixtureForward : public ::testing::TestWithParam<Case> {};
 
 TEST_P(FixtureForward, LogitsAndGreedyMatchReference) {
   const Case c = GetParam();
-  const std::string dir = test::hf_tiny(c.fixture);
+  const std::string& dir = c.ref.dir;
   auto model = load_hf_model(dir, dir + "/" + c.config);
   ASSERT_TRUE(model.ok()) << model.message();
-  Reference ref = load_reference(c.fixture);
+  Reference ref = load_reference(dir);
+  ASSERT_TRUE(ref.error.empty()) << ref.error;
   ASSERT_EQ(ref.vocab, model->spec.vocab_size);
   auto be = make_cpu_backend();
   auto dec = Decoder::create(*model, *be);
@@ -75,8 +50,6 @@ TEST_P(FixtureForward, LogitsAndGreedyMatchReference) {
   ASSERT_EQ(logits->size(), ref.logits.size());
   const double err = max_rel_err(logits->data(), ref.logits.data(), ref.logits.size());
   RecordProperty("max_logit_error", std::to_string(err));
-  std::printf("[ %s / %s ] max |logit - ref| = %.3g\n", c.fixture.c_str(), c.config.c_str(), err);
-  EXPECT_LE(err, 1e-3);
 
   // Greedy continuation through the cache, one token at a time.
   const int64_t V = ref.vocab;
@@ -90,21 +63,21 @@ TEST_P(FixtureForward, LogitsAndGreedyMatchReference) {
     ASSERT_TRUE(step.ok()) << step.message();
     last = *step;
   }
+  std::printf("[ %s / %s ] %zu tokens: max |logit - ref| = %.3g, greedy path %.3g\n", c.ref.name.c_str(), c.config.c_str(), T,
+              err, greedy_err);
+  EXPECT_LE(err, 1e-3);
   EXPECT_LE(greedy_err, 1e-3);
 }
 
 std::vector<Case> cases() {
   std::vector<Case> out;
-  for (const char* f : {"gemma1-mqa", "gemma1-mha", "gemma2", "gemma3-1b-like", "gemma3-4b-like", "gemma3-hd256"})
-    for (const char* c : {"config.json", "config.hub-style.json"}) out.push_back({f, c});
+  for (const auto& r : test::reference_cases())
+    for (const char* c : {"config.json", "config.hub-style.json"}) out.push_back({r, c});
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(HfTiny, FixtureForward, ::testing::ValuesIn(cases()), [](const auto& info) {
-  std::string n = info.param.fixture + (info.param.config == "config.json" ? "_v5" : "_hub");
-  for (auto& ch : n)
-    if (ch == '-' || ch == '.') ch = '_';
-  return n;
+INSTANTIATE_TEST_SUITE_P(HfReference, FixtureForward, ::testing::ValuesIn(cases()), [](const auto& info) {
+  return info.param.ref.name + (info.param.config == "config.json" ? "_v5" : "_hub");
 });
 
 TEST(Decoder, ContextOverflowIsAnError) {
@@ -128,7 +101,7 @@ TEST(Decoder, ChunkedPrefillEqualsOnePass) {
   ASSERT_TRUE(model.ok());
   auto be = make_cpu_backend();
   auto dec = Decoder::create(*model, *be);
-  Reference ref = load_reference("gemma3-1b-like");
+  Reference ref = load_reference(test::hf_tiny("gemma3-1b-like"));
   auto c1 = (*dec)->new_cache(64);
   auto full = (*dec)->forward(ref.input_ids, **c1, true);
   (*dec)->set_max_chunk(5);  // crosses the sliding window (6) at chunk edges

@@ -44,6 +44,21 @@ TEST(HfConfig, Gemma1) {
   }
 }
 
+// transformers keeps sqrt(hidden) as a buffer, rounded with a bf16 checkpoint:
+// sqrt(96) = 9.798 is 9.8125 in bf16; a float32 checkpoint keeps the root.
+TEST(HfConfig, EmbedScaleRoundsLikeTheCheckpointsBuffers) {
+  auto with = [](const std::string& dtype) {
+    auto s = spec_from_hf_config_text(R"({"model_type": "gemma", "hidden_size": 96, "num_hidden_layers": 1,
+      "num_attention_heads": 6, "num_key_value_heads": 6, "head_dim": 16, "intermediate_size": 128,
+      "vocab_size": 64, "dtype": ")" + dtype + R"("})");
+    EXPECT_TRUE(s.ok()) << s.message();
+    return s.ok() ? s->embed_scale : 0.0f;
+  };
+  EXPECT_EQ(with("bfloat16"), 9.8125f);
+  EXPECT_EQ(with("float32"), std::sqrt(96.0f));
+  EXPECT_NEAR(with("float16"), 9.796875f, 0.0f);
+}
+
 TEST(HfConfig, Gemma2AlternatesAndCaps) {
   ModelSpec s = load("gemma2", "config.hub-style.json");
   ASSERT_EQ(s.layers.size(), 4u);

@@ -69,6 +69,10 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
 
+  // Capabilities, asked when a model is loaded (never discovered mid-step):
+  // an error says which limit of this backend the layer's attention exceeds.
+  virtual Status supports(const AttentionParams& p) const { return Ok(); }
+
   // Memory. Acts are scratch owned by the backend until release().
   virtual Act alloc(int64_t rows, int64_t cols) = 0;
   virtual void release(Act& a) = 0;

@@ -230,8 +230,8 @@ const TensorView* GgufFile::find_tensor(const std::string& name) const {
 }
 
 namespace {
-Status missing(const GgufFile& f, const std::string& key) { return Err(f.path() + ": metadata key \"" + key + "\" is missing"); }
-Status wrong(const GgufFile& f, const std::string& key, const char* want) {
+Error missing(const GgufFile& f, const std::string& key) { return Err(f.path() + ": metadata key \"" + key + "\" is missing"); }
+Error wrong(const GgufFile& f, const std::string& key, const char* want) {
   return Err(f.path() + ": metadata key \"" + key + "\" is not " + want);
 }
 }  // namespace

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "core/half.h"
 #include "core/mapped_file.h"
 
 namespace gf {
@@ -53,7 +54,7 @@ Result<RopeSpec> rope_from_params(const json& p, const RopeSpec& defaults) {
   else return Err("rope_type \"" + type + "\" is not supported (default, linear, proportional)");
   r.factor = rd.num("factor", r.kind == RopeKind::Default ? 1.0 : r.factor);
   r.partial_rotary_factor = rd.num("partial_rotary_factor", r.partial_rotary_factor);
-  if (!rd.error.ok()) return rd.error;
+  if (!rd.error.ok()) return rd.error.error();
   if (r.theta <= 0 || r.factor <= 0 || r.partial_rotary_factor <= 0 || r.partial_rotary_factor > 1)
     return Err("rope parameters out of range");
   return r;
@@ -110,7 +111,7 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
   // Gemma 1 configs say "gelu" but the reference uses the tanh approximation.
   if (act != "gelu_pytorch_tanh" && act != "gelu" && act != "gelu_new" && act != "gelu_tanh")
     return Err("hidden_activation \"" + act + "\" is not supported (Gemma uses gelu_pytorch_tanh)");
-  if (!r.error.ok()) return r.error.with_context("config.json");
+  if (!r.error.ok()) return r.error.error().with_context("config.json");
   if (s.hidden_size <= 0 || s.num_layers <= 0 || s.num_heads <= 0 || s.intermediate_size <= 0)
     return Err("config.json: hidden_size, num_hidden_layers, num_attention_heads and intermediate_size are required and must be positive");
   if (s.num_layers > 4096 || s.hidden_size > (1 << 20) || s.vocab_size > (1 << 24))
@@ -155,7 +156,7 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
   if (s.family == Family::Gemma1 || s.family == Family::Gemma2) local_rope = global_rope;
   if (c.contains("rope_scaling") && c["rope_scaling"].is_object()) {
     auto rs = rope_from_params(c["rope_scaling"], global_rope);
-    if (!rs.ok()) return rs.status().with_context("config.json rope_scaling");
+    if (!rs.ok()) return rs.error().with_context("config.json rope_scaling");
     global_rope = *rs;
   }
   if (c.contains("rope_parameters") && c["rope_parameters"].is_object()) {
@@ -163,17 +164,17 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
     if (rp.contains("full_attention") || rp.contains("sliding_attention")) {
       if (rp.contains("full_attention")) {
         auto g = rope_from_params(rp["full_attention"], global_rope);
-        if (!g.ok()) return g.status().with_context("config.json rope_parameters.full_attention");
+        if (!g.ok()) return g.error().with_context("config.json rope_parameters.full_attention");
         global_rope = *g;
       }
       if (rp.contains("sliding_attention")) {
         auto l = rope_from_params(rp["sliding_attention"], local_rope);
-        if (!l.ok()) return l.status().with_context("config.json rope_parameters.sliding_attention");
+        if (!l.ok()) return l.error().with_context("config.json rope_parameters.sliding_attention");
         local_rope = *l;
       }
     } else {  // one set for every layer (Gemma 1/2)
       auto g = rope_from_params(rp, global_rope);
-      if (!g.ok()) return g.status().with_context("config.json rope_parameters");
+      if (!g.ok()) return g.error().with_context("config.json rope_parameters");
       global_rope = local_rope = *g;
     }
   }
@@ -195,7 +196,7 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
     }
   }
   const bool double_wide = g4 && r.boolean("use_double_wide_mlp", false);
-  if (!r.error.ok()) return r.error.with_context("config.json");
+  if (!r.error.ok()) return r.error.error().with_context("config.json");
   if (s.num_kv_shared_layers < 0 || s.num_kv_shared_layers >= s.num_layers)
     return Err("config.json: num_kv_shared_layers must be in [0, num_hidden_layers)");
 
@@ -243,13 +244,20 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
       l.head_dim = pr.integer("head_dim", l.head_dim);
       l.num_kv_heads = pr.integer("num_key_value_heads", l.num_kv_heads);
       l.intermediate_size = pr.integer("intermediate_size", l.intermediate_size);
-      if (!pr.error.ok()) return pr.error.with_context("config.json per_layer_config." + it.key());
+      if (!pr.error.ok()) return pr.error.error().with_context("config.json per_layer_config." + it.key());
     }
   }
-  // transformers casts the rotary inv_freq buffer with the model: a bf16
-  // checkpoint rotates with bf16-rounded frequencies (the reference logits show it).
-  if (s.weights_dtype == "bfloat16")
+  // Rule: buffers of a half-precision checkpoint are rounded as transformers
+  // rounds them. It keeps the embedding normaliser sqrt(hidden) and the rotary
+  // inv_freq as buffers, cast with the model on load, so a bf16 checkpoint
+  // scales embeddings by bf16(sqrt(hidden)) (sqrt(96) = 9.798 -> 9.8125) and
+  // rotates with bf16 frequencies even when the compute is float32.
+  if (s.weights_dtype == "bfloat16") {
+    s.embed_scale = bf16_to_f32(f32_to_bf16(s.embed_scale));
     for (auto& l : s.layers) l.rope.bf16_inv_freq = true;
+  } else if (s.weights_dtype == "float16") {
+    s.embed_scale = f16_to_f32(f32_to_f16(s.embed_scale));
+  }
   GF_RETURN_IF_ERROR(s.validate());
   return s;
 }
@@ -257,7 +265,7 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
 Result<ModelSpec> spec_from_hf_config_file(const std::string& path) {
   GF_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
   auto s = spec_from_hf_config_text(text);
-  if (!s.ok()) return s.status().with_context(path);
+  if (!s.ok()) return s.error().with_context(path);
   return s;
 }
 

@@ -12,7 +12,7 @@ using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeader = 100ull << 20;  // 100 MiB: the format's own limit
 
-Status fail(const std::string& path, const std::string& what) { return Err(path + ": " + what); }
+Error fail(const std::string& path, const std::string& what) { return Err(path + ": " + what); }
 
 bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
 
@@ -136,7 +136,7 @@ Result<SafetensorsCheckpoint> SafetensorsCheckpoint::open(const std::string& pat
     }
     for (const auto& s : shards) {
       auto f = SafetensorsFile::open(dir + s);
-      if (!f.ok()) return f.status();
+      if (!f.ok()) return f.error();
       ck.files_.push_back(std::move(f).value());
     }
     // Every tensor the index names must be in the shard it names.
@@ -148,7 +148,7 @@ Result<SafetensorsCheckpoint> SafetensorsCheckpoint::open(const std::string& pat
     }
   } else {
     auto f = SafetensorsFile::open(p);
-    if (!f.ok()) return f.status();
+    if (!f.ok()) return f.error();
     ck.files_.push_back(std::move(f).value());
   }
   for (const auto& f : ck.files_)

@@ -15,6 +15,12 @@ Decoder::~Decoder() {
       free(*w);
 }
 
+namespace {
+AttentionParams attention_params(const LayerSpec& ls) {
+  return {ls.num_heads, ls.num_kv_heads, ls.head_dim, ls.sliding_window, ls.attn_scale, ls.attn_softcap};
+}
+}  // namespace
+
 Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be) {
   GF_RETURN_IF_ERROR(m.spec.check_supported());
   std::unique_ptr<Decoder> d(new Decoder(m, be));
@@ -31,6 +37,8 @@ Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be) {
     LayerWeights& w = d->layers_[static_cast<size_t>(i)];
     const LayerSpec& ls = s.layers[static_cast<size_t>(i)];
     if (!t.v) return Err("layer " + std::to_string(i) + " has no v_proj (k_eq_v is not supported yet)");
+    if (Status st = be.supports(attention_params(ls)); !st.ok())
+      return st.error().with_context(be.name() + " backend cannot run layer " + std::to_string(i));
     GF_ASSIGN_OR_RETURN(w.q, be.upload_matrix(*t.q));
     GF_ASSIGN_OR_RETURN(w.k, be.upload_matrix(*t.k));
     GF_ASSIGN_OR_RETURN(w.v, be.upload_matrix(*t.v));
@@ -161,8 +169,7 @@ Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& step
     KvPool& pool = cache.pool(static_cast<size_t>(li));
     be.attention_inputs(ql, kl, vl, ls.qk_norm ? &w.q_norm : nullptr, ls.qk_norm ? &w.k_norm : nullptr, ls.head_dim, eps,
                         w.inv_freq, pool);
-    AttentionParams ap{ls.num_heads, ls.num_kv_heads, ls.head_dim, ls.sliding_window, ls.attn_scale, ls.attn_softcap};
-    be.attention(ql, pool, ap, al);
+    be.attention(ql, pool, attention_params(ls), al);
     be.matmul(al, w.o, h);
     be.residual_add_norm(x, h, ls.sandwich_norms ? &w.post_attn_norm : nullptr, &w.pre_ffw_norm, eps, h);
 

@@ -95,7 +95,7 @@ Result<ModelSpec> spec_from_gguf(const GgufFile& f) {
 
 Result<Model> load_gguf_model(const std::string& path) {
   auto opened = GgufFile::open(path);
-  if (!opened.ok()) return opened.status();
+  if (!opened.ok()) return opened.error();
   auto file = std::make_shared<GgufFile>(std::move(opened).value());
   Model m;
   m.source = path;
@@ -108,6 +108,11 @@ Result<Model> load_gguf_model(const std::string& path) {
   if (!m.spec.check_supported().ok()) return m;
   GgufLookup lookup(*file);
   GF_RETURN_IF_ERROR(bind_weights(lookup, NamingScheme::Gguf, "", m).with_context(path));
+  // The vocabulary must name every embedding row (llama.cpp requires the same).
+  if (const GgufValue* toks = file->find("tokenizer.ggml.tokens"); toks && static_cast<int64_t>(toks->array_size()) != m.spec.vocab_size)
+    return Err(path + ": tokenizer.ggml.tokens has " + std::to_string(toks->array_size()) + " entries but token_embd.weight has " +
+               std::to_string(m.spec.vocab_size) + " rows");
+  GF_RETURN_IF_ERROR(check_weights(m).with_context(path));
   return m;
 }
 

@@ -14,7 +14,7 @@ Result<std::unique_ptr<PagedKvCache>> PagedKvCache::create(Backend& be, const Mo
       continue;
     }
     auto pool = be.alloc_kv(num_blocks, block_size, static_cast<int64_t>(l.num_kv_heads) * l.head_dim);
-    if (!pool.ok()) return pool.status();
+    if (!pool.ok()) return pool.error();
     c->pool_of_layer_.push_back(c->pools_.size());
     c->pools_.push_back(*pool);
   }

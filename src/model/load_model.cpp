@@ -33,7 +33,7 @@ Result<Model> load_hf_model(const std::string& dir, const std::string& config_fi
   auto ck = std::make_shared<SafetensorsCheckpoint>();
   {
     auto opened = SafetensorsCheckpoint::open(dir);
-    if (!opened.ok()) return opened.status();
+    if (!opened.ok()) return opened.error();
     *ck = std::move(opened).value();
   }
   m.tensors = ck->tensors();
@@ -51,6 +51,7 @@ Result<Model> load_hf_model(const std::string& dir, const std::string& config_fi
   if (!m.spec.check_supported().ok()) return m;  // inspect still works; the decoder refuses
   CheckpointLookup lookup(*ck);
   GF_RETURN_IF_ERROR(bind_weights(lookup, NamingScheme::HuggingFace, prefix, m).with_context(dir));
+  GF_RETURN_IF_ERROR(check_weights(m).with_context(dir));
   return m;
 }
 
@@ -69,7 +70,7 @@ Result<Model> load_model(const std::string& path) {
   }
   // Sniff: GGUF files start with the magic "GGUF".
   auto f = MappedFile::open(path);
-  if (!f.ok()) return f.status();
+  if (!f.ok()) return f.error();
   if (f->size() >= 4 && std::string(reinterpret_cast<const char*>(f->data()), 4) == "GGUF") return load_gguf_model(path);
   return Err(path + " is neither a model folder (config.json + safetensors) nor a GGUF file");
 }

@@ -60,5 +60,7 @@ class TensorLookup {
 };
 enum class NamingScheme { HuggingFace, Gguf };
 Status bind_weights(const TensorLookup& lookup, NamingScheme naming, const std::string& prefix, Model& model);
+// Every bound weight finite and of a dtype the kernels read; errors name the tensor.
+Status check_weights(const Model& model);
 
 }  // namespace gf

@@ -62,7 +62,7 @@ struct ModelSpec {
   int head_dim = 0;
   int max_position_embeddings = 0;
   float rms_norm_eps = 1e-6f;
-  float embed_scale = 1.0f;         // sqrt(hidden), as float32 (see docs: bf16 paths round it)
+  float embed_scale = 1.0f;         // sqrt(hidden), rounded to a half-precision checkpoint's dtype as transformers rounds its buffer
   float final_softcap = 0.0f;       // 0 = none
   bool norm_plus_one = true;        // HF Gemma 1-3 checkpoints store w, used as (1 + w)
   bool tie_word_embeddings = true;

@@ -93,13 +93,13 @@ Result<Tokenizer> Tokenizer::from_json_file(const std::string& path) {
     const bool xz = f.size() >= 6 && std::memcmp(f.data(), "\xFD" "7zXZ\0", 6) == 0;
     if (!xz && slack >= simdjson::SIMDJSON_PADDING) {
       auto t = from_json_bytes(reinterpret_cast<const char*>(f.data()), f.size(), /*padded=*/true);
-      if (!t.ok()) return t.status().with_context(path);
+      if (!t.ok()) return t.error().with_context(path);
       return t;
     }
   }
   GF_ASSIGN_OR_RETURN(std::string text, read_maybe_xz(path));
   auto t = from_json_text(text);
-  if (!t.ok()) return t.status().with_context(path);
+  if (!t.ok()) return t.error().with_context(path);
   return t;
 }
 

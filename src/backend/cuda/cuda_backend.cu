@@ -460,9 +460,18 @@ class CudaBackend final : public Backend {
     c.i[3] = v.cols;
     submit(c);
   }
+  static bool has_fast_attention(int hd) { return hd == 32 || hd == 64 || hd == 128 || hd == 256 || hd == 512; }
+  Status supports(const AttentionParams& p) const override {
+    if (p.head_dim <= 0 || p.head_dim % 8 != 0 || p.head_dim > cuda::kGenericMaxHd)
+      return Err("head_dim " + std::to_string(p.head_dim) + ": the CUDA attention kernels take a multiple of 8 up to " +
+                 std::to_string(cuda::kGenericMaxHd));
+    if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0)
+      return Err(std::to_string(p.num_heads) + " query heads are not a multiple of " + std::to_string(p.num_kv_heads) +
+                 " KV heads");
+    return Ok();
+  }
   void attention(const Act& q, const KvPool& kv, const AttentionParams& p, Act& out) override {
     const int hd = p.head_dim;
-    if (hd != 32 && hd != 64 && hd != 128 && hd != 256 && hd != 512) die("attention: head_dim must be 32, 64, 128, 256 or 512", __FILE__, __LINE__);
     Cmd c = cmd(Op::Attention);
     c.p[0] = q.data;
     c.p[1] = kv.k;
@@ -1168,6 +1177,12 @@ class CudaBackend final : public Backend {
     const int group = heads / kvh;
     const float scale = c.f[0], cap = c.f[1];
     const int stride = (int)m_.stride;
+    if (!has_fast_attention(hd)) {
+      k_attn_generic<<<dim3((unsigned)heads, (unsigned)T), 128, 0, stream_>>>(
+          q, qcols, K, V, width, dm(m_.pos), dm(m_.seq), dm(m_.tables), stride, bs, group, hd, window, scale, cap, out, ocols,
+          out16);
+      return;
+    }
     if (m_.prefill) {
       const int4* t64 = reinterpret_cast<const int4*>(dm(m_.tiles64));
       const int4* t32 = reinterpret_cast<const int4*>(dm(m_.tiles32));

@@ -504,6 +504,73 @@ __global__ void k_attn_combine(const float* __restrict__ part, const float2* __r
   }
 }
 
+// Any head_dim up to kGenericMaxHd (the fast kernels above and below take the
+// powers of two 32..512): one block of 4 warps per (token, head) for prefill
+// and decode alike; warp w walks keys w, w + 4, ...; lane l holds dims l,
+// l + 32, ... Exact like the others (f32 softmax over bf16 K/V), not fast.
+constexpr int kGenericMaxHd = 512;
+__global__ __launch_bounds__(128) void k_attn_generic(const float* __restrict__ q, int64_t qcols, const bf16* __restrict__ Kc,
+                                                      const bf16* __restrict__ Vc, int64_t width, const int* __restrict__ pos,
+                                                      const int* __restrict__ tok_seq, const int* __restrict__ tables, int stride,
+                                                      int bs, int group, int hd, int window, float scale, float softcap,
+                                                      float* __restrict__ out, int64_t ocols, bf16* __restrict__ out16) {
+  constexpr int E = kGenericMaxHd / 32;
+  const int h = blockIdx.x, t = blockIdx.y, kvh = h / group;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int p = pos[t];
+  const int lo = window > 0 ? max(0, p - window + 1) : 0;
+  const int* table = tables + (int64_t)tok_seq[t] * stride;
+  float qr[E], acc[E], m = -INFINITY, l = 0.f;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int d = lane + 32 * e;
+    qr[e] = d < hd ? q[t * qcols + (int64_t)h * hd + d] : 0.f;
+    acc[e] = 0.f;
+  }
+  for (int j = lo + warp; j <= p; j += 4) {
+    const int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+    const bf16* kr = Kc + slot * width + (int64_t)kvh * hd;
+    const bf16* vr = Vc + slot * width + (int64_t)kvh * hd;
+    float d = 0;
+#pragma unroll
+    for (int e = 0; e < E; ++e)
+      if (lane + 32 * e < hd) d += qr[e] * __bfloat162float(kr[lane + 32 * e]);
+    d = warp_sum(d) * scale;
+    if (softcap > 0) d = softcap * tanhf(d / softcap);
+    const float mn = fmaxf(m, d);
+    const float alpha = __expf(m - mn), pe = __expf(d - mn);
+    l = l * alpha + pe;
+#pragma unroll
+    for (int e = 0; e < E; ++e)
+      if (lane + 32 * e < hd) acc[e] = acc[e] * alpha + pe * __bfloat162float(vr[lane + 32 * e]);
+    m = mn;
+  }
+  __shared__ float s_acc[4][kGenericMaxHd];
+  __shared__ float s_m[4], s_l[4];
+#pragma unroll
+  for (int e = 0; e < E; ++e)
+    if (lane + 32 * e < hd) s_acc[warp][lane + 32 * e] = acc[e];
+  if (lane == 0) {
+    s_m[warp] = m;
+    s_l[warp] = l;
+  }
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < 4; ++w) M = fmaxf(M, s_m[w]);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float L = 0, O = 0;
+    for (int w = 0; w < 4; ++w) {
+      if (s_m[w] == -INFINITY) continue;
+      const float f = __expf(s_m[w] - M);
+      L += s_l[w] * f;
+      O += s_acc[w][d] * f;
+    }
+    const float o = L > 0 ? O / L : 0.f;
+    out[t * ocols + (int64_t)h * hd + d] = o;
+    if (out16) out16[t * ocols + (int64_t)h * hd + d] = __float2bfloat16(o);
+  }
+}
+
 // Flash-attention prefill: one block per (query tile of one sequence, head).
 // bf16 tensor cores (wmma) for S = Q K^T and O += P V; online softmax in f32;
 // K/V rows read through the block table. tiles[i] = {seq, first token, count, 0}.
