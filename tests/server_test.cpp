@@ -331,6 +331,12 @@ TEST_F(ServerTest, EchoPromptLogprobsEqualScore) {
   EXPECT_EQ(st, 200);
   EXPECT_EQ(bare["choices"][0]["text"], text);
   EXPECT_TRUE(bare["choices"][0]["logprobs"].is_null());
+  {  // it never reached the engine: no latency observed for it (it was once the time since boot)
+    const std::string m = client().Get("/metrics")->body;
+    const size_t at = m.find("gemforge_e2e_request_latency_seconds_sum ");
+    ASSERT_NE(at, std::string::npos);
+    EXPECT_LT(std::stod(m.substr(at + 41)), 600.0) << m.substr(at, 80);
+  }
 
   // Streamed: the first chunk is the prompt with its log-probs, then the completion.
   auto cl = client();

@@ -278,6 +278,7 @@ struct OpenAiServer::Impl {
   }
 
   void record(const EngineRequest& r) {
+    if (r.submitted_at == 0) return;  // answered without the engine (echo, max_tokens 0, no log-probs)
     if (r.first_token_at > 0) observe(kTtft, r.first_token_at - r.submitted_at);
     const double end = r.finished_at > 0 ? r.finished_at : now_seconds();
     observe(kE2e, end - r.submitted_at);
