@@ -115,10 +115,13 @@ TEST(Tokenizer, LoadsFastEnough) {
   }
   std::printf("gemma3 tokenizer.json load: %.0f ms (best of 3)\n", s * 1e3);
   EXPECT_EQ(t->vocab_size(), 262145);
+  std::remove(json_path.c_str());
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "the time bound does not apply to an ASan build (scripts/sanitize.sh): loading was checked, not timed";
+#endif
   // Issue 3 asks for < 300 ms (measured in docs/BENCHMARKS.md); this bound only
   // catches regressions of the loader's design (nlohmann took ~2 s) on loaded CI machines.
   EXPECT_LT(s, 1.0);
-  std::remove(json_path.c_str());
 }
 
 TEST(Tokenizer, BadInputsAreErrors) {

@@ -147,7 +147,8 @@ TEST(TokenizerWords, GgufWhitespacePiecesAgreeWithTokenizerJson) {
 }
 
 TEST(TokenizerWords, RefusesPipelinesItDoesNotImplement) {
-  const std::string model = R"("model":{"type":"BPE","vocab":{"<unk>":0,"a":1},"merges":[]})";
+  // (<bos> and <eos> present: a vocabulary without them, smaller than their default ids 2 and 1, is refused.)
+  const std::string model = R"("model":{"type":"BPE","vocab":{"<unk>":0,"a":1,"<bos>":2,"<eos>":3},"merges":[]})";
   EXPECT_TRUE(Tokenizer::from_json_text("{" + model + "}").ok());
   auto prepend = Tokenizer::from_json_text(R"({"normalizer":{"type":"Prepend","prepend":"x"},)" + model + "}");
   ASSERT_FALSE(prepend.ok());
