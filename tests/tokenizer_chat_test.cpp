@@ -111,9 +111,10 @@ TEST(TokenizerChat, Gemma4MatchesTheCanonicalTemplate) {
   EXPECT_EQ(render(*f, {}), "<bos><|turn>model\n");
   EXPECT_EQ(render(*f, {{"user", "Hi"}, {"assistant", "Hello!"}}, false),
             "<bos><|turn>user\nHi<turn|>\n<|turn>model\nHello!<turn|>\n");
-  // Thinking is stripped from earlier model replies; consecutive model messages share a turn.
+  // Thinking is stripped from earlier model replies; a model message right after an assistant one
+  // opens no new turn (the official template still closes the first with <turn|>, checked with jinja2).
   EXPECT_EQ(render(*f, {{"user", "Q"}, {"assistant", "<|channel>thought\nhmm<channel|>Answer "}, {"assistant", "more"}, {"user", "ok"}}),
-            "<bos><|turn>user\nQ<turn|>\n<|turn>model\nAnswermore<turn|>\n<|turn>user\nok<turn|>\n<|turn>model\n");
+            "<bos><|turn>user\nQ<turn|>\n<|turn>model\nAnswer<turn|>\nmore<turn|>\n<|turn>user\nok<turn|>\n<|turn>model\n");
   // 31B/26B-style templates open the reply with an empty thought channel.
   ChatFormat big = *f;
   big.set_empty_thought_channel(true);
