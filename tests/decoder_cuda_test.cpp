@@ -106,7 +106,7 @@ TEST_P(CudaFixture, MatchesReference) {
   EXPECT_GT(cuda_step_stats(**be).graph_replays, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(HfReference, CudaFixture, ::testing::ValuesIn(test::reference_cases()),
+INSTANTIATE_TEST_SUITE_P(HfReference, CudaFixture, ::testing::ValuesIn(test::reference_cases(/*with_gemma4=*/true)),
                          [](const auto& info) { return info.param.name; });
 
 // Several sequences of different lengths decoded in one forward_batch equal

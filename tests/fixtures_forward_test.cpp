@@ -71,7 +71,7 @@ TEST_P(FixtureForward, LogitsAndGreedyMatchReference) {
 
 std::vector<Case> cases() {
   std::vector<Case> out;
-  for (const auto& r : test::reference_cases())
+  for (const auto& r : test::reference_cases(/*with_gemma4=*/true))
     for (const char* c : {"config.json", "config.hub-style.json"}) out.push_back({r, c});
   return out;
 }

@@ -92,7 +92,7 @@ TEST(HfConfig, Gemma4LayerTable) {
   EXPECT_EQ(s.layers[6].attention, AttentionKind::Global);  // last layer forced global
   EXPECT_EQ(s.layers[5].rope.kind, RopeKind::Proportional);
   EXPECT_FLOAT_EQ(s.layers[0].attn_scale, 1.0f);
-  EXPECT_FALSE(s.check_supported().ok());
+  EXPECT_TRUE(s.check_supported().ok());
 
   ModelSpec e = load("gemma4-e2b-like", "config.json");
   EXPECT_EQ(e.num_kv_shared_layers, 4);
@@ -148,13 +148,21 @@ TEST(HfConfig, BadConfigsAreClearErrors) {
   }
 }
 
-TEST(HfConfig, Gemma4LoadsButForwardRefuses) {
-  auto m = load_model(test::hf_tiny("gemma4-moe-like"));
-  ASSERT_TRUE(m.ok()) << m.message();  // inspect works
-  EXPECT_FALSE(m->tensors.empty());
-  Status s = m->spec.check_supported();
-  ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("not supported yet"), std::string::npos);
+TEST(HfConfig, Gemma4BindsEveryExtra) {
+  auto moe = load_model(test::hf_tiny("gemma4-moe-like"));
+  ASSERT_TRUE(moe.ok()) << moe.message();
+  EXPECT_TRUE(moe->spec.check_supported().ok());
+  ASSERT_EQ(moe->layers[0].experts.size(), 4u);
+  EXPECT_EQ(moe->layers[0].experts[3].up.shape, (std::vector<int64_t>{48, 64}));
+  EXPECT_EQ(moe->layers[0].per_expert_scale.size(), 4u);
+  auto e2b = load_model(test::hf_tiny("gemma4-e2b-like"));
+  ASSERT_TRUE(e2b.ok()) << e2b.message();
+  EXPECT_NE(e2b->ple_embed, nullptr);
+  EXPECT_EQ(e2b->layers[11].k, nullptr);  // KV-shared: no k/v projections
+  EXPECT_EQ(e2b->layers[11].up->shape[0], 320);  // double-wide MLP
+  auto dense = load_model(test::hf_tiny("gemma4-dense-31b-like"));
+  ASSERT_TRUE(dense.ok()) << dense.message();
+  EXPECT_EQ(dense->layers[5].v, nullptr);  // k_eq_v
 }
 
 TEST(HfConfig, SyntheticShapesParse) {

@@ -36,8 +36,8 @@ struct ReferenceCase {
 };
 inline void PrintTo(const ReferenceCase& c, std::ostream* os) { *os << c.dir; }
 
-// Every Gemma 1-3 reference checkpoint: the shared ones, then ours (sorted).
-inline std::vector<ReferenceCase> reference_cases() {
+// Every reference checkpoint: the shared ones (Gemma 4's too when asked), then ours (sorted).
+inline std::vector<ReferenceCase> reference_cases(bool with_gemma4 = false) {
   std::vector<ReferenceCase> out;
   auto add = [&](const std::string& name, const std::string& dir) {
     std::string n = name;
@@ -47,6 +47,9 @@ inline std::vector<ReferenceCase> reference_cases() {
   };
   for (const char* f : {"gemma1-mqa", "gemma1-mha", "gemma2", "gemma3-1b-like", "gemma3-4b-like", "gemma3-hd256"})
     add(f, shared_fixtures_dir() + "/hf-tiny/" + f);
+  if (with_gemma4)
+    for (const char* f : {"gemma4-dense-31b-like", "gemma4-e2b-like", "gemma4-moe-like"})
+      add(f, shared_fixtures_dir() + "/hf-tiny/" + f);
   std::vector<std::string> own;
   if (DIR* d = opendir(own_references_dir().c_str())) {
     while (dirent* e = readdir(d))

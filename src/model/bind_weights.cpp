@@ -37,6 +37,55 @@ Result<std::vector<float>> norm_vector(const TensorLookup& l, const std::string&
   return v;
 }
 
+// One float read from a tensor of one element (Gemma 4's layer_scalar).
+Result<float> scalar(const TensorLookup& l, const std::string& name) {
+  GF_ASSIGN_OR_RETURN(std::vector<float> v, norm_vector(l, name, 1, false));
+  return v[0];
+}
+
+// A [rows, cols] slice of a 3-D [E, R, cols] tensor: expert e, rows [r0, r0 + rows).
+TensorView expert_slice(const TensorView& t, int64_t e, int64_t r0, int64_t rows, const std::string& what) {
+  TensorView v;
+  v.name = t.name + "[" + std::to_string(e) + "]." + what;
+  v.dtype = t.dtype;
+  v.shape = {rows, t.shape[2]};
+  const size_t row_bytes = t.nbytes / static_cast<size_t>(t.shape[0] * t.shape[1]);
+  v.data = t.data + static_cast<size_t>(e * t.shape[1] + r0) * row_bytes;
+  v.nbytes = static_cast<size_t>(rows) * row_bytes;
+  return v;
+}
+
+// Gemma 4's extras of one layer (Hugging Face names; llama.cpp's GGUF names differ).
+Status bind_gemma4_layer(const TensorLookup& lookup, const Names& n, const ModelSpec& s, int i, LayerTensors& L) {
+  if (n.scheme != NamingScheme::HuggingFace) return Err("Gemma 4 weights are read from Hugging Face checkpoints only so far");
+  const std::string pre = n.prefix + "layers." + std::to_string(i) + ".";
+  const int64_t H = s.hidden_size;
+  if (lookup.find(pre + "layer_scalar")) {
+    GF_ASSIGN_OR_RETURN(L.layer_scalar, scalar(lookup, pre + "layer_scalar"));
+  }
+  if (s.per_layer_input_dim > 0) {
+    const int64_t P = s.per_layer_input_dim;
+    GF_ASSIGN_OR_RETURN(L.ple_gate, need(lookup, pre + "per_layer_input_gate.weight", {P, H}));
+    GF_ASSIGN_OR_RETURN(L.ple_proj, need(lookup, pre + "per_layer_projection.weight", {H, P}));
+    GF_ASSIGN_OR_RETURN(L.ple_post_norm, norm_vector(lookup, pre + "post_per_layer_input_norm.weight", H, false));
+  }
+  if (s.layers[static_cast<size_t>(i)].moe) {
+    const int64_t E = s.num_experts, I = s.moe_intermediate_size;
+    GF_ASSIGN_OR_RETURN(const TensorView* gu, need(lookup, pre + "experts.gate_up_proj", {E, 2 * I, H}));
+    GF_ASSIGN_OR_RETURN(const TensorView* dn, need(lookup, pre + "experts.down_proj", {E, H, I}));
+    if (is_quantized(gu->dtype) || is_quantized(dn->dtype)) return Err("tensor " + gu->name + ": quantized experts are not supported yet");
+    for (int64_t e = 0; e < E; ++e)
+      L.experts.push_back({expert_slice(*gu, e, 0, I, "gate"), expert_slice(*gu, e, I, I, "up"), expert_slice(*dn, e, 0, H, "down")});
+    GF_ASSIGN_OR_RETURN(L.router_proj, need(lookup, pre + "router.proj.weight", {E, H}));
+    GF_ASSIGN_OR_RETURN(L.router_scale, norm_vector(lookup, pre + "router.scale", H, false));
+    GF_ASSIGN_OR_RETURN(L.per_expert_scale, norm_vector(lookup, pre + "router.per_expert_scale", E, false));
+    GF_ASSIGN_OR_RETURN(L.post_ffw_norm_1, norm_vector(lookup, pre + "post_feedforward_layernorm_1.weight", H, false));
+    GF_ASSIGN_OR_RETURN(L.pre_ffw_norm_2, norm_vector(lookup, pre + "pre_feedforward_layernorm_2.weight", H, false));
+    GF_ASSIGN_OR_RETURN(L.post_ffw_norm_2, norm_vector(lookup, pre + "post_feedforward_layernorm_2.weight", H, false));
+  }
+  return Ok();
+}
+
 }  // namespace
 
 Status bind_weights(const TensorLookup& lookup, NamingScheme naming, const std::string& prefix, Model& m) {
@@ -58,8 +107,11 @@ Status bind_weights(const TensorLookup& lookup, NamingScheme naming, const std::
     const int64_t kvd = static_cast<int64_t>(ls.num_kv_heads) * ls.head_dim;
     const int64_t I = ls.intermediate_size;
     GF_ASSIGN_OR_RETURN(L.q, need(lookup, n.layer(i, "self_attn.q_proj", "attn_q"), {qd, H}));
-    GF_ASSIGN_OR_RETURN(L.k, need(lookup, n.layer(i, "self_attn.k_proj", "attn_k"), {kvd, H}));
-    if (!ls.k_eq_v) {
+    const bool shares_kv = ls.kv_source_layer >= 0;  // Gemma 4: no k/v projections of its own
+    if (!shares_kv) {
+      GF_ASSIGN_OR_RETURN(L.k, need(lookup, n.layer(i, "self_attn.k_proj", "attn_k"), {kvd, H}));
+    }
+    if (!shares_kv && !ls.k_eq_v) {
       GF_ASSIGN_OR_RETURN(L.v, need(lookup, n.layer(i, "self_attn.v_proj", "attn_v"), {kvd, H}));
     }
     GF_ASSIGN_OR_RETURN(L.o, need(lookup, n.layer(i, "self_attn.o_proj", "attn_output"), {H, qd}));
@@ -77,8 +129,18 @@ Status bind_weights(const TensorLookup& lookup, NamingScheme naming, const std::
     }
     if (ls.qk_norm) {
       GF_ASSIGN_OR_RETURN(L.q_norm, norm_vector(lookup, n.layer(i, "self_attn.q_norm", "attn_q_norm"), ls.head_dim, p1));
-      GF_ASSIGN_OR_RETURN(L.k_norm, norm_vector(lookup, n.layer(i, "self_attn.k_norm", "attn_k_norm"), ls.head_dim, p1));
+      if (!shares_kv) {
+        GF_ASSIGN_OR_RETURN(L.k_norm, norm_vector(lookup, n.layer(i, "self_attn.k_norm", "attn_k_norm"), ls.head_dim, p1));
+      }
     }
+    if (s.family == Family::Gemma4) GF_RETURN_IF_ERROR(bind_gemma4_layer(lookup, n, s, i, L));
+  }
+  if (s.per_layer_input_dim > 0) {
+    if (naming != NamingScheme::HuggingFace) return Err("Gemma 4 per-layer embeddings are read from Hugging Face checkpoints only so far");
+    const int64_t LP = static_cast<int64_t>(s.num_layers) * s.per_layer_input_dim;
+    GF_ASSIGN_OR_RETURN(m.ple_embed, need(lookup, prefix + "embed_tokens_per_layer.weight", {s.vocab_size_per_layer_input, LP}));
+    GF_ASSIGN_OR_RETURN(m.ple_model_proj, need(lookup, prefix + "per_layer_model_projection.weight", {LP, H}));
+    GF_ASSIGN_OR_RETURN(m.ple_proj_norm, norm_vector(lookup, prefix + "per_layer_projection_norm.weight", s.per_layer_input_dim, false));
   }
   return Ok();
 }

@@ -105,8 +105,10 @@ Status check_weights(const Model& m) {
   GF_RETURN_IF_ERROR(check_vector(m.final_norm, "the final norm"));
   for (size_t i = 0; i < m.layers.size(); ++i) {
     const LayerTensors& L = m.layers[i];
-    for (const TensorView* t : {L.q, L.k, L.v, L.o, L.gate, L.up, L.down})
+    for (const TensorView* t : {L.q, L.k, L.v, L.o, L.gate, L.up, L.down, L.ple_gate, L.ple_proj, L.router_proj})
       if (t) GF_RETURN_IF_ERROR(check_tensor(*t));
+    for (const auto& e : L.experts)
+      for (const TensorView* t : {&e.gate, &e.up, &e.down}) GF_RETURN_IF_ERROR(check_tensor(*t));
     const std::string layer = "layer " + std::to_string(i) + " ";
     GF_RETURN_IF_ERROR(check_vector(L.input_norm, layer + "input norm"));
     GF_RETURN_IF_ERROR(check_vector(L.post_attn_norm, layer + "post-attention norm"));
@@ -114,7 +116,17 @@ Status check_weights(const Model& m) {
     GF_RETURN_IF_ERROR(check_vector(L.post_ffw_norm, layer + "post-feedforward norm"));
     GF_RETURN_IF_ERROR(check_vector(L.q_norm, layer + "q norm"));
     GF_RETURN_IF_ERROR(check_vector(L.k_norm, layer + "k norm"));
+    GF_RETURN_IF_ERROR(check_vector({L.layer_scalar}, layer + "layer_scalar"));
+    GF_RETURN_IF_ERROR(check_vector(L.ple_post_norm, layer + "post per-layer-input norm"));
+    GF_RETURN_IF_ERROR(check_vector(L.router_scale, layer + "router scale"));
+    GF_RETURN_IF_ERROR(check_vector(L.per_expert_scale, layer + "per-expert scale"));
+    GF_RETURN_IF_ERROR(check_vector(L.post_ffw_norm_1, layer + "post-feedforward norm 1"));
+    GF_RETURN_IF_ERROR(check_vector(L.pre_ffw_norm_2, layer + "pre-feedforward norm 2"));
+    GF_RETURN_IF_ERROR(check_vector(L.post_ffw_norm_2, layer + "post-feedforward norm 2"));
   }
+  for (const TensorView* t : {m.ple_embed, m.ple_model_proj})
+    if (t) GF_RETURN_IF_ERROR(check_tensor(*t));
+  GF_RETURN_IF_ERROR(check_vector(m.ple_proj_norm, "the per-layer projection norm"));
   return Ok();
 }
 

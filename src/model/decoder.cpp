@@ -1,6 +1,9 @@
 #include "model/decoder.h"
 
 #include <algorithm>
+#include <cmath>
+
+#include "core/half.h"
 
 namespace gf {
 
@@ -8,16 +11,18 @@ Decoder::~Decoder() {
   auto free = [&](Weight& w) { be_->free_weight(w); };
   free(embed_);
   if (lm_head_.device != embed_.device || lm_head_.host.data != embed_.host.data) free(lm_head_);
-  free(final_norm_);
-  for (auto& l : layers_)
-    for (Weight* w : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down, &l.input_norm, &l.post_attn_norm, &l.pre_ffw_norm,
-                      &l.post_ffw_norm, &l.q_norm, &l.k_norm, &l.inv_freq})
-      free(*w);
+  for (Weight* w : {&final_norm_, &ple_embed_, &ple_model_proj_, &ple_proj_norm_}) free(*w);
+  for (auto& l : layers_) l.for_each_weight(free);
 }
 
 namespace {
 AttentionParams attention_params(const LayerSpec& ls) {
   return {ls.num_heads, ls.num_kv_heads, ls.head_dim, ls.sliding_window, ls.attn_scale, ls.attn_softcap};
+}
+std::vector<int32_t> identity_rows(int64_t n) {
+  std::vector<int32_t> r(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) r[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  return r;
 }
 }  // namespace
 
@@ -36,27 +41,43 @@ Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be) {
     const LayerTensors& t = m.layers[static_cast<size_t>(i)];
     LayerWeights& w = d->layers_[static_cast<size_t>(i)];
     const LayerSpec& ls = s.layers[static_cast<size_t>(i)];
-    if (!t.v) return Err("layer " + std::to_string(i) + " has no v_proj (k_eq_v is not supported yet)");
     if (Status st = be.supports(attention_params(ls)); !st.ok())
       return st.error().with_context(be.name() + " backend cannot run layer " + std::to_string(i));
-    GF_ASSIGN_OR_RETURN(w.q, be.upload_matrix(*t.q));
-    GF_ASSIGN_OR_RETURN(w.k, be.upload_matrix(*t.k));
-    GF_ASSIGN_OR_RETURN(w.v, be.upload_matrix(*t.v));
-    GF_ASSIGN_OR_RETURN(w.o, be.upload_matrix(*t.o));
-    GF_ASSIGN_OR_RETURN(w.gate, be.upload_matrix(*t.gate));
-    GF_ASSIGN_OR_RETURN(w.up, be.upload_matrix(*t.up));
-    GF_ASSIGN_OR_RETURN(w.down, be.upload_matrix(*t.down));
-    GF_ASSIGN_OR_RETURN(w.input_norm, be.upload_vector(t.input_norm, "input_norm"));
-    GF_ASSIGN_OR_RETURN(w.pre_ffw_norm, be.upload_vector(t.pre_ffw_norm, "pre_ffw_norm"));
-    if (ls.sandwich_norms) {
-      GF_ASSIGN_OR_RETURN(w.post_attn_norm, be.upload_vector(t.post_attn_norm, "post_attn_norm"));
-      GF_ASSIGN_OR_RETURN(w.post_ffw_norm, be.upload_vector(t.post_ffw_norm, "post_ffw_norm"));
+    auto matrix = [&](const TensorView* t, Weight& out) -> Status {
+      if (!t) return Ok();
+      GF_ASSIGN_OR_RETURN(out, be.upload_matrix(*t));
+      return Ok();
+    };
+    auto vector = [&](const std::vector<float>& v, const char* name, Weight& out) -> Status {
+      if (v.empty()) return Ok();
+      GF_ASSIGN_OR_RETURN(out, be.upload_vector(v, name));
+      return Ok();
+    };
+    for (auto [src, out] : {std::pair{t.q, &w.q}, {t.k, &w.k}, {t.v, &w.v}, {t.o, &w.o}, {t.gate, &w.gate}, {t.up, &w.up},
+                          {t.down, &w.down}, {t.ple_gate, &w.ple_gate}, {t.ple_proj, &w.ple_proj}, {t.router_proj, &w.router_proj}})
+      GF_RETURN_IF_ERROR(matrix(src, *out));
+    w.experts.resize(t.experts.size());
+    for (size_t e = 0; e < t.experts.size(); ++e) {
+      GF_RETURN_IF_ERROR(matrix(&t.experts[e].gate, w.experts[e].gate));
+      GF_RETURN_IF_ERROR(matrix(&t.experts[e].up, w.experts[e].up));
+      GF_RETURN_IF_ERROR(matrix(&t.experts[e].down, w.experts[e].down));
     }
-    if (ls.qk_norm) {
-      GF_ASSIGN_OR_RETURN(w.q_norm, be.upload_vector(t.q_norm, "q_norm"));
-      GF_ASSIGN_OR_RETURN(w.k_norm, be.upload_vector(t.k_norm, "k_norm"));
-    }
+    for (auto [v, name, out] : {std::tuple{&t.input_norm, "input_norm", &w.input_norm}, {&t.pre_ffw_norm, "pre_ffw_norm", &w.pre_ffw_norm},
+                                {&t.post_attn_norm, "post_attn_norm", &w.post_attn_norm}, {&t.post_ffw_norm, "post_ffw_norm", &w.post_ffw_norm},
+                                {&t.q_norm, "q_norm", &w.q_norm}, {&t.k_norm, "k_norm", &w.k_norm},
+                                {&t.ple_post_norm, "ple_post_norm", &w.ple_post_norm}, {&t.router_scale, "router_scale", &w.router_scale},
+                                {&t.post_ffw_norm_1, "post_ffw_norm_1", &w.post_ffw_norm_1},
+                                {&t.pre_ffw_norm_2, "pre_ffw_norm_2", &w.pre_ffw_norm_2},
+                                {&t.post_ffw_norm_2, "post_ffw_norm_2", &w.post_ffw_norm_2}})
+      GF_RETURN_IF_ERROR(vector(*v, name, *out));
     GF_ASSIGN_OR_RETURN(w.inv_freq, be.upload_vector(ls.rope.inv_freq(ls.head_dim), "inv_freq"));
+    w.per_expert_scale = t.per_expert_scale;
+    w.layer_scalar = t.layer_scalar;
+  }
+  if (m.ple_embed) {
+    GF_ASSIGN_OR_RETURN(d->ple_embed_, be.upload_matrix(*m.ple_embed));
+    GF_ASSIGN_OR_RETURN(d->ple_model_proj_, be.upload_matrix(*m.ple_model_proj));
+    GF_ASSIGN_OR_RETURN(d->ple_proj_norm_, be.upload_vector(m.ple_proj_norm, "ple_proj_norm"));
   }
   return d;
 }
@@ -94,6 +115,216 @@ Result<std::vector<float>> Decoder::forward(const std::vector<int32_t>& ids, KvC
     step[0].all_logits = all_logits;
     GF_ASSIGN_OR_RETURN(auto logits, forward_batch(*cache.cache_, step));
     if (all_logits || start + len == n) out.insert(out.end(), logits[0].begin(), logits[0].end());
+  }
+  return out;
+}
+
+namespace {
+// Gemma 4 layers end with extras (per-layer input, layer scalar) after the MLP's residual step.
+bool ends_with_extras(const LayerSpec& ls) { return ls.per_layer_input || ls.layer_scalar; }
+Act shaped(Act a, int64_t cols) {
+  a.cols = cols;
+  return a;
+}
+}  // namespace
+
+// The step's activations, sized for the widest layer; released on scope exit.
+struct Decoder::Scratch {
+  Backend& be;
+  const ModelSpec& s;
+  int64_t T;
+  Act x, h, q, k, v, att, g, u;
+  std::vector<Act> ple;  // Gemma 4: per layer [T, P]
+
+  Scratch(Backend& b, const ModelSpec& spec, int64_t tokens) : be(b), s(spec), T(tokens) {
+    int64_t max_q = 0, max_kv = 0, max_i = 0;
+    for (const auto& l : s.layers) {
+      max_q = std::max<int64_t>(max_q, static_cast<int64_t>(l.num_heads) * l.head_dim);
+      max_kv = std::max<int64_t>(max_kv, static_cast<int64_t>(l.num_kv_heads) * l.head_dim);
+      max_i = std::max<int64_t>(max_i, l.intermediate_size);
+    }
+    max_i = std::max<int64_t>(max_i, s.per_layer_input_dim);  // g also holds the PLE gate
+    const int64_t H = s.hidden_size;
+    x = be.alloc(T, H), h = be.alloc(T, H), q = be.alloc(T, max_q), k = be.alloc(T, max_kv), v = be.alloc(T, max_kv),
+    att = be.alloc(T, max_q), g = be.alloc(T, max_i), u = be.alloc(T, max_i);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    release();
+    if (x.data) be.release(x);
+  }
+  // Everything but x (the residual stream the LM head reads).
+  void release() {
+    for (Act* a : {&h, &q, &k, &v, &att, &g, &u})
+      if (a->data) be.release(*a);
+    for (auto& a : ple)
+      if (a.data) be.release(a);
+  }
+  Act take_x() {
+    Act out = x;
+    x = Act{};
+    return out;
+  }
+};
+
+// x += post_norm(o(attention(rope(qk_norm(q)), K, V))); then h = pre_ffw_norm(x).
+void Decoder::attention_block(int li, PagedKvCache& cache, Scratch& sc) {
+  const ModelSpec& s = spec();
+  Backend& be = *be_;
+  const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
+  LayerWeights& w = layers_[static_cast<size_t>(li)];
+  const float eps = s.rms_norm_eps;
+  const int64_t qd = static_cast<int64_t>(ls.num_heads) * ls.head_dim, kvd = static_cast<int64_t>(ls.num_kv_heads) * ls.head_dim;
+  Act ql = shaped(sc.q, qd), kl = shaped(sc.k, kvd), vl = shaped(sc.v, kvd), al = shaped(sc.att, qd);
+  const Weight* q_norm = ls.qk_norm ? &w.q_norm : nullptr;
+  if (ls.kv_source_layer >= 0) {
+    // Gemma 4 KV sharing: only q; keys and values are the source layer's, already in its pool.
+    be.matmul(sc.h, w.q, ql);
+    if (q_norm) be.rmsnorm(ql, q_norm, ls.head_dim, eps);
+    be.rope(ql, ls.head_dim, w.inv_freq);
+    be.attention(ql, cache.pool(static_cast<size_t>(li)), attention_params(ls), al);
+  } else {
+    const Weight* qkv_w[3] = {&w.q, &w.k, &w.v};
+    Act* qkv_out[3] = {&ql, &kl, &vl};
+    be.matmul_shared_input(sc.h, qkv_w, qkv_out, ls.k_eq_v ? 2 : 3);
+    // Gemma 4 k_eq_v: the value is the raw k projection (before k_norm and RoPE).
+    if (ls.k_eq_v) be.gather_rows(kl, identity_rows(sc.T), vl);
+    if (ls.v_norm) be.rmsnorm(vl, nullptr, ls.head_dim, eps);
+    KvPool& pool = cache.pool(static_cast<size_t>(li));
+    be.attention_inputs(ql, kl, vl, q_norm, ls.qk_norm ? &w.k_norm : nullptr, ls.head_dim, eps, w.inv_freq, pool);
+    be.attention(ql, pool, attention_params(ls), al);
+  }
+  be.matmul(al, w.o, sc.h);
+  be.residual_add_norm(sc.x, sc.h, ls.sandwich_norms ? &w.post_attn_norm : nullptr, &w.pre_ffw_norm, eps, sc.h);
+}
+
+// x += post_norm(down(gelu_tanh(gate(h)) * up(h))) [+ the MoE block beside it]; Gemma 1-3 then h = next input_norm(x).
+void Decoder::mlp_block(int li, Scratch& sc) {
+  const ModelSpec& s = spec();
+  Backend& be = *be_;
+  const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
+  LayerWeights& w = layers_[static_cast<size_t>(li)];
+  Act gl = shaped(sc.g, ls.intermediate_size), ul = shaped(sc.u, ls.intermediate_size);
+  be.gated_mlp_up(sc.h, w.gate, w.up, gl, ul);
+  be.matmul(gl, w.down, sc.h);
+  if (ls.moe) moe_block(li, sc);
+  const Weight* next = !ends_with_extras(ls) && li + 1 < s.num_layers ? &layers_[static_cast<size_t>(li) + 1].input_norm : nullptr;
+  be.residual_add_norm(sc.x, sc.h, ls.sandwich_norms ? &w.post_ffw_norm : nullptr, next, s.rms_norm_eps, sc.h);
+}
+
+// Gemma 4 MoE beside the dense MLP (whose output is in h; x is the residual r):
+// h = post_ffw_norm_1(h) + post_ffw_norm_2(sum_k w_k expert_k(pre_ffw_norm_2(r))),
+// routed by softmax(router(rmsnorm(r) * scale / sqrt(hidden))) top-k, renormalised,
+// times per_expert_scale. Routing and the weighted sum run on the host, in
+// transformers' order (experts ascending); each expert reads only its tokens.
+void Decoder::moe_block(int li, Scratch& sc) {
+  const ModelSpec& s = spec();
+  Backend& be = *be_;
+  LayerWeights& w = layers_[static_cast<size_t>(li)];
+  const float eps = s.rms_norm_eps;
+  const int64_t T = sc.T, H = s.hidden_size, E = s.num_experts, K = s.top_k_experts, I = s.moe_intermediate_size;
+  const std::vector<int32_t> all = identity_rows(T);
+  // Router.
+  Act z = be.alloc(T, H), logits = be.alloc(T, E);
+  be.gather_rows(sc.x, all, z);
+  be.rmsnorm(z, &w.router_scale, H, eps);
+  be.scale(z, static_cast<float>(1.0 / std::sqrt(static_cast<double>(H))));
+  be.matmul(z, w.router_proj, logits);
+  std::vector<float> lg(static_cast<size_t>(T * E));
+  be.download(logits, lg.data());
+  be.release(logits);
+  std::vector<std::vector<int32_t>> rows(static_cast<size_t>(E));
+  std::vector<std::vector<float>> weights(static_cast<size_t>(E));
+  std::vector<int32_t> order(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* r = lg.data() + t * E;
+    const float mx = *std::max_element(r, r + E);
+    std::vector<float> p(static_cast<size_t>(E));
+    float sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += (p[static_cast<size_t>(e)] = std::exp(r[e] - mx));
+    for (auto& v : p) v /= sum;
+    for (int64_t e = 0; e < E; ++e) order[static_cast<size_t>(e)] = static_cast<int32_t>(e);
+    std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int32_t a, int32_t b) {
+      return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)] || (p[static_cast<size_t>(a)] == p[static_cast<size_t>(b)] && a < b);
+    });
+    float topsum = 0;
+    for (int64_t k = 0; k < K; ++k) topsum += p[static_cast<size_t>(order[static_cast<size_t>(k)])];
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t e = order[static_cast<size_t>(k)];
+      rows[static_cast<size_t>(e)].push_back(static_cast<int32_t>(t));
+      weights[static_cast<size_t>(e)].push_back(p[static_cast<size_t>(e)] / topsum * w.per_expert_scale[static_cast<size_t>(e)]);
+    }
+  }
+  // Experts on pre_ffw_norm_2(r), each over its own tokens.
+  be.gather_rows(sc.x, all, z);
+  be.rmsnorm(z, &w.pre_ffw_norm_2, H, eps);
+  std::vector<float> acc(static_cast<size_t>(T * H), 0.0f), y;
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& rs = rows[static_cast<size_t>(e)];
+    if (rs.empty()) continue;
+    const int64_t n = static_cast<int64_t>(rs.size());
+    Act xe = be.alloc(n, H), ge = be.alloc(n, I), ue = be.alloc(n, I), ye = be.alloc(n, H);
+    be.gather_rows(z, rs, xe);
+    const ExpertWeights& ew = w.experts[static_cast<size_t>(e)];
+    be.gated_mlp_up(xe, ew.gate, ew.up, ge, ue);
+    be.matmul(ge, ew.down, ye);
+    y.resize(static_cast<size_t>(n * H));
+    be.download(ye, y.data());
+    for (Act* a : {&xe, &ge, &ue, &ye}) be.release(*a);
+    for (int64_t i = 0; i < n; ++i) {
+      const float wt = weights[static_cast<size_t>(e)][static_cast<size_t>(i)];
+      float* dst = acc.data() + static_cast<int64_t>(rs[static_cast<size_t>(i)]) * H;
+      for (int64_t c = 0; c < H; ++c) dst[c] += y[static_cast<size_t>(i * H + c)] * wt;
+    }
+  }
+  be.upload(z, acc.data());
+  be.rmsnorm(z, &w.post_ffw_norm_2, H, eps);
+  be.rmsnorm(sc.h, &w.post_ffw_norm_1, H, eps);
+  be.add(sc.h, z);
+  be.release(z);
+}
+
+// Gemma 4 per-layer input: x += post_norm(proj(gelu_tanh(gate(x)) * ple[l])).
+void Decoder::per_layer_input_step(int li, Scratch& sc) {
+  const ModelSpec& s = spec();
+  Backend& be = *be_;
+  LayerWeights& w = layers_[static_cast<size_t>(li)];
+  Act gl = shaped(sc.g, s.per_layer_input_dim);
+  be.matmul(sc.x, w.ple_gate, gl);
+  be.gelu_mul(gl, sc.ple[static_cast<size_t>(li)]);
+  be.matmul(gl, w.ple_proj, sc.h);
+  be.residual_add_norm(sc.x, sc.h, &w.ple_post_norm, nullptr, s.rms_norm_eps, sc.h);
+}
+
+// Gemma 4 PLE: per layer l, (rmsnorm(x0 W_proj / sqrt(hidden))[l] + E_ple[ids][l] * sqrt(P)) / sqrt(2).
+std::vector<Act> Decoder::per_layer_inputs(const std::vector<int32_t>& ids, const Act& x0) {
+  const ModelSpec& s = spec();
+  std::vector<Act> out;
+  if (s.per_layer_input_dim <= 0) return out;
+  Backend& be = *be_;
+  const int64_t T = static_cast<int64_t>(ids.size()), L = s.num_layers, P = s.per_layer_input_dim;
+  Act tok = be.alloc(T, L * P), ctx = be.alloc(T, L * P);
+  // The per-layer table's scale is a buffer like the main one: rounded with a bf16 checkpoint.
+  float tok_scale = std::sqrt(static_cast<float>(P));
+  if (s.weights_dtype == "bfloat16") tok_scale = bf16_to_f32(f32_to_bf16(tok_scale));
+  be.embed(ple_embed_, ids, tok_scale, tok);
+  be.matmul(x0, ple_model_proj_, ctx);
+  be.scale(ctx, static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.hidden_size))));
+  be.rmsnorm(ctx, &ple_proj_norm_, P, s.rms_norm_eps);
+  be.add(ctx, tok);
+  be.scale(ctx, static_cast<float>(1.0 / std::sqrt(2.0)));
+  // Split [T, L*P] into L activations of [T, P] (through the host: PLE dims are small).
+  std::vector<float> all(static_cast<size_t>(T * L * P)), part(static_cast<size_t>(T * P));
+  be.download(ctx, all.data());
+  be.release(tok);
+  be.release(ctx);
+  for (int64_t l = 0; l < L; ++l) {
+    for (int64_t t = 0; t < T; ++t)
+      std::copy_n(all.data() + (t * L + l) * P, P, part.data() + t * P);
+    Act a = be.alloc(T, P);
+    be.upload(a, part.data());
+    out.push_back(a);
   }
   return out;
 }
@@ -140,48 +371,27 @@ Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& step
 
   const int64_t T = static_cast<int64_t>(ids.size());
   const int64_t H = s.hidden_size;
-  int64_t max_q = 0, max_kv = 0, max_i = 0;
-  for (const auto& l : s.layers) {
-    max_q = std::max<int64_t>(max_q, static_cast<int64_t>(l.num_heads) * l.head_dim);
-    max_kv = std::max<int64_t>(max_kv, static_cast<int64_t>(l.num_kv_heads) * l.head_dim);
-    max_i = std::max<int64_t>(max_i, l.intermediate_size);
-  }
-  Act x = be.alloc(T, H), h = be.alloc(T, H), q = be.alloc(T, max_q), k = be.alloc(T, max_kv), v = be.alloc(T, max_kv),
-      att = be.alloc(T, max_q), g = be.alloc(T, max_i), u = be.alloc(T, max_i);
-  auto shaped = [](Act a, int64_t cols) { a.cols = cols; return a; };
-
-  be.embed(embed_, ids, s.embed_scale, x);
-  const float eps = s.rms_norm_eps;
+  Scratch sc(be, s, T);
+  be.embed(embed_, ids, s.embed_scale, sc.x);
+  sc.ple = per_layer_inputs(ids, sc.x);
   // h holds the normed input of each block: the first layer's here, the
-  // others' from the residual step that ends the block before.
-  if (s.num_layers > 0) be.rmsnorm_to(x, layers_[0].input_norm, eps, h);
+  // others' from the residual step that ends the layer before.
+  if (s.num_layers > 0) be.rmsnorm_to(sc.x, layers_[0].input_norm, s.rms_norm_eps, sc.h);
   for (int li = 0; li < s.num_layers; ++li) {
     const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
-    LayerWeights& w = layers_[static_cast<size_t>(li)];
-    const int64_t qd = static_cast<int64_t>(ls.num_heads) * ls.head_dim, kvd = static_cast<int64_t>(ls.num_kv_heads) * ls.head_dim;
-    Act ql = shaped(q, qd), kl = shaped(k, kvd), vl = shaped(v, kvd), al = shaped(att, qd);
-    Act gl = shaped(g, ls.intermediate_size), ul = shaped(u, ls.intermediate_size);
-
-    // Attention block: x += post_norm(o(attn(rope(qk_norm(q, k)), v)))
-    const Weight* qkv_w[3] = {&w.q, &w.k, &w.v};
-    Act* qkv_out[3] = {&ql, &kl, &vl};
-    be.matmul_shared_input(h, qkv_w, qkv_out, 3);
-    KvPool& pool = cache.pool(static_cast<size_t>(li));
-    be.attention_inputs(ql, kl, vl, ls.qk_norm ? &w.q_norm : nullptr, ls.qk_norm ? &w.k_norm : nullptr, ls.head_dim, eps,
-                        w.inv_freq, pool);
-    be.attention(ql, pool, attention_params(ls), al);
-    be.matmul(al, w.o, h);
-    be.residual_add_norm(x, h, ls.sandwich_norms ? &w.post_attn_norm : nullptr, &w.pre_ffw_norm, eps, h);
-
-    // MLP block: x += post_norm(down(gelu_tanh(gate(h)) * up(h)))
-    be.gated_mlp_up(h, w.gate, w.up, gl, ul);
-    be.matmul(gl, w.down, h);
-    const Weight* next = li + 1 < s.num_layers ? &layers_[static_cast<size_t>(li) + 1].input_norm : nullptr;
-    be.residual_add_norm(x, h, ls.sandwich_norms ? &w.post_ffw_norm : nullptr, next, eps, h);
+    attention_block(li, cache, sc);
+    mlp_block(li, sc);
+    if (ls.per_layer_input) per_layer_input_step(li, sc);
+    const float scalar = layers_[static_cast<size_t>(li)].layer_scalar;
+    if (ls.layer_scalar && scalar != 1.0f) be.scale(sc.x, scalar);
+    // Gemma 1-3 norm the next layer's input in the MLP's residual step; Gemma 4 here, after its extras.
+    if (ends_with_extras(ls) && li + 1 < s.num_layers)
+      be.rmsnorm_to(sc.x, layers_[static_cast<size_t>(li) + 1].input_norm, s.rms_norm_eps, sc.h);
   }
   for (auto& st : steps) st.seq->length += static_cast<int64_t>(st.ids.size());
-
-  for (Act* a : {&h, &q, &k, &v, &att, &g, &u}) be.release(*a);
+  Act x_out = sc.take_x();
+  sc.release();
+  Act& x = x_out;
   // Final norm and LM head on the rows that need logits only.
   if (logit_rows.empty()) {
     be.release(x);

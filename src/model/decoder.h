@@ -75,10 +75,38 @@ class Decoder {
   void set_max_chunk(int64_t n) { max_chunk_ = n; }
 
  private:
+  struct ExpertWeights {
+    Weight gate, up, down;
+  };
   struct LayerWeights {
     Weight q, k, v, o, gate, up, down;
     Weight input_norm, post_attn_norm, pre_ffw_norm, post_ffw_norm, q_norm, k_norm, inv_freq;
+    // Gemma 4: per-layer input (PLE) step, MoE block.
+    Weight ple_gate, ple_proj, ple_post_norm;
+    Weight router_proj, router_scale, post_ffw_norm_1, pre_ffw_norm_2, post_ffw_norm_2;
+    std::vector<ExpertWeights> experts;
+    std::vector<float> per_expert_scale;  // host: the router's top-k weights are formed on the host
+    float layer_scalar = 1.0f;
+    // Every weight of the layer, for uploads and frees alike (unset ones are skipped by the backend).
+    template <class F>
+    void for_each_weight(F&& f) {
+      for (Weight* w : {&q, &k, &v, &o, &gate, &up, &down, &input_norm, &post_attn_norm, &pre_ffw_norm, &post_ffw_norm, &q_norm,
+                        &k_norm, &inv_freq, &ple_gate, &ple_proj, &ple_post_norm, &router_proj, &router_scale, &post_ffw_norm_1,
+                        &pre_ffw_norm_2, &post_ffw_norm_2})
+        f(*w);
+      for (auto& e : experts)
+        for (Weight* w : {&e.gate, &e.up, &e.down}) f(*w);
+    }
   };
+  // The step's scratch activations, shaped per layer by the blocks below.
+  struct Scratch;
+  // The blocks of one layer (gemma.cpp's TransformerLayer names them the same way).
+  void attention_block(int li, PagedKvCache& cache, Scratch& sc);
+  void mlp_block(int li, Scratch& sc);
+  void moe_block(int li, Scratch& sc);
+  void per_layer_input_step(int li, Scratch& sc);
+  // Gemma 4 PLE inputs of the step: per layer, [T, P] (empty without PLE).
+  std::vector<Act> per_layer_inputs(const std::vector<int32_t>& ids, const Act& x0);
   Decoder(const Model& m, Backend& be) : model_(&m), be_(&be) {}
   // The step up to the soft-capped logits of the rows its steps ask for (all
   // tokens, the last, or none when `output` is false for the step). The
@@ -89,6 +117,7 @@ class Decoder {
   const Model* model_;
   Backend* be_;
   Weight embed_, lm_head_, final_norm_;
+  Weight ple_embed_, ple_model_proj_, ple_proj_norm_;  // Gemma 4 PLE
   std::vector<LayerWeights> layers_;
   int64_t max_chunk_ = 512;
 };

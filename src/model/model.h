@@ -22,6 +22,18 @@ struct LayerTensors {
   const TensorView* up = nullptr;
   const TensorView* down = nullptr;
   std::vector<float> input_norm, post_attn_norm, pre_ffw_norm, post_ffw_norm, q_norm, k_norm;
+  // Gemma 4
+  float layer_scalar = 1.0f;                         // x *= layer_scalar at the end of the layer
+  const TensorView* ple_gate = nullptr;              // per_layer_input_gate [P, H]
+  const TensorView* ple_proj = nullptr;              // per_layer_projection [H, P]
+  std::vector<float> ple_post_norm;                  // post_per_layer_input_norm [H]
+  struct Expert {
+    TensorView gate, up, down;                       // slices of experts.gate_up_proj / down_proj
+  };
+  std::vector<Expert> experts;                       // MoE layers only
+  const TensorView* router_proj = nullptr;           // [E, H]
+  std::vector<float> router_scale, per_expert_scale; // [H], [E]
+  std::vector<float> post_ffw_norm_1, pre_ffw_norm_2, post_ffw_norm_2;
 };
 
 struct Model {
@@ -32,6 +44,10 @@ struct Model {
   const TensorView* lm_head = nullptr;      // == embed when tied
   std::vector<float> final_norm;
   std::vector<LayerTensors> layers;
+  // Gemma 4 per-layer embeddings (PLE), when spec.per_layer_input_dim > 0.
+  const TensorView* ple_embed = nullptr;    // embed_tokens_per_layer [vocab_per_layer, L * P]
+  const TensorView* ple_model_proj = nullptr; // per_layer_model_projection [L * P, H]
+  std::vector<float> ple_proj_norm;         // per_layer_projection_norm [P]
   std::vector<const TensorView*> tensors;   // every tensor of the source, for inspect
   std::vector<std::shared_ptr<const void>> keep_alive;  // mmaps and owned buffers behind the views
   std::string tokenizer_path;               // tokenizer.json folder or GGUF; empty if none

@@ -57,9 +57,9 @@ Status ModelSpec::validate() const {
 }
 
 Status ModelSpec::check_supported() const {
-  if (family == Family::Gemma4)
-    return Err("Gemma 4 (" + model_type + ") is not supported yet by the forward pass: the config was parsed (see `gemforge inspect`), "
-               "but its per-layer embeddings, KV sharing, k_eq_v, v_norm and MoE have no forward pass in this build");
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i].kv_source_layer >= static_cast<int>(i))
+      return Err("layer " + std::to_string(i) + " shares the KV of a later layer (" + std::to_string(layers[i].kv_source_layer) + ")");
   return Ok();
 }
 
