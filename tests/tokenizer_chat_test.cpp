@@ -1,8 +1,9 @@
 // Chat formats beyond the HF fixtures (those are checked in chat_stream_test):
 // format detection, stop tokens, content never becoming control tokens, and
-// Gemma 4. Gemma 4 has no fixture; its expected renderings below are those of
-// Google's canonical Gemma 4 chat template (text only, thinking off), run on a
-// small synthetic vocabulary that has Gemma 4's turn tokens.
+// Gemma 4 on a small synthetic vocabulary that has Gemma 4's turn tokens (its
+// expected renderings are those of the official template, without the 31B's
+// empty thought block unless asked). The Gemma 4 goldens rendered by jinja2,
+// tools and thinking are checked in chat_template_test.
 #include <gtest/gtest.h>
 
 #include <algorithm>
