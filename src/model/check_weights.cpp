@@ -110,19 +110,14 @@ Status check_weights(const Model& m) {
     for (const auto& e : L.experts)
       for (const TensorView* t : {&e.gate, &e.up, &e.down}) GF_RETURN_IF_ERROR(check_tensor(*t));
     const std::string layer = "layer " + std::to_string(i) + " ";
-    GF_RETURN_IF_ERROR(check_vector(L.input_norm, layer + "input norm"));
-    GF_RETURN_IF_ERROR(check_vector(L.post_attn_norm, layer + "post-attention norm"));
-    GF_RETURN_IF_ERROR(check_vector(L.pre_ffw_norm, layer + "pre-feedforward norm"));
-    GF_RETURN_IF_ERROR(check_vector(L.post_ffw_norm, layer + "post-feedforward norm"));
-    GF_RETURN_IF_ERROR(check_vector(L.q_norm, layer + "q norm"));
-    GF_RETURN_IF_ERROR(check_vector(L.k_norm, layer + "k norm"));
-    GF_RETURN_IF_ERROR(check_vector({L.layer_scalar}, layer + "layer_scalar"));
-    GF_RETURN_IF_ERROR(check_vector(L.ple_post_norm, layer + "post per-layer-input norm"));
-    GF_RETURN_IF_ERROR(check_vector(L.router_scale, layer + "router scale"));
-    GF_RETURN_IF_ERROR(check_vector(L.per_expert_scale, layer + "per-expert scale"));
-    GF_RETURN_IF_ERROR(check_vector(L.post_ffw_norm_1, layer + "post-feedforward norm 1"));
-    GF_RETURN_IF_ERROR(check_vector(L.pre_ffw_norm_2, layer + "pre-feedforward norm 2"));
-    GF_RETURN_IF_ERROR(check_vector(L.post_ffw_norm_2, layer + "post-feedforward norm 2"));
+    const std::vector<float> scalar = {L.layer_scalar};
+    const std::pair<const std::vector<float>*, const char*> vectors[] = {
+        {&L.input_norm, "input norm"}, {&L.post_attn_norm, "post-attention norm"}, {&L.pre_ffw_norm, "pre-feedforward norm"},
+        {&L.post_ffw_norm, "post-feedforward norm"}, {&L.q_norm, "q norm"}, {&L.k_norm, "k norm"}, {&scalar, "layer_scalar"},
+        {&L.ple_post_norm, "post per-layer-input norm"}, {&L.router_scale, "router scale"},
+        {&L.per_expert_scale, "per-expert scale"}, {&L.post_ffw_norm_1, "post-feedforward norm 1"},
+        {&L.pre_ffw_norm_2, "pre-feedforward norm 2"}, {&L.post_ffw_norm_2, "post-feedforward norm 2"}};
+    for (const auto& [v, what] : vectors) GF_RETURN_IF_ERROR(check_vector(*v, layer + what));
   }
   for (const TensorView* t : {m.ple_embed, m.ple_model_proj})
     if (t) GF_RETURN_IF_ERROR(check_tensor(*t));
