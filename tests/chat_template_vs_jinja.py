@@ -5,7 +5,7 @@
 
 Renders N random conversations (roles, whitespace and Unicode around content, control-token text, content
 parts, thinking, tool declarations with nested schemas, tool calls with nested arguments, tool results as
-strings, parts, numbers, null) with the official templates through jinja2 3.1 configured as transformers
+strings, parts, numbers, null; Gemma-native tool_responses; system turns mid-conversation) with the official templates through jinja2 3.1 configured as transformers
 configures it (trim_blocks, lstrip_blocks), and through `gemforge template --format F --json -`, and
 compares the bytes. Where jinja2 raises, gemforge must refuse (exit code 1, one "error:" line). Inputs
 gemforge refuses on purpose although the template renders something (see src/tokenizer/chat_format.h) are
@@ -174,8 +174,15 @@ def gemma4_case(r):
                         msgs.append(t)
                 if r.random() < 0.3:
                     msgs.append({"role": "assistant", "content": content(r, model=True)})
+            elif r.random() < 0.15:
+                a["tool_responses"] = [{"name": r.choice(names), "response": json_value(r)} for _ in range(r.randint(1, 2))]
+                if r.random() < 0.5:
+                    a["tool_calls"] = [{"id": "n", "function": {"name": "f", "arguments": {"a": 1}}}]
+                msgs.append(a)
             else:
                 msgs.append(a)
+        if r.random() < 0.1:
+            msgs.append({"role": r.choice(["system", "developer"]), "content": text(r)})
     if msgs[-1]["role"] != "user" and r.random() < 0.3:
         msgs.append({"role": "user", "content": text(r)})
     req = {"messages": msgs, "add_generation_prompt": r.random() < 0.8}
