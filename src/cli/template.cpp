@@ -106,9 +106,9 @@ int run_template(const TemplateOptions& o) {
 CommandRegistration reg(55, [](CLI::App& root) {
   auto o = std::make_shared<TemplateOptions>();
   auto* c = root.add_subcommand("template", "Print the prompt text a conversation renders to in a Gemma chat format");
-  c->add_option("-m,--model", o->model, "Model folder, GGUF file or tokenizer.json: its tokenizer picks the format");
-  c->add_option("--format", o->format, "Render without a model: gemma (Gemma 1), gemma2, gemma3, gemma4 (the 31B template)");
-  c->add_option("--json", o->json_file, "Request file (\"-\" = stdin), see below")->required();
+  c->add_option("-m,--model", o->model, "Model folder, GGUF file or tokenizer.json: its tokenizer picks the format")->type_name("MODEL");
+  c->add_option("--format", o->format, "Render without a model: gemma (Gemma 1), gemma2, gemma3, gemma4 (the 31B template)")->type_name("NAME");
+  c->add_option("--json", o->json_file, "Request file (\"-\" = stdin), see below")->type_name("FILE")->required();
   c->footer(
       "FILE holds what transformers' apply_chat_template takes:\n"
       "  {\"messages\": [{\"role\": \"system\"|\"user\"|\"assistant\"|\"tool\", \"content\": \"...\" or [{\"type\": \"text\", \"text\": \"...\"}],\n"
