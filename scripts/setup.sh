@@ -23,6 +23,7 @@ $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build ccache pkg-config git xz-utils \
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev liblzma-dev libcpp-httplib-dev libsimdjson-dev \
+  clang libclang-rt-14-dev llvm \
   python3 python3-pip >/dev/null
 
 echo "== Python tools (tests and the default model)"
