@@ -176,6 +176,24 @@ TEST(HfConfig, SyntheticShapesParse) {
   EXPECT_EQ(s->num_layers, 62);
   EXPECT_FLOAT_EQ(s->layers[0].attn_scale, 1.0f / std::sqrt(168.0f));
   EXPECT_FALSE(synthetic_config_json("gemma-99b").ok());
+  // Gemma 4's published shapes: E2B 4:1 local:global with 20 KV-shared layers and PLE, 31B k_eq_v, 26B-A4B MoE.
+  auto e2b = spec_from_hf_config_text(*synthetic_config_json("gemma4-e2b"));
+  ASSERT_TRUE(e2b.ok()) << e2b.message();
+  EXPECT_EQ(e2b->layers[4].attention, AttentionKind::Global);
+  EXPECT_EQ(e2b->layers[4].head_dim, 512);
+  EXPECT_EQ(e2b->layers[34].kv_source_layer, 14);  // the last non-shared global layer
+  EXPECT_EQ(e2b->layers[34].intermediate_size, 2 * 6144);
+  EXPECT_EQ(e2b->per_layer_input_dim, 256);
+  auto big = spec_from_hf_config_text(*synthetic_config_json("gemma4-31b"));
+  ASSERT_TRUE(big.ok());
+  EXPECT_TRUE(big->layers[5].k_eq_v);
+  EXPECT_EQ(big->layers[5].num_kv_heads, 4);
+  EXPECT_EQ(big->layers[0].num_kv_heads, 16);
+  auto moe = spec_from_hf_config_text(*synthetic_config_json("gemma4-26b-a4b"));
+  ASSERT_TRUE(moe.ok());
+  EXPECT_EQ(moe->num_experts, 128);
+  EXPECT_EQ(moe->top_k_experts, 8);
+  EXPECT_TRUE(moe->layers[0].moe);
 }
 
 }  // namespace

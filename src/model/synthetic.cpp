@@ -39,6 +39,49 @@ const std::map<std::string, Shape>& shapes() {
   return m;
 }
 
+// Gemma 4 (transformers' convert_gemma4_weights.py variants): head_dim 256
+// local / 512 global, vocab 262,144, final soft-cap 30.
+struct Gemma4Shape {
+  int hidden, layers, heads, kv, global_kv, inter, window, ple_dim, kv_shared;
+  int local_per_global;  // layers per global one: E2B 4 local + 1 global, others 5 + 1
+  bool k_eq_v, double_wide;
+  int experts, top_k, moe_inter;
+};
+
+const std::map<std::string, Gemma4Shape>& gemma4_shapes() {
+  static const std::map<std::string, Gemma4Shape> m = {
+      {"gemma4-e2b", {1536, 35, 8, 1, 1, 4 * 1536, 512, 256, 20, 4, false, true, 0, 0, 0}},
+      {"gemma4-e4b", {2560, 42, 8, 2, 2, 4 * 2560, 512, 256, 18, 5, false, false, 0, 0, 0}},
+      {"gemma4-31b", {5376, 60, 32, 16, 4, 4 * 5376, 1024, 0, 0, 5, true, false, 0, 0, 0}},
+      {"gemma4-26b-a4b", {2816, 30, 16, 8, 2, 2112, 1024, 0, 0, 5, true, false, 128, 8, 704}},
+  };
+  return m;
+}
+
+json gemma4_config(const Gemma4Shape& g) {
+  json types = json::array();
+  for (int i = 0; i < g.layers; ++i)
+    types.push_back((i + 1) % (g.local_per_global + 1) == 0 ? "full_attention" : "sliding_attention");
+  json c = {{"model_type", "gemma4_text"}, {"hidden_size", g.hidden}, {"num_hidden_layers", g.layers},
+            {"num_attention_heads", g.heads}, {"num_key_value_heads", g.kv}, {"num_global_key_value_heads", g.global_kv},
+            {"head_dim", 256}, {"global_head_dim", 512}, {"intermediate_size", g.inter}, {"sliding_window", g.window},
+            {"layer_types", types}, {"attention_k_eq_v", g.k_eq_v}, {"hidden_size_per_layer_input", g.ple_dim},
+            {"vocab_size_per_layer_input", 262144}, {"num_kv_shared_layers", g.kv_shared},
+            {"use_double_wide_mlp", g.double_wide}, {"vocab_size", 262144}, {"max_position_embeddings", 131072},
+            {"final_logit_softcapping", 30.0}, {"rms_norm_eps", 1e-6}, {"bos_token_id", 2}, {"eos_token_id", 1},
+            {"pad_token_id", 0}, {"torch_dtype", "bfloat16"}, {"tie_word_embeddings", true},
+            {"hidden_activation", "gelu_pytorch_tanh"},
+            {"rope_parameters", {{"full_attention", {{"rope_type", "proportional"}, {"rope_theta", 1000000.0}, {"partial_rotary_factor", 0.25}}},
+                                 {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}}}};
+  if (g.experts > 0) {
+    c["enable_moe_block"] = true;
+    c["num_experts"] = g.experts;
+    c["top_k_experts"] = g.top_k;
+    c["moe_intermediate_size"] = g.moe_inter;
+  }
+  return c;
+}
+
 // Owns the random tensors; views point into it.
 struct SyntheticStore final : TensorLookup {
   std::map<std::string, TensorView> views;
@@ -88,10 +131,12 @@ void add_tensor(SyntheticStore& st, const std::string& name, std::vector<int64_t
 std::vector<std::string> synthetic_model_names() {
   std::vector<std::string> n;
   for (const auto& [k, v] : shapes()) n.push_back(k);
+  for (const auto& [k, v] : gemma4_shapes()) n.push_back(k);
   return n;
 }
 
 Result<std::string> synthetic_config_json(const std::string& name) {
+  if (auto g = gemma4_shapes().find(name); g != gemma4_shapes().end()) return gemma4_config(g->second).dump(1);
   auto it = shapes().find(name);
   if (it == shapes().end()) {
     std::string all;
@@ -142,25 +187,52 @@ Result<Model> synthetic_model(const std::string& name, uint64_t seed, DType dtyp
   const int64_t H = s.hidden_size;
   // Amplitudes keep activations O(1): uniform with std ~ 1/sqrt(fan_in).
   auto amp = [](int64_t fan_in) { return static_cast<float>(std::sqrt(3.0 / static_cast<double>(fan_in))); };
+  // Norm weights near their identity: w ~ 0 where the model uses 1 + w (Gemma 1-3), w ~ 1 for Gemma 4.
+  const float norm_at = s.norm_plus_one ? 0.0f : 1.0f;
+  auto norm = [&](const std::string& n, int64_t dim) { add_tensor(*st, n, {dim}, DType::F32, 0.1f, norm_at, seed); };
   add_tensor(*st, "model.embed_tokens.weight", {s.vocab_size, H}, dtype, 0.05f, 0.0f, seed);
-  add_tensor(*st, "model.norm.weight", {H}, DType::F32, 0.1f, 0.0f, seed);
+  norm("model.norm.weight", H);
   for (int i = 0; i < s.num_layers; ++i) {
     const LayerSpec& l = s.layers[static_cast<size_t>(i)];
     const std::string p = "model.layers." + std::to_string(i) + ".";
     const int64_t qd = static_cast<int64_t>(l.num_heads) * l.head_dim, kvd = static_cast<int64_t>(l.num_kv_heads) * l.head_dim;
+    const bool own_kv = l.kv_source_layer < 0;
     add_tensor(*st, p + "self_attn.q_proj.weight", {qd, H}, dtype, amp(H), 0, seed);
-    add_tensor(*st, p + "self_attn.k_proj.weight", {kvd, H}, dtype, amp(H), 0, seed);
-    add_tensor(*st, p + "self_attn.v_proj.weight", {kvd, H}, dtype, amp(H), 0, seed);
+    if (own_kv) add_tensor(*st, p + "self_attn.k_proj.weight", {kvd, H}, dtype, amp(H), 0, seed);
+    if (own_kv && !l.k_eq_v) add_tensor(*st, p + "self_attn.v_proj.weight", {kvd, H}, dtype, amp(H), 0, seed);
     add_tensor(*st, p + "self_attn.o_proj.weight", {H, qd}, dtype, amp(qd), 0, seed);
     add_tensor(*st, p + "mlp.gate_proj.weight", {l.intermediate_size, H}, dtype, amp(H), 0, seed);
     add_tensor(*st, p + "mlp.up_proj.weight", {l.intermediate_size, H}, dtype, amp(H), 0, seed);
     add_tensor(*st, p + "mlp.down_proj.weight", {H, l.intermediate_size}, dtype, amp(l.intermediate_size), 0, seed);
     for (const char* nm : {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"})
-      add_tensor(*st, p + nm + ".weight", {H}, DType::F32, 0.1f, 0.0f, seed);
+      norm(p + nm + ".weight", H);
     if (l.qk_norm) {
-      add_tensor(*st, p + "self_attn.q_norm.weight", {l.head_dim}, DType::F32, 0.1f, 0.0f, seed);
-      add_tensor(*st, p + "self_attn.k_norm.weight", {l.head_dim}, DType::F32, 0.1f, 0.0f, seed);
+      norm(p + "self_attn.q_norm.weight", l.head_dim);
+      if (own_kv) norm(p + "self_attn.k_norm.weight", l.head_dim);
     }
+    if (l.layer_scalar) add_tensor(*st, p + "layer_scalar", {1}, DType::F32, 0.0f, 1.0f, seed);
+    if (l.per_layer_input) {
+      const int64_t P = s.per_layer_input_dim;
+      add_tensor(*st, p + "per_layer_input_gate.weight", {P, H}, dtype, amp(H), 0, seed);
+      add_tensor(*st, p + "per_layer_projection.weight", {H, P}, dtype, amp(P), 0, seed);
+      norm(p + "post_per_layer_input_norm.weight", H);
+    }
+    if (l.moe) {
+      const int64_t E = s.num_experts, I = s.moe_intermediate_size;
+      add_tensor(*st, p + "experts.gate_up_proj", {E, 2 * I, H}, dtype, amp(H), 0, seed);
+      add_tensor(*st, p + "experts.down_proj", {E, H, I}, dtype, amp(I), 0, seed);
+      add_tensor(*st, p + "router.proj.weight", {E, H}, dtype, amp(H), 0, seed);
+      norm(p + "router.scale", H);
+      norm(p + "router.per_expert_scale", E);
+      for (const char* nm : {"post_feedforward_layernorm_1", "pre_feedforward_layernorm_2", "post_feedforward_layernorm_2"})
+        norm(p + nm + ".weight", H);
+    }
+  }
+  if (s.per_layer_input_dim > 0) {
+    const int64_t LP = static_cast<int64_t>(s.num_layers) * s.per_layer_input_dim;
+    add_tensor(*st, "model.embed_tokens_per_layer.weight", {s.vocab_size_per_layer_input, LP}, dtype, 0.05f, 0.0f, seed);
+    add_tensor(*st, "model.per_layer_model_projection.weight", {LP, H}, dtype, amp(H), 0, seed);
+    norm("model.per_layer_projection_norm.weight", s.per_layer_input_dim);
   }
   for (const auto& [k, v] : st->views) m.tensors.push_back(&v);
   GF_RETURN_IF_ERROR(bind_weights(*st, NamingScheme::HuggingFace, "model.", m));
