@@ -14,9 +14,9 @@ namespace gf::cli {
 
 void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-m,--model", o.model, "Model: a Hugging Face folder (config.json + *.safetensors) or a .gguf file");
-  cmd->add_option("--synthetic", o.synthetic,
-                  "Use random weights of a published shape instead of -m (gemma-2b, gemma-7b, gemma2-2b, gemma2-9b, "
-                  "gemma2-27b, gemma3-270m, gemma3-1b, gemma3-4b, gemma3-12b, gemma3-27b)");
+  std::string names;
+  for (const auto& n : synthetic_model_names()) names += (names.empty() ? "" : ", ") + n;
+  cmd->add_option("--synthetic", o.synthetic, "Use random weights of a published shape instead of -m (" + names + ")");
   cmd->add_option("--seed-weights", o.seed, "Seed of the synthetic weights")->capture_default_str();
   cmd->add_option("--backend", o.backend, "Compute backend: cpu (float32 reference + quantized kernels) or cuda")
       ->capture_default_str();
