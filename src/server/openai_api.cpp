@@ -1,6 +1,11 @@
 #include "server/openai_api.h"
 
+#include "tokenizer/chat_json.h"
+
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <string_view>
 #include <cmath>
 #include <random>
 
@@ -125,10 +130,142 @@ std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, con
   return std::nullopt;
 }
 
-std::optional<ApiError> parse_chat_messages(const json& j, const Tokenizer& tok, const ChatFormat* chat, std::vector<int32_t>& ids) {
+namespace {
+
+using OJ = nlohmann::ordered_json;
+
+// Text of a content value: a string or a list of text parts.
+std::optional<ApiError> text_content(const OJ& c, std::string& out) {
+  if (c.is_string()) {
+    out = c.get<std::string>();
+    return std::nullopt;
+  }
+  if (!c.is_array()) return bad("message content must be a string or text parts", "messages");
+  out.clear();
+  for (const auto& part : c) {
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
+      return bad("only text content parts are supported", "messages");
+    out += part["text"].get<std::string>();
+  }
+  return std::nullopt;
+}
+
+// Gemma 4: the OpenAI chat shape -> ChatMessages and ChatOptions (tools, thinking).
+std::optional<ApiError> gemma4_messages(const OJ& j, std::vector<ChatMessage>& msgs, ChatOptions& opt) {
+  static const std::set<std::string> fields = {"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content", "reasoning"};
+  const OJ& all = j["messages"];
+  for (size_t i = 0; i < all.size(); ++i) {
+    const OJ& m = all[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) return bad(where + " needs a string \"role\"", "messages");
+    for (auto it = m.begin(); it != m.end(); ++it)
+      if (!fields.count(it.key()))
+        return bad("unsupported message field \"" + it.key() + "\" (" + where + ")", "messages");
+    const std::string role = m["role"];
+    if (role != "system" && role != "developer" && role != "user" && role != "assistant" && role != "model" && role != "tool")
+      return bad("unknown role \"" + role + "\"", "messages");
+    const bool model = role == "assistant" || role == "model";
+    const bool has_calls = m.contains("tool_calls") && !m["tool_calls"].is_null();
+    if (has_calls && !model) return bad(where + ": only assistant messages have \"tool_calls\"", "messages");
+    const bool no_content = !m.contains("content") || m["content"].is_null();
+    if (no_content && !(model && has_calls)) return bad(where + " needs \"content\"", "messages");
+    OJ copy = m;
+    if (!no_content) {
+      std::string text;
+      if (auto e = text_content(m["content"], text)) return e;
+      copy["content"] = text;
+    }
+    if (has_calls) {
+      if (!m["tool_calls"].is_array()) return bad(where + ".tool_calls must be a list", "messages");
+      for (size_t k = 0; k < m["tool_calls"].size(); ++k) {
+        OJ& c = copy["tool_calls"][k];
+        const std::string w = where + ".tool_calls[" + std::to_string(k) + "]";
+        if (!c.is_object() || !c.contains("function") || !c["function"].is_object())
+          return bad(w + " must be {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}", "messages");
+        if (c.contains("type") && c["type"] != "function") return bad(w + ".type must be \"function\"", "messages");
+        OJ& fn = c["function"];
+        if (fn.contains("arguments") && fn["arguments"].is_string()) {
+          // OpenAI sends the arguments as JSON text; the template renders an object.
+          OJ args = OJ::parse(fn["arguments"].get<std::string>(), nullptr, false);
+          if (!args.is_object()) return bad(w + ".function.arguments must be a JSON object", "messages");
+          fn["arguments"] = std::move(args);
+        } else if (fn.contains("arguments") && !fn["arguments"].is_object() && !fn["arguments"].is_null()) {
+          return bad(w + ".function.arguments must be a JSON object", "messages");
+        }
+      }
+    }
+    auto msg = chat_message_from_json(copy, where);
+    if (!msg.ok()) return bad(msg.message(), "messages");
+    msgs.push_back(std::move(msg).value());
+  }
+  if (j.contains("tools") && !j["tools"].is_null()) {
+    const OJ& tools = j["tools"];
+    if (!tools.is_array()) return bad("\"tools\" must be a list", "tools");
+    for (const auto& t : tools) {
+      const OJ* fn = t.is_object() && t.contains("function") ? &t["function"] : nullptr;
+      if (!fn || !fn->is_object() || !fn->contains("name") || !(*fn)["name"].is_string() ||
+          (t.contains("type") && t["type"] != "function"))
+        return bad("each tool must be {\"type\": \"function\", \"function\": {\"name\": ..., ...}}", "tools");
+    }
+    opt.tools = tools;
+  }
+  if (j.contains("tool_choice") && !j["tool_choice"].is_null()) {
+    const OJ& tc = j["tool_choice"];
+    if (tc == "none") opt.tools = OJ::array();
+    else if (tc != "auto") return bad("\"tool_choice\" must be \"auto\" or \"none\"", "tool_choice");
+  }
+  if (j.contains("reasoning_effort") && !j["reasoning_effort"].is_null()) {
+    if (!j["reasoning_effort"].is_string()) return bad("\"reasoning_effort\" must be a string", "reasoning_effort");
+    opt.enable_thinking = j["reasoning_effort"] != "none";
+  }
+  if (j.contains("chat_template_kwargs") && !j["chat_template_kwargs"].is_null()) {
+    const OJ& kw = j["chat_template_kwargs"];
+    if (!kw.is_object()) return bad("\"chat_template_kwargs\" must be an object", "chat_template_kwargs");
+    for (auto it = kw.begin(); it != kw.end(); ++it) {
+      if (it.key() != "enable_thinking")
+        return bad("unsupported chat_template_kwargs key \"" + it.key() + "\" (only enable_thinking)", "chat_template_kwargs");
+      if (!it.value().is_boolean()) return bad("\"chat_template_kwargs.enable_thinking\" must be true or false", "chat_template_kwargs");
+      opt.enable_thinking = it.value().get<bool>();
+    }
+  }
+  return std::nullopt;
+}
+
+// The deepest nesting of arrays and objects in JSON text (the renderer recurses into tools and arguments).
+int json_depth(std::string_view text) {
+  int depth = 0, most = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      most = std::max(most, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return most;
+}
+
+std::optional<ApiError> chat_ids(const OJ& oj, const json& j, const ChatFormat* chat, std::vector<int32_t>& ids) {
   if (!chat) return bad("this model has no chat format; use /v1/completions");
   if (!j.contains("messages") || !j["messages"].is_array() || j["messages"].empty())
     return bad("\"messages\" must be a non-empty array", "messages");
+  if (chat->style() == ChatStyle::Gemma4) {
+    std::vector<ChatMessage> msgs;
+    ChatOptions opt;
+    if (auto e = gemma4_messages(oj, msgs, opt)) return e;
+    auto r = chat->render_ids(msgs, opt);
+    if (!r.ok()) return bad(r.message(), "messages");
+    ids = *r;
+    return std::nullopt;
+  }
+  for (const char* k : {"tools", "tool_choice", "chat_template_kwargs", "reasoning_effort"})
+    if (j.contains(k) && !j[k].is_null()) return bad(std::string("\"") + k + "\" needs a Gemma 4 model (its chat format has tools and thinking)", k);
   std::vector<ChatMessage> msgs;
   for (const auto& m : j["messages"]) {
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
@@ -137,16 +274,7 @@ std::optional<ApiError> parse_chat_messages(const json& j, const Tokenizer& tok,
       if (it.key() != "role" && it.key() != "content")
         return bad("unsupported message field \"" + it.key() + "\" (only role and content)", "messages");
     std::string content;
-    if (m["content"].is_string()) content = m["content"];
-    else if (m["content"].is_array()) {
-      for (const auto& part : m["content"]) {
-        if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
-          return bad("only text content parts are supported", "messages");
-        content += part["text"].get<std::string>();
-      }
-    } else {
-      return bad("message content must be a string or text parts", "messages");
-    }
+    if (auto e = text_content(OJ::parse(m["content"].dump(-1, ' ', false, json::error_handler_t::replace)), content)) return e;
     std::string role = m["role"];
     if (role != "system" && role != "user" && role != "assistant" && role != "model")
       return bad("unknown role \"" + role + "\"", "messages");
@@ -156,6 +284,19 @@ std::optional<ApiError> parse_chat_messages(const json& j, const Tokenizer& tok,
   if (!r.ok()) return bad(r.message(), "messages");
   ids = *r;
   return std::nullopt;
+}
+
+}  // namespace
+
+const std::set<std::string>& chat_request_fields() {
+  static const std::set<std::string> f = {"messages", "tools", "tool_choice", "chat_template_kwargs", "reasoning_effort"};
+  return f;
+}
+
+std::optional<ApiError> parse_chat_messages(const json& j, const Tokenizer&, const ChatFormat* chat, std::vector<int32_t>& ids) {
+  const std::string text = j.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (chat && chat->style() == ChatStyle::Gemma4 && json_depth(text) > 64) return bad("the request nests objects and arrays more than 64 deep");
+  return chat_ids(OJ::parse(text), j, chat, ids);
 }
 
 std::optional<ApiError> parse_prompts(const json& j, const Tokenizer& tok, std::vector<PromptIn>& out) {
@@ -207,12 +348,17 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& bo
   if (j.is_discarded()) return bad("the body is not valid JSON");
   if (!j.is_object()) return bad("the body must be a JSON object");
   OpenAiRequest r;
-  if (auto e = parse_common(j, is_chat, r.params, is_chat ? std::set<std::string>{"messages"} : std::set<std::string>{"prompt", "echo", "suffix"}))
+  if (auto e = parse_common(j, is_chat, r.params, is_chat ? chat_request_fields() : std::set<std::string>{"prompt", "echo", "suffix"}))
     return *e;
   if (is_chat) {
     r.prompts.emplace_back();
-    if (auto e = parse_chat_messages(j, tok, chat, r.prompts.back().ids)) return *e;
+    // Gemma 4 keeps the body's key order (the template sorts keys case-insensitively, stably).
+    const bool g4 = chat && chat->style() == ChatStyle::Gemma4;
+    if (g4 && json_depth(body) > 64) return bad("the request nests objects and arrays more than 64 deep");
+    const nlohmann::ordered_json oj = g4 ? nlohmann::ordered_json::parse(body, nullptr, false) : nlohmann::ordered_json();
+    if (auto e = g4 ? chat_ids(oj, j, chat, r.prompts.back().ids) : parse_chat_messages(j, tok, chat, r.prompts.back().ids)) return *e;
     r.extra_stop_ids = chat->stop_ids();
+    r.gemma4_output = g4;
   } else if (auto e = parse_prompts(j, tok, r.prompts)) {
     return *e;
   }
@@ -289,6 +435,31 @@ std::string ResponseWriter::sse_delta(const std::string& text, const json& finis
   return "data: " + json_text(c) + "\n\n";
 }
 
+json tool_calls_json(const std::vector<Gemma4ToolCall>& calls, bool streaming, int first_index) {
+  static std::atomic<uint64_t> counter{1};
+  static const uint64_t salt = std::random_device{}();
+  json out = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    char id[32];
+    std::snprintf(id, sizeof id, "call_%016llx", static_cast<unsigned long long>((salt * 0x9E3779B97F4A7C15ull) ^ (counter.fetch_add(1) * 0xBF58476D1CE4E5B9ull)));
+    json c = {{"id", id}, {"type", "function"}, {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+    if (streaming) c["index"] = first_index + static_cast<int>(i);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+std::string ResponseWriter::sse_chat_delta(const std::string& content, const std::string& reasoning, const json& tool_calls,
+                                           const json& finish, const json& logprobs) const {
+  json delta = json::object();
+  if (!content.empty()) delta["content"] = content;
+  if (!reasoning.empty()) delta["reasoning_content"] = reasoning;
+  if (tool_calls.is_array() && !tool_calls.empty()) delta["tool_calls"] = tool_calls;
+  json c = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
+            {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}, {"logprobs", logprobs}}}}};
+  return "data: " + json_text(c) + "\n\n";
+}
+
 std::string ResponseWriter::sse_error(const std::string& message) const {
   json e = {{"error", {{"message", message}, {"type", "api_error"}}}};
   return "data: " + json_text(e) + "\n\n";
@@ -313,8 +484,13 @@ std::string ResponseWriter::whole(const std::vector<ChoiceOut>& choices, int64_t
   json out = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceOut& c = choices[i];
-    if (is_chat)
-      out.push_back({{"index", i}, {"message", {{"role", "assistant"}, {"content", c.text}}}, {"finish_reason", c.finish_reason}, {"logprobs", c.logprobs}});
+    if (is_chat) {
+      const bool calls = c.tool_calls.is_array() && !c.tool_calls.empty();
+      json message = {{"role", "assistant"}, {"content", calls && c.text.empty() ? json(nullptr) : json(c.text)}};
+      if (!c.reasoning.empty()) message["reasoning_content"] = c.reasoning;
+      if (calls) message["tool_calls"] = c.tool_calls;
+      out.push_back({{"index", i}, {"message", std::move(message)}, {"finish_reason", c.finish_reason}, {"logprobs", c.logprobs}});
+    }
     else
       out.push_back({{"index", i}, {"text", c.text}, {"finish_reason", c.finish_reason}, {"logprobs", c.logprobs}});
   }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "runtime/sampler.h"
+#include "server/gemma4_output.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
 
@@ -51,8 +52,14 @@ struct GenParams {
 std::optional<ApiError> parse_common(const nlohmann::json& j, bool chat, GenParams& p, const std::set<std::string>& extra);
 
 // "messages" -> the chat format's prompt ids (roles, string or text-part content).
+// Gemma 4 (ChatStyle::Gemma4) takes the whole OpenAI chat shape: "tools", assistant
+// "tool_calls" (arguments a JSON object or its text), "role": "tool" results,
+// "reasoning_content", "chat_template_kwargs": {"enable_thinking": bool} and
+// "reasoning_effort" (anything but "none" thinks); other formats refuse them.
 std::optional<ApiError> parse_chat_messages(const nlohmann::json& j, const Tokenizer& tok, const ChatFormat* chat,
                                             std::vector<int32_t>& ids);
+// The fields only chat requests have, besides "messages" (parse_common's `extra`).
+const std::set<std::string>& chat_request_fields();
 
 // One prompt of /v1/completions: its ids and the text echo shows.
 struct PromptIn {
@@ -66,6 +73,8 @@ struct OpenAiRequest {
   GenParams params;
   std::vector<PromptIn> prompts;        // one for chat
   std::vector<int32_t> extra_stop_ids;  // chat: the format's turn ends, besides the model's EOS ids
+  // Gemma 4 chat: the reply goes through Gemma4OutputParser (reasoning_content, tool_calls).
+  bool gemma4_output = false;
 };
 // The whole body (is_chat: /v1/chat/completions; chat null: the model has no chat format).
 std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& body, bool is_chat, const Tokenizer& tok,
@@ -87,7 +96,13 @@ std::string token_text(const Tokenizer& tok, int32_t id);
 struct ChoiceOut {
   std::string text, finish_reason;
   nlohmann::json logprobs;  // null: none
+  std::string reasoning = {};                // chat: message.reasoning_content (left out when empty)
+  nlohmann::json tool_calls = nullptr;       // chat: message.tool_calls (an array, left out when null or empty)
 };
+
+// Parsed tool calls as OpenAI writes them: [{"id": "call_...", "type": "function",
+// "function": {"name", "arguments"}}], with "index" (first_index on) in stream deltas.
+nlohmann::json tool_calls_json(const std::vector<Gemma4ToolCall>& calls, bool streaming, int first_index = 0);
 
 struct ResponseWriter {
   const Tokenizer& tok;
@@ -102,6 +117,9 @@ struct ResponseWriter {
                           int64_t text_offset = -1) const;
   std::string sse_role() const;
   std::string sse_delta(const std::string& text, const nlohmann::json& finish_reason, const nlohmann::json& logprobs) const;
+  // A chat chunk with any of content, reasoning_content and tool_calls (each left out when empty).
+  std::string sse_chat_delta(const std::string& content, const std::string& reasoning, const nlohmann::json& tool_calls,
+                             const nlohmann::json& finish_reason, const nlohmann::json& logprobs) const;
   std::string sse_error(const std::string& message) const;
   std::string sse_usage(int64_t prompt_tokens, int64_t completion_tokens) const;
   static std::string sse_done() { return "data: [DONE]\n\n"; }

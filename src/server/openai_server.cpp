@@ -47,6 +47,51 @@ class OffsetCounter {
   int64_t at_;
 };
 
+// A reply's text as it arrives. Gemma 4 chat: control tokens are written out so
+// that Gemma4OutputParser sees its markers (the other control tokens are dropped)
+// and the text is sorted into content, reasoning and tool calls; otherwise all
+// text is content.
+class ReplyText {
+ public:
+  ReplyText(const Tokenizer& t, const std::vector<std::string>& stop, bool gemma4) : tok_(t), sd_(t, stop, !gemma4) {
+    if (gemma4) g4_.emplace();
+  }
+  Gemma4Delta push(int32_t id) {
+    Gemma4Delta d;
+    if (!g4_) {
+      d.content = sd_.push(id);
+      return d;
+    }
+    if (tok_.is_control(id) && !structural(tok_.piece(id))) return d;
+    return g4_->push(sd_.push(id));
+  }
+  Gemma4Delta finish() {
+    Gemma4Delta d;
+    if (!g4_) {
+      d.content = sd_.finish();
+      return d;
+    }
+    d = g4_->push(sd_.finish());
+    d.append(g4_->finish());
+    return d;
+  }
+  bool stopped() const { return sd_.stopped(); }
+  int tool_calls() const { return g4_ ? g4_->tool_calls() : 0; }
+  // OpenAI's finish_reason for the engine's: a reply that called tools and then stopped says "tool_calls".
+  std::string finish_reason(const std::string& engine_reason) const {
+    const std::string r = engine_reason == "cancelled" ? "stop" : engine_reason;
+    return r == "stop" && tool_calls() > 0 ? "tool_calls" : r;
+  }
+
+ private:
+  static bool structural(std::string_view piece) {
+    return piece == "<|channel>" || piece == "<channel|>" || piece == "<|tool_call>" || piece == "<tool_call|>" || piece == "<|\"|>";
+  }
+  const Tokenizer& tok_;
+  StreamDecoder sd_;
+  std::optional<Gemma4OutputParser> g4_;
+};
+
 // Latency histograms for /metrics: fixed buckets, so memory does not grow with the requests served.
 constexpr double kBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 constexpr size_t kNumBuckets = sizeof(kBuckets) / sizeof(kBuckets[0]);
@@ -192,19 +237,21 @@ struct OpenAiServer::Impl {
         r->finish_reason = "length";
       }
     const ResponseWriter w{tok, random_id(is_chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)), opt.model_name, is_chat};
-    if (!p.stream) return respond_whole(res, rs, q.prompts, p, w);
+    if (!p.stream) return respond_whole(res, rs, q.prompts, p, w, q.gemma4_output);
     auto r = rs[0];
     const std::string echo_text = p.echo ? q.prompts[0].echo_text : std::string();
     const int64_t prompt_tokens = static_cast<int64_t>(r->prompt.size());
     res.set_header("Cache-Control", "no-cache");
     struct StreamState {
       bool started = false;  // the chat role chunk / the echoed prompt is sent
-      StreamDecoder sd;
+      ReplyText sd;
       OffsetCounter off;
-      StreamState(const Tokenizer& t, const GenParams& p, int64_t base) : sd(t, p.stop), off(t, base) {}
+      int calls_sent = 0;  // tool calls streamed so far (the next one's index)
+      StreamState(const Tokenizer& t, const GenParams& p, int64_t base, bool g4) : sd(t, p.stop, g4), off(t, base) {}
     };
-    auto st = std::make_shared<StreamState>(tok, p, utf8_chars(echo_text));
-    res.set_chunked_content_provider("text/event-stream", [this, r, p, w, prompt_tokens, st, echo_text](size_t, httplib::DataSink& sink) {
+    const bool g4 = q.gemma4_output;
+    auto st = std::make_shared<StreamState>(tok, p, utf8_chars(echo_text), g4);
+    res.set_chunked_content_provider("text/event-stream", [this, r, p, w, prompt_tokens, st, echo_text, g4](size_t, httplib::DataSink& sink) {
       auto send = [&](const std::string& event) { return sink.write(event.data(), event.size()); };
       if (!st->started) {
         if (w.is_chat) {
@@ -239,12 +286,19 @@ struct OpenAiServer::Impl {
         error = r->error;
       }
       if (!sink.is_writable()) { r->cancelled = true; return false; }  // client went away: free its blocks
+      // One chunk: text (or content, reasoning and tool calls) with log-probs and finish_reason.
+      auto chunk = [&](const Gemma4Delta& d, const json& finish, const json& lp) {
+        if (!g4) return w.sse_delta(d.content, finish, lp);
+        const json calls = tool_calls_json(d.tool_calls, true, st->calls_sent);
+        st->calls_sent += static_cast<int>(d.tool_calls.size());
+        return w.sse_chat_delta(d.content, d.reasoning, calls, finish, lp);
+      };
       for (const auto& t : toks) {
         const int64_t at = st->off.next(t);
-        const std::string text = t.stop ? std::string() : st->sd.push(t.id);
+        const Gemma4Delta d = t.stop ? Gemma4Delta() : st->sd.push(t.id);
         json lp = nullptr;
         if (p.top_logprobs >= 0) lp = w.logprobs(t.id, t.logprob, t.top, w.is_chat ? -1 : at);
-        if ((!text.empty() || p.top_logprobs >= 0) && !send(w.sse_delta(text, nullptr, lp))) { r->cancelled = true; return false; }
+        if ((!d.empty() || p.top_logprobs >= 0) && !send(chunk(d, nullptr, lp))) { r->cancelled = true; return false; }
         if (st->sd.stopped()) {
           r->cancelled = true;
           done = true;
@@ -253,9 +307,9 @@ struct OpenAiServer::Impl {
         }
       }
       if (!done) return true;
-      const std::string tail = st->sd.finish();
+      const Gemma4Delta tail = st->sd.finish();
       if (!error.empty() && reason == "error") send(w.sse_error(error));
-      else send(w.sse_delta(tail, reason == "cancelled" ? "stop" : reason, nullptr));
+      else send(chunk(tail, st->sd.finish_reason(reason), nullptr));
       if (p.include_usage) send(w.sse_usage(prompt_tokens, r->completion_tokens));
       send(ResponseWriter::sse_done());
       record(*r);
@@ -288,13 +342,13 @@ struct OpenAiServer::Impl {
 
   // Waits for one request's reply: the echoed prompt (if any), the text, its log-probs.
   ChoiceOut collect(const std::shared_ptr<EngineRequest>& r, const GenParams& p, const ResponseWriter& w, const std::string& echo_text,
-                    std::string& error) {
+                    bool g4, std::string& error) {
     ChoiceOut c;
-    StreamDecoder sd(tok, p.stop);
+    ReplyText sd(tok, p.stop, g4);
+    Gemma4Delta reply;
     OffsetCounter off(tok, utf8_chars(echo_text));
     json lp_chat = json::array();
     json lp = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
-    std::string text;
     for (;;) {
       std::vector<EngineRequest::Token> toks;
       bool done;
@@ -309,7 +363,7 @@ struct OpenAiServer::Impl {
       }
       for (const auto& t : toks) {
         const int64_t at = off.next(t);
-        if (!t.stop) text += sd.push(t.id);
+        if (!t.stop) reply.append(sd.push(t.id));
         if (p.top_logprobs >= 0) {
           if (w.is_chat) lp_chat.push_back(w.logprobs(t.id, t.logprob, t.top)["content"][0]);
           else append_logprobs(lp, w.logprobs(t.id, t.logprob, t.top, at));
@@ -324,7 +378,11 @@ struct OpenAiServer::Impl {
       if (done) break;
     }
     if (c.finish_reason == "error") return c;
-    c.text = echo_text + text + sd.finish();
+    reply.append(sd.finish());
+    c.text = echo_text + reply.content;
+    c.reasoning = std::move(reply.reasoning);
+    if (!reply.tool_calls.empty()) c.tool_calls = tool_calls_json(reply.tool_calls, false);
+    c.finish_reason = sd.finish_reason(c.finish_reason);
     record(*r);
     c.logprobs = nullptr;
     if (p.top_logprobs >= 0) {
@@ -342,12 +400,12 @@ struct OpenAiServer::Impl {
   }
 
   void respond_whole(httplib::Response& res, const std::vector<std::shared_ptr<EngineRequest>>& rs, const std::vector<PromptIn>& prompts,
-                     const GenParams& p, const ResponseWriter& w) {
+                     const GenParams& p, const ResponseWriter& w, bool gemma4) {
     std::vector<ChoiceOut> choices;
     int64_t prompt_tokens = 0, completion_tokens = 0;
     for (size_t i = 0; i < rs.size(); ++i) {
       std::string error;
-      choices.push_back(collect(rs[i], p, w, p.echo ? prompts[i].echo_text : std::string(), error));
+      choices.push_back(collect(rs[i], p, w, p.echo ? prompts[i].echo_text : std::string(), gemma4, error));
       if (choices.back().finish_reason == "error") {
         for (auto& r : rs) r->cancelled = true;
         return send_error(res, {500, "api_error", error, ""});
