@@ -146,6 +146,29 @@ TEST(Gemma4Output, ArgumentsGrammar) {
   EXPECT_TRUE(gemma4_parse_call("call:ns.tool-1{ }"));
 }
 
+// Random replies built from markers and argument syntax: no crash, no control token in content or
+// reasoning, and the same result however the text is split.
+TEST(Gemma4Output, RandomRepliesNeverLeakOrDependOnSplits) {
+  const std::vector<std::string> frags = {"<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|\"|>", "<turn|>", "thought\n",
+                                          "call:", "f", "{", "}", "[", "]", ":", ",", "a", "1", "true", " ", "\n", "x y", "\""};
+  uint64_t state = 12345;
+  auto rnd = [&](uint64_t n) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return (state >> 33) % n;
+  };
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::string text;
+    const uint64_t n = 1 + rnd(30);
+    for (uint64_t i = 0; i < n; ++i) text += frags[rnd(frags.size())];
+    const Gemma4Delta whole = feed({text});
+    expect_no_control(whole);
+    for (const auto& c : whole.tool_calls) EXPECT_TRUE(json::parse(c.arguments, nullptr, false).is_object()) << text;
+    const size_t a = rnd(text.size() + 1), b = a + rnd(text.size() - a + 1);
+    expect_same(feed({text.substr(0, a), text.substr(a, b - a), text.substr(b)}), whole, text);
+    if (HasFailure()) break;
+  }
+}
+
 TEST(Gemma4Output, FinishIsFinal) {
   Gemma4OutputParser p;
   auto d = p.push("ab<|chan");
