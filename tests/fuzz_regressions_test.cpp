@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../fuzz/fuzz_common.h"
+#include "formats/hf_config.h"
 #include "server/openai_api.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/stream_decoder.h"
@@ -138,6 +139,34 @@ TEST(FuzzRegressions, WrongTypesInRequestsAre400s) {
   auto big = parse_openai_request(R"({"prompt":"x","max_tokens":4294967297})", false, tok, nullptr);
   ASSERT_TRUE(std::holds_alternative<OpenAiRequest>(big));
   EXPECT_EQ(std::get<OpenAiRequest>(big).params.max_tokens, INT32_MAX) << "saturated, not wrapped to 1";
+}
+
+// hf_config_fuzz (after ~5 min): a config whose top-level "model_type" was a
+// number (262144) made json::value() throw type_error 302 out of
+// spec_from_hf_config_text; the top-level "torch_dtype" was read the same way.
+// Review of the same reader: integers were narrowed with get<int>()
+// ("hidden_size": 4294967360 became 64).
+TEST(FuzzRegressions, ConfigFieldsOfTheWrongTypeOrRangeAreErrors) {
+  const std::string body = R"("hidden_size":64,"num_hidden_layers":1,"intermediate_size":8,"num_attention_heads":1)";
+  struct Case {
+    std::string json, error;
+  };
+  const Case cases[] = {
+      {R"({"model_type":262144,)" + body + "}", "\"model_type\" must be a string"},
+      {R"({"model_type":"gemma3","torch_dtype":5,"text_config":{"model_type":"gemma3_text",)" + body + "}}", "\"torch_dtype\" must be a string"},
+      {R"({"model_type":"gemma","hidden_size":4294967360,"num_hidden_layers":1,"intermediate_size":8,"num_attention_heads":1})",
+       "\"hidden_size\" must be an integer that fits 32 bits"},
+      {R"({"model_type":"gemma","num_hidden_layers":-4294967295,"hidden_size":64,"intermediate_size":8,"num_attention_heads":1})",
+       "\"num_hidden_layers\" must be an integer that fits 32 bits"},
+      {R"({"model_type":"gemma","eos_token_id":[1,4294967297],)" + body + "}", "eos_token_id"},
+  };
+  for (const Case& c : cases) {
+    auto s = spec_from_hf_config_text(c.json);
+    ASSERT_FALSE(s.ok()) << c.json;
+    EXPECT_NE(s.message().find(c.error), std::string::npos) << c.json << " gave: " << s.message();
+    EXPECT_EQ(s.message().find('\n'), std::string::npos);
+  }
+  EXPECT_TRUE(spec_from_hf_config_text(R"({"model_type":"gemma",)" + body + "}").ok());
 }
 
 // The harness's view of a request: the parse the server does, chat included.

@@ -11,6 +11,12 @@ namespace {
 
 using json = nlohmann::json;
 
+// An integer within int's range (get<int>() narrows: 4294967360 became 64).
+bool fits_int(const json& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= static_cast<uint64_t>(INT32_MAX);
+  return v.is_number_integer() && v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX;
+}
+
 // Typed optional getters that treat null as absent and reject wrong types.
 struct Reader {
   const json& j;
@@ -24,7 +30,7 @@ struct Reader {
   }
   int integer(const char* k, int def) {
     if (!has(k)) return def;
-    if (!j[k].is_number_integer()) { fail(std::string("\"") + k + "\" must be an integer"); return def; }
+    if (!fits_int(j[k])) { fail(std::string("\"") + k + "\" must be an integer that fits 32 bits"); return def; }
     return j[k].get<int>();
   }
   bool boolean(const char* k, bool def) {
@@ -70,7 +76,11 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
     return Err(std::string("config.json is not valid JSON: ") + e.what());
   }
   if (!root.is_object()) return Err("config.json is not a JSON object");
-  std::string outer_type = root.value("model_type", std::string());
+  // (json::value() throws on a value of another type: Reader reports it instead.)
+  Reader outer{root, Ok()};
+  const std::string outer_type = outer.str("model_type", "");
+  const std::string outer_dtype = outer.str("torch_dtype", "bfloat16");
+  if (!outer.error.ok()) return outer.error.error().with_context("config.json");
   // Multimodal wrappers keep the text decoder's config under text_config.
   const json* cfg = &root;
   if ((outer_type == "gemma3" || outer_type == "gemma4") && root.contains("text_config") && root["text_config"].is_object())
@@ -97,13 +107,15 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
   s.max_position_embeddings = r.integer("max_position_embeddings", 8192);
   s.rms_norm_eps = static_cast<float>(r.num("rms_norm_eps", 1e-6));
   s.tie_word_embeddings = r.boolean("tie_word_embeddings", true);
-  s.weights_dtype = r.str("dtype", r.str("torch_dtype", root.value("torch_dtype", std::string("bfloat16"))));
+  s.weights_dtype = r.str("dtype", r.str("torch_dtype", outer_dtype));
   s.bos_token_id = r.integer("bos_token_id", 2);
   s.pad_token_id = r.integer("pad_token_id", 0);
   if (c.contains("eos_token_id") && c["eos_token_id"].is_array()) {
     s.eos_token_ids.clear();
-    for (const auto& e : c["eos_token_id"])
+    for (const auto& e : c["eos_token_id"]) {
+      if (e.is_number_integer() && !fits_int(e)) return Err("config.json: \"eos_token_id\" has an id that does not fit 32 bits");
       if (e.is_number_integer()) s.eos_token_ids.push_back(e.get<int>());
+    }
   } else {
     s.eos_token_ids = {r.integer("eos_token_id", 1)};
   }
