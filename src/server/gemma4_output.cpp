@@ -133,7 +133,9 @@ struct ArgParser {
       if (i < s.size() && s[i] == '}') return ++i, --depth, true;
       for (;;) {
         std::string k;
-        if (!key(k) || s[i] != ':') return false;
+        if (!key(k)) return false;
+        ws();
+        if (i >= s.size() || s[i] != ':') return false;
         ++i;
         J v;
         if (!value(v)) return false;
