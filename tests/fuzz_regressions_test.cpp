@@ -159,6 +159,11 @@ TEST(FuzzRegressions, ConfigFieldsOfTheWrongTypeOrRangeAreErrors) {
       {R"({"model_type":"gemma","num_hidden_layers":-4294967295,"hidden_size":64,"intermediate_size":8,"num_attention_heads":1})",
        "\"num_hidden_layers\" must be an integer that fits 32 bits"},
       {R"({"model_type":"gemma","eos_token_id":[1,4294967297],)" + body + "}", "eos_token_id"},
+      // hf_config_fuzz (second run): a string from the file put a newline in the message.
+      {R"({"model_type":"gemma","layer_types":["full_attention\n\n"],"num_hidden_layers":1,"hidden_size":64,"intermediate_size":8,"num_attention_heads":1})",
+       "layer_types[0] is \"full_attention\\x0a\\x0a\""},
+      {R"({"model_type":"gemma\n",)" + body + "}", "model_type \"gemma\\x0a\" is not"},
+      {R"({"model_type":"gemma","hidden_act":"relu\r",)" + body + "}", "hidden_activation \"relu\\x0d\""},
   };
   for (const Case& c : cases) {
     auto s = spec_from_hf_config_text(c.json);

@@ -5,6 +5,7 @@
 
 #include "core/half.h"
 #include "core/mapped_file.h"
+#include "formats/tensor.h"  // quoted_name: values from the file, one line in messages
 
 namespace gf {
 namespace {
@@ -57,7 +58,7 @@ Result<RopeSpec> rope_from_params(const json& p, const RopeSpec& defaults) {
   if (type == "default") r.kind = RopeKind::Default;
   else if (type == "linear") r.kind = RopeKind::Linear;
   else if (type == "proportional") r.kind = RopeKind::Proportional;
-  else return Err("rope_type \"" + type + "\" is not supported (default, linear, proportional)");
+  else return Err("rope_type " + quoted_name(type) + " is not supported (default, linear, proportional)");
   r.factor = rd.num("factor", r.kind == RopeKind::Default ? 1.0 : r.factor);
   r.partial_rotary_factor = rd.num("partial_rotary_factor", r.partial_rotary_factor);
   if (!rd.error.ok()) return rd.error.error();
@@ -93,7 +94,7 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
   else if (mt == "gemma2") s.family = Family::Gemma2;
   else if (mt == "gemma3_text" || mt == "gemma3") s.family = Family::Gemma3;
   else if (mt == "gemma4_text" || mt == "gemma4") s.family = Family::Gemma4;
-  else return Err("model_type \"" + mt + "\" is not a Gemma text decoder (gemma, gemma2, gemma3, gemma3_text, gemma4, gemma4_text)");
+  else return Err("model_type " + quoted_name(mt) + " is not a Gemma text decoder (gemma, gemma2, gemma3, gemma3_text, gemma4, gemma4_text)");
   s.model_type = mt;
   const bool g4 = s.family == Family::Gemma4;
 
@@ -122,7 +123,7 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
   std::string act = r.str("hidden_activation", r.str("hidden_act", "gelu_pytorch_tanh"));
   // Gemma 1 configs say "gelu" but the reference uses the tanh approximation.
   if (act != "gelu_pytorch_tanh" && act != "gelu" && act != "gelu_new" && act != "gelu_tanh")
-    return Err("hidden_activation \"" + act + "\" is not supported (Gemma uses gelu_pytorch_tanh)");
+    return Err("hidden_activation " + quoted_name(act) + " is not supported (Gemma uses gelu_pytorch_tanh)");
   if (!r.error.ok()) return r.error.error().with_context("config.json");
   if (s.hidden_size <= 0 || s.num_layers <= 0 || s.num_heads <= 0 || s.intermediate_size <= 0)
     return Err("config.json: hidden_size, num_hidden_layers, num_attention_heads and intermediate_size are required and must be positive");
@@ -145,7 +146,7 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
     for (int i = 0; i < s.num_layers; ++i) {
       std::string t = lt[static_cast<size_t>(i)].is_string() ? lt[static_cast<size_t>(i)].get<std::string>() : "";
       if (t == "sliding_attention") kinds[static_cast<size_t>(i)] = AttentionKind::Local;
-      else if (t != "full_attention") return Err("config.json: layer_types[" + std::to_string(i) + "] is \"" + t + "\"");
+      else if (t != "full_attention") return Err("config.json: layer_types[" + std::to_string(i) + "] is " + quoted_name(t));
     }
   } else if (s.family == Family::Gemma2) {
     for (int i = 0; i < s.num_layers; i += 2) kinds[static_cast<size_t>(i)] = AttentionKind::Local;
@@ -250,7 +251,7 @@ Result<ModelSpec> spec_from_hf_config_text(const std::string& text) {
         idx = std::stoi(it.key());
       } catch (...) {
       }
-      if (idx < 0 || idx >= s.num_layers) return Err("config.json: per_layer_config key \"" + it.key() + "\" is not a layer index");
+      if (idx < 0 || idx >= s.num_layers) return Err("config.json: per_layer_config key " + quoted_name(it.key()) + " is not a layer index");
       Reader pr{it.value(), Ok()};
       LayerSpec& l = s.layers[static_cast<size_t>(idx)];
       l.head_dim = pr.integer("head_dim", l.head_dim);
