@@ -4,7 +4,10 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <nlohmann/json.hpp>
+
 #include "core/mapped_file.h"
+#include "formats/gguf.h"
 #include "core/thread_pool.h"
 #ifdef GEMFORGE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -95,6 +98,39 @@ Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o
 int fail(const Status& s) {
   std::fprintf(stderr, "error: %s\n", s.message().c_str());
   return 1;
+}
+
+// The chat template a model ships, when it can be found: chat_template.jinja,
+// tokenizer_config.json's chat_template (a string or named templates), or the
+// GGUF key tokenizer.chat_template.
+std::optional<std::string> shipped_template(const std::string& model) {
+  if (is_directory(model)) {
+    if (auto t = read_text_file(model + "/chat_template.jinja"); t.ok()) return *t;
+    auto tc = read_text_file(model + "/tokenizer_config.json");
+    if (!tc.ok()) return std::nullopt;
+    const auto j = nlohmann::json::parse(*tc, nullptr, false);
+    if (!j.is_object() || !j.contains("chat_template")) return std::nullopt;
+    const auto& t = j["chat_template"];
+    if (t.is_string()) return t.get<std::string>();
+    if (t.is_array())
+      for (const auto& named : t)
+        if (named.is_object() && named.value("name", "") == "default" && named.contains("template") && named["template"].is_string())
+          return named["template"].get<std::string>();
+    return std::nullopt;
+  }
+  auto g = GgufFile::open(model);
+  if (!g.ok()) return std::nullopt;
+  auto t = g->get_string("tokenizer.chat_template");
+  if (!t.ok()) return std::nullopt;
+  return *t;
+}
+
+void follow_shipped_template(ChatFormat& fmt, const std::string& model) {
+  if (fmt.style() != ChatStyle::Gemma4) return;
+  // 31B/26B templates end the generation prompt with an empty thought block, E2B/E4B do not:
+  // follow the model's own template when it ships one, else the 31B one.
+  const auto shipped = model.empty() ? std::nullopt : shipped_template(model);
+  fmt.set_empty_thought_channel(!shipped || shipped->find("thought\\n<channel|>") != std::string::npos);
 }
 
 }  // namespace gf::cli

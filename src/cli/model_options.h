@@ -9,6 +9,8 @@
 #include "core/status.h"
 #include "backend/backend.h"
 #include "model/model.h"
+#include "tokenizer/chat_format.h"
+#include <optional>
 
 namespace gf::cli {
 
@@ -35,6 +37,13 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& s);
 
 // The backend named by --backend (cpu, or cuda when built with CUDA).
 Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o);
+
+// The chat template a model folder or GGUF ships (chat_template.jinja,
+// tokenizer_config.json's chat_template, or tokenizer.chat_template), if any.
+std::optional<std::string> shipped_template(const std::string& model);
+// Gemma 4: the empty thought block after the generation prompt as the model's
+// own template has it (31B/26B yes, E2B/E4B no; the 31B form when none ships).
+void follow_shipped_template(ChatFormat& fmt, const std::string& model);
 
 // Prints "error: <message>" to stderr and returns 1 (for command callbacks).
 int fail(const Status& s);

@@ -33,6 +33,7 @@ int run_serve(ServeOptions o) {
   auto tok = Tokenizer::from_path(tok_path);
   if (!tok.ok()) return fail(tok.status());
   auto fmt = ChatFormat::for_tokenizer(*tok, m->spec.family >= Family::Gemma3);
+  if (fmt.ok()) follow_shipped_template(*fmt, m->source);
   auto be = make_backend_from_options(o.model);
   if (!be.ok()) return fail(be.status());
   auto dec = Decoder::create(*m, **be);

@@ -27,31 +27,6 @@ struct TemplateOptions {
   std::string json_file;
 };
 
-// The chat template a model ships, when it can be found: chat_template.jinja,
-// tokenizer_config.json's chat_template (a string or named templates), or the
-// GGUF key tokenizer.chat_template.
-std::optional<std::string> shipped_template(const std::string& model) {
-  if (is_directory(model)) {
-    if (auto t = read_text_file(model + "/chat_template.jinja"); t.ok()) return *t;
-    auto tc = read_text_file(model + "/tokenizer_config.json");
-    if (!tc.ok()) return std::nullopt;
-    const auto j = nlohmann::json::parse(*tc, nullptr, false);
-    if (!j.is_object() || !j.contains("chat_template")) return std::nullopt;
-    const auto& t = j["chat_template"];
-    if (t.is_string()) return t.get<std::string>();
-    if (t.is_array())
-      for (const auto& named : t)
-        if (named.is_object() && named.value("name", "") == "default" && named.contains("template") && named["template"].is_string())
-          return named["template"].get<std::string>();
-    return std::nullopt;
-  }
-  auto g = GgufFile::open(model);
-  if (!g.ok()) return std::nullopt;
-  auto t = g->get_string("tokenizer.chat_template");
-  if (!t.ok()) return std::nullopt;
-  return *t;
-}
-
 Result<ChatFormat> format_by_name(const std::string& name) {
   if (name == "gemma" || name == "gemma2") return ChatFormat::text_only(ChatStyle::Gemma);
   if (name == "gemma3") return ChatFormat::text_only(ChatStyle::Gemma3);
@@ -89,12 +64,7 @@ int run_template(const TemplateOptions& o) {
     auto f = ChatFormat::for_tokenizer(*tok);
     if (!f.ok()) return fail(f.status());
     fmt = std::move(*f);
-    if (fmt->style() == ChatStyle::Gemma4) {
-      // 31B/26B templates end the generation prompt with an empty thought block, E2B/E4B do not:
-      // follow the model's own template when it ships one, else the 31B one.
-      const auto shipped = shipped_template(o.model);
-      fmt->set_empty_thought_channel(!shipped || shipped->find("thought\\n<channel|>") != std::string::npos);
-    }
+    follow_shipped_template(*fmt, o.model);
   }
   auto out = fmt->render_text(req->messages, req->options);
   if (!out.ok()) return fail(out.status());
