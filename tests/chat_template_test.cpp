@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "gemma4_test_vocab.h"
 #include "test_util.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/chat_json.h"
@@ -38,49 +39,10 @@ ChatFormat gemma4_31b() {
   return f;
 }
 
-// A small vocabulary with every marker the Gemma 4 template writes (as control
-// tokens), "\n", the space symbol and byte fallback for all other text.
-const char* const kGemma4Markers[] = {"<|turn>",     "<turn|>",         "<|channel>",        "<channel|>",    "<|think|>",
-                                      "<|tool>",     "<tool|>",         "<|tool_call>",      "<tool_call|>",  "<|tool_response>",
-                                      "<tool_response|>", "<|\"|>",     "<|image|>",         "<|audio|>",     "<|video|>"};
-
-std::string gemma4_tokenizer_json() {
-  std::string vocab, added;
-  int id = 0;
-  auto esc = [](const std::string& s) {
-    std::string o;
-    for (char c : s) {
-      if (c == '"' || c == '\\') o += '\\';
-      if (c == '\n') {
-        o += "\\n";
-        continue;
-      }
-      o += c;
-    }
-    return o;
-  };
-  auto add = [&](const std::string& piece, bool special) {
-    vocab += (id ? "," : "") + std::string("\"") + esc(piece) + "\":" + std::to_string(id);
-    added += (added.empty() ? "" : ",") + std::string("{\"id\":") + std::to_string(id) + ",\"content\":\"" + esc(piece) +
-             "\",\"special\":" + (special ? "true" : "false") + "}";
-    ++id;
-  };
-  for (const char* s : {"<pad>", "<eos>", "<bos>", "<unk>"}) add(s, true);
-  for (const char* s : kGemma4Markers) add(s, true);
-  add("\n", false);
-  vocab += ",\"\u2581\":" + std::to_string(id++);  // the space symbol
-  for (int b = 0; b < 256; ++b) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
-    vocab += ",\"" + std::string(buf) + "\":" + std::to_string(id++);
-  }
-  return "{\"added_tokens\":[" + added + "],\"post_processor\":{\"single\":[\"<bos>\"]},"
-         "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"vocab\":{" + vocab + "},\"merges\":[]}}";
-}
 
 const Tokenizer& gemma4_tokenizer() {
   static const Tokenizer tok = [] {
-    auto t = Tokenizer::from_json_text(gemma4_tokenizer_json());
+    auto t = Tokenizer::from_json_text(test::gemma4_tokenizer_json());
     EXPECT_TRUE(t.ok()) << t.message();
     return std::move(t).value();
   }();
@@ -145,7 +107,7 @@ TEST(ChatTemplate, Gemma4GoldensAsIdsKeepContentOutOfControlTokens) {
     // Every marker the template wrote is one control token; in this set only the user of
     // user_types_control_tokens writes markers ("<turn|>" and "<|turn>"), and those stay text.
     size_t markers = 1;  // <bos>
-    for (const char* m : kGemma4Markers) markers += count(want, m);
+    for (const char* m : test::kGemma4Markers) markers += count(want, m);
     size_t control = 0;
     for (int32_t id : *ids) control += t.is_control(id);
     EXPECT_EQ(control, markers - (name == "user_types_control_tokens" ? 2 : 0));
@@ -334,7 +296,7 @@ TEST(ChatTemplate, CliModelTokenizerPicksTheFormat) {
   // A Gemma 4 vocabulary: the 31B template unless the model's own template lacks the empty thought block.
   const std::string dir = test::temp_path("gemma4_model");
   ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
-  test::write_bytes(dir + "/tokenizer.json", gemma4_tokenizer_json());
+  test::write_bytes(dir + "/tokenizer.json", test::gemma4_tokenizer_json());
   const std::string g4 = "<bos><|turn>system\nBe brief.<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\n";
   EXPECT_EQ(run_cli("-m " + dir + " --json " + in, &rc, &err), g4 + "<|channel>thought\n<channel|>");
   EXPECT_EQ(rc, 0) << err;

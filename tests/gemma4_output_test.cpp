@@ -10,6 +10,7 @@
 
 #include <thread>
 
+#include "gemma4_test_vocab.h"
 #include "backend/backend.h"
 #include "core/mapped_file.h"
 #include "model/decoder.h"
@@ -186,46 +187,9 @@ TEST(Gemma4Output, FinishIsFinal) {
 
 // ---- the parser behind the OpenAI request parse and response writer, on a tiny Gemma 4 vocabulary ----
 
-const char* const kMarkers[] = {"<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|think|>", "<|tool>", "<tool|>", "<|tool_call>",
-                                "<tool_call|>", "<|tool_response>", "<tool_response|>", "<|\"|>", "<|image|>", "<|audio|>", "<|video|>"};
-
-// Every Gemma 4 marker as a control token, "\n", the space symbol and byte fallback.
-std::string gemma4_tokenizer_json() {
-  std::string vocab, added;
-  int id = 0;
-  auto esc = [](const std::string& s) {
-    std::string o;
-    for (char c : s) {
-      if (c == '"' || c == '\\') o += '\\';
-      if (c == '\n') {
-        o += "\\n";
-        continue;
-      }
-      o += c;
-    }
-    return o;
-  };
-  auto add = [&](const std::string& piece, bool special) {
-    vocab += (id ? "," : "") + std::string("\"") + esc(piece) + "\":" + std::to_string(id);
-    added += (added.empty() ? "" : ",") + std::string("{\"id\":") + std::to_string(id) + ",\"content\":\"" + esc(piece) +
-             "\",\"special\":" + (special ? "true" : "false") + "}";
-    ++id;
-  };
-  for (const char* s : {"<pad>", "<eos>", "<bos>", "<unk>"}) add(s, true);
-  for (const char* s : kMarkers) add(s, true);
-  add("\n", false);
-  vocab += ",\"\u2581\":" + std::to_string(id++);
-  for (int b = 0; b < 256; ++b) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
-    vocab += ",\"" + std::string(buf) + "\":" + std::to_string(id++);
-  }
-  return "{\"added_tokens\":[" + added + "],\"post_processor\":{\"single\":[\"<bos>\"]},"
-         "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"vocab\":{" + vocab + "},\"merges\":[]}}";
-}
 
 const Tokenizer& tiny() {
-  static const Tokenizer t = std::move(Tokenizer::from_json_text(gemma4_tokenizer_json())).value();
+  static const Tokenizer t = std::move(Tokenizer::from_json_text(test::gemma4_tokenizer_json())).value();
   return t;
 }
 
@@ -376,7 +340,7 @@ TEST(Gemma4Serve, WriterShowsReasoningAndToolCalls) {
   EXPECT_EQ(r.chunks.back()["choices"][0]["finish_reason"], "tool_calls");
   for (const json& c : r.chunks) {
     const std::string dump = c.dump();
-    for (const char* m : kMarkers) EXPECT_EQ(dump.find(m), std::string::npos) << dump;
+    for (const char* m : test::kGemma4Markers) EXPECT_EQ(dump.find(m), std::string::npos) << dump;
   }
 }
 
@@ -458,7 +422,7 @@ class Gemma4ServerTest : public ::testing::Test {
 };
 
 void expect_clean(const std::string& text) {
-  for (const char* m : kMarkers) EXPECT_EQ(text.find(m), std::string::npos) << m << " in " << text;
+  for (const char* m : test::kGemma4Markers) EXPECT_EQ(text.find(m), std::string::npos) << m << " in " << text;
 }
 
 TEST_F(Gemma4ServerTest, ToolsAndThinkingReachThePrompt) {
