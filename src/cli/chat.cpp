@@ -7,6 +7,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/sampling_options.h"
 #include "model/decoder.h"
 #include "runtime/generate.h"
 #include "tokenizer/chat_format.h"
@@ -20,7 +21,7 @@ extern "C" void on_sigint(int) { g_interrupt.store(true); }
 
 struct ChatOptions {
   ModelOptions model;
-  SamplingParams sampling;
+  SamplingOptions sampling;
   int n = 1024;
   int ctx = 0;
   std::string system;
@@ -99,16 +100,16 @@ int run_chat(ChatOptions o) {
     if (fresh.empty()) fresh.push_back(ids->back());
     GenerateOptions g;
     g.max_tokens = o.n;
-    g.sampling = o.sampling;
+    g.sampling = resolved(o.sampling);
     g.stop_ids = fmt->stop_ids();
     g.cancel = &g_interrupt;
-    StreamDecoder sd(*tok);
+    StreamDecoder sd(*tok, o.sampling.stop);
     std::vector<int32_t> reply;
     auto st = generate(**dec, **cache, fresh, history, g, [&](int32_t id) {
       reply.push_back(id);
       std::fputs(sd.push(id).c_str(), stdout);
       std::fflush(stdout);
-      return true;
+      return !sd.stopped();
     });
     std::fputs(sd.finish().c_str(), stdout);
     std::printf("\n");
@@ -130,12 +131,7 @@ CommandRegistration reg(20, [](CLI::App& root) {
   c->add_option("--system", o->system, "System prompt (Gemma 3+)");
   c->add_option("-p,--prompt", o->prompt, "Answer this one message and exit");
   c->add_option("-n,--max-tokens", o->n, "Maximum tokens per reply")->capture_default_str();
-  c->add_option("--temp,--temperature", o->sampling.temperature, "Sampling temperature (0 = greedy)")->capture_default_str();
-  c->add_option("--top-k", o->sampling.top_k, "Top-k (0 = off)")->capture_default_str();
-  c->add_option("--top-p", o->sampling.top_p, "Top-p (1 = off)")->capture_default_str();
-  c->add_option("--min-p", o->sampling.min_p, "Min-p (0 = off)")->capture_default_str();
-  c->add_option("--repeat-penalty", o->sampling.repetition_penalty, "Repetition penalty (1 = off)")->capture_default_str();
-  c->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
+  add_sampling_options(c, o->sampling);
   c->add_option("-c,--ctx-size", o->ctx, "Context size in tokens (default: min(model max, 8192))");
   c->callback([o] { set_exit_code(run_chat(*o)); });
 });

@@ -22,7 +22,7 @@ struct ModelOptions {
   std::string backend = "cpu";
 };
 
-// require_model: false lets a command fall back to the default model.
+// -m, --synthetic, --seed-weights, --backend, --threads.
 void add_model_options(CLI::App* cmd, ModelOptions& o);
 
 // Loads -m / --synthetic; with neither, the default model (the real Gemma 3

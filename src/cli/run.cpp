@@ -5,6 +5,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/sampling_options.h"
 #include "model/decoder.h"
 #include "runtime/generate.h"
 #include "tokenizer/chat_format.h"
@@ -19,8 +20,7 @@ struct RunOptions {
   std::string prompt_ids;
   std::string chat = "auto";
   int n = 256;
-  SamplingParams sampling;
-  std::vector<std::string> stop;
+  SamplingOptions sampling;
   bool print_ids = false;
   bool stats = false;
   int ctx = 0;
@@ -35,7 +35,7 @@ int run_run(RunOptions o) {
   std::optional<Tokenizer> tok;
   std::vector<int32_t> prompt;
   std::vector<int32_t> stop_ids = m->spec.eos_token_ids;
-  if (!o.prompt.empty() || !o.stop.empty() || !o.print_ids) {
+  if (!o.prompt.empty() || !o.sampling.stop.empty() || !o.print_ids) {
     if (m->tokenizer_path.empty()) return fail(Err("this model has no tokenizer: use --prompt-ids and --print-ids"));
     auto t = Tokenizer::from_path(m->tokenizer_path);
     if (!t.ok()) return fail(t.status());
@@ -75,11 +75,11 @@ int run_run(RunOptions o) {
 
   GenerateOptions g;
   g.max_tokens = o.n;
-  g.sampling = o.sampling;
+  g.sampling = resolved(o.sampling);
   g.stop_ids = stop_ids;
   std::vector<int32_t> history, generated;
   std::optional<StreamDecoder> sd;
-  if (tok && !o.print_ids) sd.emplace(*tok, o.stop);
+  if (tok && !o.print_ids) sd.emplace(*tok, o.sampling.stop);
   auto st = generate(**dec, **cache, prompt, history, g, [&](int32_t id) {
     generated.push_back(id);
     if (sd) {
@@ -115,16 +115,7 @@ CommandRegistration reg(10, [](CLI::App& root) {
   c->add_option("--chat", o->chat, "Send the prompt as a user turn: auto (when the model has a chat template), on, off")
       ->capture_default_str();
   c->add_option("-n,--max-tokens", o->n, "Maximum new tokens")->capture_default_str();
-  c->add_option("--temp,--temperature", o->sampling.temperature, "Sampling temperature (0 = greedy)")->capture_default_str();
-  c->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
-  c->add_option("--top-p", o->sampling.top_p, "Nucleus sampling threshold (1 = off)")->capture_default_str();
-  c->add_option("--min-p", o->sampling.min_p, "Drop tokens below min-p x the top probability (0 = off)")->capture_default_str();
-  c->add_option("--repeat-penalty", o->sampling.repetition_penalty, "Repetition penalty (1 = off)")->capture_default_str();
-  c->add_option("--presence-penalty", o->sampling.presence_penalty, "Presence penalty (OpenAI style)")->capture_default_str();
-  c->add_option("--frequency-penalty", o->sampling.frequency_penalty, "Frequency penalty (OpenAI style)")->capture_default_str();
-  c->add_option("--repeat-last-n", o->sampling.penalty_last_n, "Tokens the penalties look back over (-1 = all)")->capture_default_str();
-  c->add_option("--seed", o->sampling.seed, "Sampling seed (same seed, same text)")->capture_default_str();
-  c->add_option("--stop", o->stop, "Stop when this string appears (repeatable)");
+  add_sampling_options(c, o->sampling);
   c->add_option("-c,--ctx-size", o->ctx, "Context size in tokens (default: min(model max, 8192))");
   c->add_flag("--print-ids", o->print_ids, "Print the new token ids space-separated on one line instead of text");
   c->add_flag("--stats", o->stats, "Print prompt and generation speed to stderr");

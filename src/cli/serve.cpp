@@ -4,6 +4,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/sampling_options.h"
 #include "runtime/engine.h"
 #include "server/openai_server.h"
 
@@ -13,6 +14,7 @@ namespace {
 struct ServeOptions {
   ModelOptions model;
   ServerOptions server;
+  SamplingOptions sampling{RequestDefaults::openai_sampling(), std::nullopt, {}};
   int64_t kv_tokens = 8192;
   int parallel = 32;
   int max_waiting = 256;
@@ -40,6 +42,7 @@ int run_serve(ServeOptions o) {
   if (!dec.ok()) return fail(dec.status());
   auto engine = Engine::create(**dec, engine_options(o.kv_tokens, o.parallel, o.chunk, static_cast<size_t>(o.max_waiting)));
   if (!engine.ok()) return fail(engine.status());
+  o.server.defaults = {o.sampling.params, o.sampling.seed, o.sampling.stop};
   if (o.server.model_name.empty()) o.server.model_name = m->source.substr(m->source.find_last_of('/') + 1);
   OpenAiServer server(**engine, *tok, fmt.ok() ? &*fmt : nullptr, m->spec.eos_token_ids, o.server);
   g_server = &server;
@@ -68,6 +71,8 @@ CommandRegistration reg(40, [](CLI::App& root) {
   c->add_option("--max-waiting", o->max_waiting, "Queued requests beyond which the server answers 503")->capture_default_str();
   c->add_option("--tokenizer", o->tokenizer, "Tokenizer to use instead of the model's (tokenizer.json[.xz], GGUF or folder)");
   c->add_option("--chunk", o->chunk, "Prefill tokens per step (chunked prefill)")->capture_default_str();
+  // For requests that leave a field out (OpenAI's defaults unless given here).
+  add_sampling_options(c, o->sampling);
   c->callback([o] { set_exit_code(run_serve(*o)); });
 });
 

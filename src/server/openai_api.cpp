@@ -35,7 +35,8 @@ std::optional<ApiError> get_bool(const json& j, const char* k, const std::string
 
 ApiError bad(const std::string& msg, const std::string& param) { return {400, "invalid_request_error", msg, param}; }
 
-std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, const std::set<std::string>& extra) {
+std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, const std::set<std::string>& extra,
+                                     const RequestDefaults& defaults) {
   static const std::set<std::string> common = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
                                                 "min_p", "stop", "seed", "n", "presence_penalty", "frequency_penalty",
                                                 "repetition_penalty", "stream", "stream_options", "logprobs", "top_logprobs", "user"};
@@ -51,9 +52,7 @@ std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, con
   };
   if (!chat && extra.count("echo"))
     if (auto e = get_bool(j, "echo", "echo", p.echo)) return e;
-  p.sampling.temperature = 1.0f;
-  p.sampling.top_k = 0;
-  p.sampling.top_p = 1.0f;
+  p.sampling = defaults.sampling;
   if (j.contains("max_tokens") && !j["max_tokens"].is_null() && j.contains("max_completion_tokens") && !j["max_completion_tokens"].is_null())
     return bad("give one of \"max_tokens\" and \"max_completion_tokens\"", "max_completion_tokens");
   for (const char* k : {"max_tokens", "max_completion_tokens"})
@@ -72,13 +71,13 @@ std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, con
   if (auto e = num("presence_penalty", -2, 2, p.sampling.presence_penalty)) return e;
   if (auto e = num("frequency_penalty", -2, 2, p.sampling.frequency_penalty)) return e;
   if (auto e = num("repetition_penalty", 0.01, 100, p.sampling.repetition_penalty)) return e;
-  double seed = static_cast<double>(std::random_device{}());
+  double seed = defaults.seed ? static_cast<double>(static_cast<int64_t>(*defaults.seed)) : static_cast<double>(std::random_device{}());
   if (auto e = num("seed", -9.2e18, 9.2e18, seed)) return e;
   p.sampling.seed = static_cast<uint64_t>(static_cast<int64_t>(seed));
-  p.sampling.penalty_last_n = -1;
   if (j.contains("n") && !j["n"].is_null()) {
     if (!j["n"].is_number_integer() || int_value(j["n"]) != 1) return bad("only n = 1 is supported", "n");
   }
+  if (!j.contains("stop") || j["stop"].is_null()) p.stop = defaults.stop;
   if (j.contains("stop") && !j["stop"].is_null()) {
     if (j["stop"].is_string()) p.stop.push_back(j["stop"]);
     else if (j["stop"].is_array() && j["stop"].size() <= 4) {
@@ -343,12 +342,13 @@ std::optional<ApiError> parse_prompts(const json& j, const Tokenizer& tok, std::
 }
 
 std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& body, bool is_chat, const Tokenizer& tok,
-                                                           const ChatFormat* chat) {
+                                                           const ChatFormat* chat, const RequestDefaults& defaults) {
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded()) return bad("the body is not valid JSON");
   if (!j.is_object()) return bad("the body must be a JSON object");
   OpenAiRequest r;
-  if (auto e = parse_common(j, is_chat, r.params, is_chat ? chat_request_fields() : std::set<std::string>{"prompt", "echo", "suffix"}))
+  if (auto e = parse_common(j, is_chat, r.params, is_chat ? chat_request_fields() : std::set<std::string>{"prompt", "echo", "suffix"},
+                              defaults))
     return *e;
   if (is_chat) {
     r.prompts.emplace_back();

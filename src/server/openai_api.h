@@ -46,10 +46,27 @@ struct GenParams {
   bool echo = false;  // completions: the prompt's text (and log-probs) before the reply
 };
 
+// What a request that leaves a sampling field out gets (OpenAI's defaults
+// unless `serve` was given other ones).
+struct RequestDefaults {
+  SamplingParams sampling = openai_sampling();
+  std::optional<uint64_t> seed;  // unset: a random seed per request
+  std::vector<std::string> stop;  // used when the request gives no "stop"
+  static SamplingParams openai_sampling() {
+    SamplingParams s;
+    s.temperature = 1.0f;
+    s.top_k = 0;
+    s.top_p = 1.0f;
+    s.penalty_last_n = -1;
+    return s;
+  }
+};
+
 // Validates the fields shared by both endpoints; unknown fields (not common,
 // not in `extra`) are an error, as the strict OpenAI servers do, so typos do
 // not silently change behaviour.
-std::optional<ApiError> parse_common(const nlohmann::json& j, bool chat, GenParams& p, const std::set<std::string>& extra);
+std::optional<ApiError> parse_common(const nlohmann::json& j, bool chat, GenParams& p, const std::set<std::string>& extra,
+                                     const RequestDefaults& defaults = {});
 
 // "messages" -> the chat format's prompt ids (roles, string or text-part content).
 // Gemma 4 (ChatStyle::Gemma4) takes the whole OpenAI chat shape: "tools", assistant
@@ -78,7 +95,7 @@ struct OpenAiRequest {
 };
 // The whole body (is_chat: /v1/chat/completions; chat null: the model has no chat format).
 std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& body, bool is_chat, const Tokenizer& tok,
-                                                           const ChatFormat* chat);
+                                                           const ChatFormat* chat, const RequestDefaults& defaults = {});
 
 // JSON text; invalid UTF-8 in strings or keys becomes U+FFFD instead of throwing.
 std::string json_text(const nlohmann::json& j);

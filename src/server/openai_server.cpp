@@ -196,7 +196,7 @@ struct OpenAiServer::Impl {
   }
 
   void handle(const httplib::Request& req, httplib::Response& res, bool is_chat) {
-    auto parsed = parse_openai_request(req.body, is_chat, tok, chat);
+    auto parsed = parse_openai_request(req.body, is_chat, tok, chat, opt.defaults);
     if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(res, *e);
     OpenAiRequest& q = std::get<OpenAiRequest>(parsed);
     const GenParams& p = q.params;

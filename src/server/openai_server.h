@@ -7,6 +7,7 @@
 
 #include "core/status.h"
 #include "runtime/engine.h"
+#include "server/openai_api.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
 
@@ -19,6 +20,7 @@ struct ServerOptions {
   std::string model_name = "gemma";
   size_t max_body_bytes = 4 << 20;
   int http_threads = 128;     // one per open streaming connection
+  RequestDefaults defaults;   // sampling of requests that leave fields out
 };
 
 class OpenAiServer {
