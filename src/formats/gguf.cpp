@@ -283,7 +283,8 @@ Result<std::vector<double>> GgufFile::get_float_array(const std::string& key) co
 Result<std::vector<int64_t>> GgufFile::get_int_array(const std::string& key) const {
   const GgufValue* v = find(key);
   if (!v) return missing(*this, key);
-  if (v->type != GgufType::ARRAY || !is_integer(v->elem_type)) return wrong(*this, key, "an array of integers");
+  if (v->type != GgufType::ARRAY || (!is_integer(v->elem_type) && v->elem_type != GgufType::BOOL))
+    return wrong(*this, key, "an array of integers or bools");
   return v->ints;
 }
 

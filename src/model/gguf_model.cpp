@@ -50,6 +50,9 @@ Result<ModelSpec> spec_from_gguf(const GgufFile& f) {
   const float attn_softcap = static_cast<float>(opt_float("attn_logit_softcapping", 0.0));
   s.norm_plus_one = false;
   s.embed_scale = std::sqrt(static_cast<float>(s.hidden_size));
+  // gemforge convert keeps a Hugging Face checkpoint's rounded values (see gguf_export.cpp).
+  if (auto es = f.get_float("gemforge.embedding_scale"); es.ok()) s.embed_scale = static_cast<float>(*es);
+  const bool bf16_inv_freq = f.get_bool("gemforge.rope.bf16_inv_freq").ok() && *f.get_bool("gemforge.rope.bf16_inv_freq");
   const TensorView* embd = f.find_tensor("token_embd.weight");
   if (!embd || embd->shape.size() != 2) return Err(f.path() + ": no 2-D token_embd.weight tensor");
   s.vocab_size = static_cast<int>(embd->shape[0]);
@@ -71,12 +74,22 @@ Result<ModelSpec> spec_from_gguf(const GgufFile& f) {
     global_rope.kind = RopeKind::Linear;
     global_rope.factor = opt_float("rope.scaling.factor", 1.0);
   }
+  global_rope.bf16_inv_freq = bf16_inv_freq;
   RopeSpec local_rope = global_rope;
-  if (s.family == Family::Gemma3) local_rope = RopeSpec{RopeKind::Default, 10000.0, 1.0, 1.0};
+  if (s.family == Family::Gemma3) local_rope = RopeSpec{RopeKind::Default, opt_float("rope.freq_base_swa", 10000.0), 1.0, 1.0, bf16_inv_freq};
+  // Written by gemforge convert (llama.cpp derives the pattern from the arch).
+  std::vector<int64_t> sliding;
+  if (f.find(key("attention.sliding_window_pattern"))) {
+    GF_ASSIGN_OR_RETURN(sliding, f.get_int_array(key("attention.sliding_window_pattern")));
+    if (static_cast<int64_t>(sliding.size()) != layers)
+      return Err(f.path() + ": " + key("attention.sliding_window_pattern") + " has " + std::to_string(sliding.size()) +
+                 " entries for " + std::to_string(layers) + " layers");
+  }
   s.layers.resize(static_cast<size_t>(s.num_layers));
   for (int i = 0; i < s.num_layers; ++i) {
     LayerSpec& l = s.layers[static_cast<size_t>(i)];
     bool local = (s.family == Family::Gemma2 && i % 2 == 0) || (s.family == Family::Gemma3 && (i + 1) % 6 != 0);
+    if (!sliding.empty()) local = sliding[static_cast<size_t>(i)] != 0;
     l.attention = local ? AttentionKind::Local : AttentionKind::Global;
     l.sliding_window = local ? window : 0;
     l.num_heads = s.num_heads;

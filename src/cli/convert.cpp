@@ -1,0 +1,48 @@
+// gemforge convert MODEL -o OUT.gguf: any model gemforge loads (Hugging Face
+// folder, GGUF, synthetic) written as a GGUF in llama.cpp's layout.
+#include <cstdio>
+
+#include "cli/command.h"
+#include "cli/model_options.h"
+#include "model/gguf_export.h"
+
+namespace gf::cli {
+namespace {
+
+struct ConvertOptions {
+  ModelOptions model;
+  std::string positional;
+  std::string out;
+  GgufExportOptions gguf;
+};
+
+int run_convert(ConvertOptions o) {
+  if (!o.positional.empty()) o.model.model = o.positional;
+  if (o.model.model.empty() && o.model.synthetic.empty()) return fail(Err("give the model to convert (MODEL or -m MODEL)"));
+  auto m = load_model_from_options(o.model, false);
+  if (!m.ok()) return fail(m.status());
+  if (Status sup = m->spec.check_supported(); !sup.ok()) return fail(sup);
+  o.gguf.progress = [](size_t done, size_t total) {
+    std::fprintf(stderr, "\rconverting: %zu/%zu", done, total);
+    if (done == total) std::fprintf(stderr, "\n");
+  };
+  Status s = export_gguf(*m, o.out, o.gguf);
+  if (!s.ok()) return fail(s);
+  std::fprintf(stderr, "wrote %s\n", o.out.c_str());
+  return 0;
+}
+
+CommandRegistration reg(75, [](CLI::App& root) {
+  auto o = std::make_shared<ConvertOptions>();
+  auto* c = root.add_subcommand("convert", "Write a model as a GGUF file in llama.cpp's layout (Gemma 1-3)");
+  add_model_options(c, o->model);
+  c->add_option("model_path", o->positional, "Model to convert (same as -m)");
+  c->add_option("-o,--out", o->out, "Output .gguf file")->required();
+  c->add_option("--type", o->gguf.type, "Matrices as: source (keep their dtype), f32, f16, bf16, q8_0; norms are always f32")
+      ->capture_default_str();
+  c->add_option("--name", o->gguf.name, "general.name (default: the source's file name)");
+  c->callback([o] { set_exit_code(run_convert(*o)); });
+});
+
+}  // namespace
+}  // namespace gf::cli

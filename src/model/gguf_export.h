@@ -1,0 +1,26 @@
+// A loaded model (any source: Hugging Face folder, GGUF, synthetic) written
+// as a GGUF file in llama.cpp's layout for its architecture: the keys and
+// tensor names llama.cpp's converter writes, norms stored as the model uses
+// them (Gemma 1-3's 1 + w baked in, as llama.cpp does), so llama.cpp and
+// gemforge read the same file.
+#pragma once
+#include <functional>
+#include <string>
+
+#include "core/status.h"
+#include "model/model.h"
+
+namespace gf {
+
+struct GgufExportOptions {
+  // Matrices as: "source" (the dtype they have; quantized GGUF blocks copied),
+  // "f32", "f16", "bf16" or "q8_0". Vectors (norms) are always f32.
+  std::string type = "source";
+  std::string name;  // general.name; default: the source's file name
+  // Called after each tensor is prepared: (done, total).
+  std::function<void(size_t, size_t)> progress;
+};
+
+Status export_gguf(const Model& m, const std::string& path, const GgufExportOptions& opt = {});
+
+}  // namespace gf
