@@ -4,9 +4,11 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <unistd.h>
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/reply_printer.h"
 #include "cli/sampling_options.h"
 #include "model/decoder.h"
 #include "runtime/generate.h"
@@ -19,16 +21,17 @@ namespace {
 std::atomic<bool> g_interrupt{false};
 extern "C" void on_sigint(int) { g_interrupt.store(true); }
 
-struct ChatOptions {
+struct ChatCliOptions {
   ModelOptions model;
   SamplingOptions sampling;
   int n = 1024;
   int ctx = 0;
   std::string system;
   std::string prompt;  // one-shot: answer this and exit
+  bool think = false;  // Gemma 4: let the model think first
 };
 
-int run_chat(ChatOptions o) {
+int run_chat(ChatCliOptions o) {
   auto m = load_model_from_options(o.model, true);
   if (!m.ok()) return fail(m.status());
   if (m->tokenizer_path.empty()) return fail(Err("this model has no tokenizer, so it cannot chat"));
@@ -38,6 +41,10 @@ int run_chat(ChatOptions o) {
   auto fmt = ChatFormat::for_tokenizer(*tok, allow_system);
   if (!fmt.ok()) return fail(fmt.status());
   if (!o.system.empty() && !allow_system) return fail(Err("Gemma 1 and 2 have no system turn"));
+  const bool gemma4 = fmt->style() == ChatStyle::Gemma4;
+  if (o.think && !gemma4) return fail(Err("--think needs a Gemma 4 model (earlier Gemmas have no thinking mode)"));
+  gf::ChatOptions render_opt;
+  render_opt.enable_thinking = o.think;
   if (!m->has_chat_template)
     std::fprintf(stderr, "note: %s ships no chat template; it may be a base (pretrained) model that does not follow turns well\n",
                  m->source.c_str());
@@ -90,7 +97,7 @@ int run_chat(ChatOptions o) {
     if (!system.empty()) msgs.push_back({"system", system});
     msgs.insert(msgs.end(), convo.begin(), convo.end());
     msgs.push_back({"user", line});
-    auto ids = fmt->render_ids(msgs);
+    auto ids = fmt->render_ids(msgs, render_opt);
     if (!ids.ok()) { std::printf("error: %s\n", ids.message().c_str()); continue; }
     size_t common = 0;
     while (common < history.size() && common < ids->size() && history[common] == (*ids)[common]) ++common;
@@ -103,15 +110,16 @@ int run_chat(ChatOptions o) {
     g.sampling = resolved(o.sampling);
     g.stop_ids = fmt->stop_ids();
     g.cancel = &g_interrupt;
-    StreamDecoder sd(*tok, o.sampling.stop);
-    std::vector<int32_t> reply;
+    // Gemma 4 keeps its control tokens in the text: the printer sorts out thinking and tool calls.
+    StreamDecoder sd(*tok, o.sampling.stop, /*skip_special=*/!gemma4);
+    ReplyPrinter printer(gemma4, isatty(STDOUT_FILENO) != 0);
     auto st = generate(**dec, **cache, fresh, history, g, [&](int32_t id) {
-      reply.push_back(id);
-      std::fputs(sd.push(id).c_str(), stdout);
+      std::fputs(printer.push(sd.push(id)).c_str(), stdout);
       std::fflush(stdout);
       return !sd.stopped();
     });
-    std::fputs(sd.finish().c_str(), stdout);
+    std::fputs(printer.push(sd.finish()).c_str(), stdout);
+    std::fputs(printer.finish().c_str(), stdout);
     std::printf("\n");
     if (!st.ok()) {
       std::printf("error: %s\n", st.message().c_str());
@@ -119,17 +127,18 @@ int run_chat(ChatOptions o) {
     }
     if (st->reason == StopReason::Cancelled) std::printf("(interrupted)\n");
     convo.push_back({"user", line});
-    convo.push_back({"assistant", sd.text()});
+    convo.push_back({"assistant", printer.answer()});
   }
   return 0;
 }
 
 CommandRegistration reg(20, [](CLI::App& root) {
-  auto o = std::make_shared<ChatOptions>();
+  auto o = std::make_shared<ChatCliOptions>();
   auto* c = root.add_subcommand("chat", "Interactive multi-turn chat in the model's chat format");
   add_model_options(c, o->model);
   c->add_option("--system", o->system, "System prompt (Gemma 3+)");
   c->add_option("-p,--prompt", o->prompt, "Answer this one message and exit");
+  c->add_flag("--think", o->think, "Gemma 4: think before answering (the thinking is shown dimmed, and left out of the conversation)");
   c->add_option("-n,--max-tokens", o->n, "Maximum tokens per reply")->capture_default_str();
   add_sampling_options(c, o->sampling);
   c->add_option("-c,--ctx-size", o->ctx, "Context size in tokens (default: min(model max, 8192))");

@@ -2,9 +2,11 @@
 // streaming text to stdout (or printing ids with --print-ids).
 #include <algorithm>
 #include <cstdio>
+#include <unistd.h>
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/reply_printer.h"
 #include "cli/sampling_options.h"
 #include "model/decoder.h"
 #include "runtime/generate.h"
@@ -23,6 +25,7 @@ struct RunOptions {
   SamplingOptions sampling;
   bool print_ids = false;
   bool stats = false;
+  bool think = false;
   int ctx = 0;
 };
 
@@ -35,6 +38,7 @@ int run_run(RunOptions o) {
   std::optional<Tokenizer> tok;
   std::vector<int32_t> prompt;
   std::vector<int32_t> stop_ids = m->spec.eos_token_ids;
+  bool gemma4_chat = false;  // the reply carries Gemma 4 thinking / tool-call markers
   if (!o.prompt.empty() || !o.sampling.stop.empty() || !o.print_ids) {
     if (m->tokenizer_path.empty()) return fail(Err("this model has no tokenizer: use --prompt-ids and --print-ids"));
     auto t = Tokenizer::from_path(m->tokenizer_path);
@@ -51,11 +55,16 @@ int run_run(RunOptions o) {
     if (chat) {
       auto fmt = ChatFormat::for_tokenizer(*tok, m->spec.family >= Family::Gemma3);
       if (!fmt.ok()) return fail(fmt.status());
-      auto ids = fmt->render_ids({{"user", o.prompt}});
+      gemma4_chat = fmt->style() == ChatStyle::Gemma4;
+      if (o.think && !gemma4_chat) return fail(Err("--think needs a Gemma 4 model with a chat template"));
+      ChatOptions copt;
+      copt.enable_thinking = o.think;
+      auto ids = fmt->render_ids({{"user", o.prompt}}, copt);
       if (!ids.ok()) return fail(ids.status());
       prompt = *ids;
       for (int32_t id : fmt->stop_ids()) stop_ids.push_back(id);
     } else {
+      if (o.think) return fail(Err("--think needs the prompt sent as a chat turn (a Gemma 4 model with a chat template, --chat on)"));
       prompt = tok->encode(o.prompt, true, false);
     }
   }
@@ -79,11 +88,12 @@ int run_run(RunOptions o) {
   g.stop_ids = stop_ids;
   std::vector<int32_t> history, generated;
   std::optional<StreamDecoder> sd;
-  if (tok && !o.print_ids) sd.emplace(*tok, o.sampling.stop);
+  if (tok && !o.print_ids) sd.emplace(*tok, o.sampling.stop, /*skip_special=*/!gemma4_chat);
+  ReplyPrinter printer(gemma4_chat, isatty(STDOUT_FILENO) != 0);
   auto st = generate(**dec, **cache, prompt, history, g, [&](int32_t id) {
     generated.push_back(id);
     if (sd) {
-      std::fputs(sd->push(id).c_str(), stdout);
+      std::fputs(printer.push(sd->push(id)).c_str(), stdout);
       std::fflush(stdout);
       return !sd->stopped();
     }
@@ -94,7 +104,8 @@ int run_run(RunOptions o) {
     for (size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? " " : "", generated[i]);
     std::printf("\n");
   } else if (sd) {
-    std::fputs(sd->finish().c_str(), stdout);
+    std::fputs(printer.push(sd->finish()).c_str(), stdout);
+    std::fputs(printer.finish().c_str(), stdout);
     std::printf("\n");
   }
   std::fflush(stdout);
@@ -119,6 +130,7 @@ CommandRegistration reg(10, [](CLI::App& root) {
   c->add_option("-c,--ctx-size", o->ctx, "Context size in tokens (default: min(model max, 8192))");
   c->add_flag("--print-ids", o->print_ids, "Print the new token ids space-separated on one line instead of text");
   c->add_flag("--stats", o->stats, "Print prompt and generation speed to stderr");
+  c->add_flag("--think", o->think, "Gemma 4: think before answering (thinking shown dimmed, or between [thinking] lines)");
   c->callback([o] { set_exit_code(run_run(*o)); });
 });
 
