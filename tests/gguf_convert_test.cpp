@@ -18,10 +18,14 @@ using test::max_rel_err;
 
 class GgufConvert : public ::testing::TestWithParam<test::ReferenceCase> {};
 
-// The reference prompt's logits and greedy ids through the model at `path`:
-// within `tol` (relative, max(1, |ref|)) when tol > 0, else within max_kl nats
-// of KL divergence per token (quantized weights); greedy ids equal either way.
-void expect_matches_reference(const std::string& path, const test::Reference& ref, double tol, double max_kl, double* err_out) {
+// The model at `path` on the reference prompt. Exact (source dtype): logits
+// within tol of max(1, |ref|) and the greedy ids equal. Quantized: every
+// position's KL divergence to the reference within max_kl nats and the top-1
+// token the reference's at >= 90% of positions (near-ties may flip).
+struct Agreement {
+  double tol = 0, max_kl = 0;
+};
+void expect_matches_reference(const std::string& path, const test::Reference& ref, Agreement want, double* err_out) {
   auto model = load_model(path);
   ASSERT_TRUE(model.ok()) << model.message();
   auto be = make_cpu_backend();
@@ -32,16 +36,23 @@ void expect_matches_reference(const std::string& path, const test::Reference& re
   auto logits = (*dec)->forward(ref.input_ids, **cache, true);
   ASSERT_TRUE(logits.ok()) << logits.message();
   ASSERT_EQ(logits->size(), ref.logits.size());
-  if (tol > 0) {
-    *err_out = max_rel_err(logits->data(), ref.logits.data(), ref.logits.size());
-    EXPECT_LE(*err_out, tol) << path;
-  } else {
+  const int64_t V = ref.vocab, T = static_cast<int64_t>(ref.input_ids.size());
+  if (want.max_kl > 0) {
     *err_out = 0;
-    for (size_t t = 0; t < ref.input_ids.size(); ++t)
-      *err_out = std::max(*err_out, test::kl_div(ref.logits.data() + t * ref.vocab, logits->data() + t * ref.vocab, ref.vocab));
-    EXPECT_LE(*err_out, max_kl) << path;
+    int top1 = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const float* r = ref.logits.data() + t * V;
+      const float* o = logits->data() + t * V;
+      *err_out = std::max(*err_out, test::kl_div(r, o, V));
+      top1 += std::max_element(r, r + V) - r == std::max_element(o, o + V) - o;
+    }
+    EXPECT_LE(*err_out, want.max_kl) << path;
+    EXPECT_GE(top1, T * 9 / 10) << path;
+    return;
   }
-  std::vector<float> last(logits->end() - ref.vocab, logits->end());
+  *err_out = max_rel_err(logits->data(), ref.logits.data(), ref.logits.size());
+  EXPECT_LE(*err_out, want.tol) << path;
+  std::vector<float> last(logits->end() - V, logits->end());
   for (size_t i = 0; i < ref.greedy_ids.size(); ++i) {
     const int32_t next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
     ASSERT_EQ(next, ref.greedy_ids[i]) << "greedy token " << i << " of " << path;
@@ -60,7 +71,7 @@ TEST_P(GgufConvert, RoundTripGivesTheReferenceLogits) {
   const std::string out = test::temp_path(GetParam().name + ".gguf");
   ASSERT_TRUE(export_gguf(*hf, out).ok());
   double err = 0;
-  expect_matches_reference(out, ref, 1e-3, 0, &err);
+  expect_matches_reference(out, ref, {.tol = 1e-3}, &err);
   std::printf("[ %s ] GGUF (source dtype): max |logit - ref| = %.3g\n", GetParam().name.c_str(), err);
 
   // The layout llama.cpp reads: its arch name and tensor names, norms as the model uses them.
@@ -79,7 +90,16 @@ TEST_P(GgufConvert, RoundTripGivesTheReferenceLogits) {
             hf->layers[0].input_norm);
   std::remove(out.c_str());
 
-  // Q8_0 matrices: the same greedy path, logits within quantization error.
+  // Without the gemforge.* keys gemforge computes the embedding scale and RoPE
+  // frequencies in float32 as llama.cpp does, not rounded as transformers does.
+  GgufExportOptions plain;
+  plain.gemforge_keys = false;
+  ASSERT_TRUE(export_gguf(*hf, out, plain).ok());
+  ASSERT_EQ(GgufFile::open(out)->find("gemforge.embedding_scale"), nullptr);
+  expect_matches_reference(out, ref, {.max_kl = 1e-3}, &err);
+  std::printf("[ %s ] GGUF (no gemforge.* keys): max KL to the reference = %.3g\n", GetParam().name.c_str(), err);
+
+  // Q8_0 matrices: close to the reference.
   GgufExportOptions q8;
   q8.type = "q8_0";
   ASSERT_TRUE(export_gguf(*hf, out, q8).ok());
@@ -87,12 +107,19 @@ TEST_P(GgufConvert, RoundTripGivesTheReferenceLogits) {
   ASSERT_TRUE(q.ok());
   // Rows Q8_0 cannot hold (not a multiple of 32) fall back to f16, as llama.cpp's quantizer does.
   EXPECT_EQ(q->find_tensor("blk.0.attn_q.weight")->dtype, hf->spec.hidden_size % 32 ? DType::F16 : DType::Q8_0);
-  expect_matches_reference(out, ref, 0, 2e-3, &err);
-  std::printf("[ %s ] GGUF (q8_0): max KL to the reference = %.3g\n", GetParam().name.c_str(), err);
+  if (hf->spec.num_experts > 0) {
+    // Quantized experts are not read yet: a clear error, not a wrong answer.
+    auto moe = load_model(out);
+    ASSERT_FALSE(moe.ok());
+    EXPECT_NE(moe.message().find("quantized experts are not supported yet"), std::string::npos) << moe.message();
+  } else {
+    expect_matches_reference(out, ref, {.max_kl = 3e-2}, &err);
+    std::printf("[ %s ] GGUF (q8_0): max KL to the reference = %.3g\n", GetParam().name.c_str(), err);
+  }
   std::remove(out.c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(HfReference, GgufConvert, ::testing::ValuesIn(test::reference_cases()),
+INSTANTIATE_TEST_SUITE_P(HfReference, GgufConvert, ::testing::ValuesIn(test::reference_cases(/*with_gemma4=*/true)),
                          [](const auto& info) { return info.param.name; });
 
 TEST(GgufConvertCli, WritesAFileAndRejectsAnUnknownType) {

@@ -34,12 +34,14 @@ int run_convert(ConvertOptions o) {
 
 CommandRegistration reg(75, [](CLI::App& root) {
   auto o = std::make_shared<ConvertOptions>();
-  auto* c = root.add_subcommand("convert", "Write a model as a GGUF file in llama.cpp's layout (Gemma 1-3)");
+  auto* c = root.add_subcommand("convert", "Write a model as a GGUF file in llama.cpp's layout (Gemma 1-4)");
   add_model_options(c, o->model);
   c->add_option("model_path", o->positional, "Model to convert (same as -m)");
   c->add_option("-o,--out", o->out, "Output .gguf file")->required();
   c->add_option("--type", o->gguf.type, "Matrices as: source (keep their dtype), f32, f16, bf16, q8_0; norms are always f32")
       ->capture_default_str();
+  c->add_flag("!--no-gemforge-keys", o->gguf.gemforge_keys,
+              "Leave out the gemforge.* keys (gemforge then computes the embedding scale and RoPE frequencies in float32, as llama.cpp does)");
   c->add_option("--name", o->gguf.name, "general.name (default: the source's file name)");
   c->callback([o] { set_exit_code(run_convert(*o)); });
 });

@@ -55,33 +55,34 @@ TensorView expert_slice(const TensorView& t, int64_t e, int64_t r0, int64_t rows
   return v;
 }
 
-// Gemma 4's extras of one layer (Hugging Face names; llama.cpp's GGUF names differ).
+// Gemma 4's extras of one layer, under Hugging Face's or llama.cpp's names.
 Status bind_gemma4_layer(const TensorLookup& lookup, const Names& n, const ModelSpec& s, int i, LayerTensors& L) {
-  if (n.scheme != NamingScheme::HuggingFace) return Err("Gemma 4 weights are read from Hugging Face checkpoints only so far");
-  const std::string pre = n.prefix + "layers." + std::to_string(i) + ".";
+  const bool gguf = n.scheme == NamingScheme::Gguf;
+  const std::string pre = gguf ? "blk." + std::to_string(i) + "." : n.prefix + "layers." + std::to_string(i) + ".";
+  auto name = [&](const char* hf, const char* gg) { return pre + (gguf ? gg : hf); };
   const int64_t H = s.hidden_size;
-  if (lookup.find(pre + "layer_scalar")) {
-    GF_ASSIGN_OR_RETURN(L.layer_scalar, scalar(lookup, pre + "layer_scalar"));
+  if (lookup.find(name("layer_scalar", "layer_output_scale.weight"))) {
+    GF_ASSIGN_OR_RETURN(L.layer_scalar, scalar(lookup, name("layer_scalar", "layer_output_scale.weight")));
   }
   if (s.per_layer_input_dim > 0) {
     const int64_t P = s.per_layer_input_dim;
-    GF_ASSIGN_OR_RETURN(L.ple_gate, need(lookup, pre + "per_layer_input_gate.weight", {P, H}));
-    GF_ASSIGN_OR_RETURN(L.ple_proj, need(lookup, pre + "per_layer_projection.weight", {H, P}));
-    GF_ASSIGN_OR_RETURN(L.ple_post_norm, norm_vector(lookup, pre + "post_per_layer_input_norm.weight", H, false));
+    GF_ASSIGN_OR_RETURN(L.ple_gate, need(lookup, name("per_layer_input_gate.weight", "inp_gate.weight"), {P, H}));
+    GF_ASSIGN_OR_RETURN(L.ple_proj, need(lookup, name("per_layer_projection.weight", "proj.weight"), {H, P}));
+    GF_ASSIGN_OR_RETURN(L.ple_post_norm, norm_vector(lookup, name("post_per_layer_input_norm.weight", "post_norm.weight"), H, false));
   }
   if (s.layers[static_cast<size_t>(i)].moe) {
     const int64_t E = s.num_experts, I = s.moe_intermediate_size;
-    GF_ASSIGN_OR_RETURN(const TensorView* gu, need(lookup, pre + "experts.gate_up_proj", {E, 2 * I, H}));
-    GF_ASSIGN_OR_RETURN(const TensorView* dn, need(lookup, pre + "experts.down_proj", {E, H, I}));
+    GF_ASSIGN_OR_RETURN(const TensorView* gu, need(lookup, name("experts.gate_up_proj", "ffn_gate_up_exps.weight"), {E, 2 * I, H}));
+    GF_ASSIGN_OR_RETURN(const TensorView* dn, need(lookup, name("experts.down_proj", "ffn_down_exps.weight"), {E, H, I}));
     if (is_quantized(gu->dtype) || is_quantized(dn->dtype)) return Err("tensor " + gu->name + ": quantized experts are not supported yet");
     for (int64_t e = 0; e < E; ++e)
       L.experts.push_back({expert_slice(*gu, e, 0, I, "gate"), expert_slice(*gu, e, I, I, "up"), expert_slice(*dn, e, 0, H, "down")});
-    GF_ASSIGN_OR_RETURN(L.router_proj, need(lookup, pre + "router.proj.weight", {E, H}));
-    GF_ASSIGN_OR_RETURN(L.router_scale, norm_vector(lookup, pre + "router.scale", H, false));
-    GF_ASSIGN_OR_RETURN(L.per_expert_scale, norm_vector(lookup, pre + "router.per_expert_scale", E, false));
-    GF_ASSIGN_OR_RETURN(L.post_ffw_norm_1, norm_vector(lookup, pre + "post_feedforward_layernorm_1.weight", H, false));
-    GF_ASSIGN_OR_RETURN(L.pre_ffw_norm_2, norm_vector(lookup, pre + "pre_feedforward_layernorm_2.weight", H, false));
-    GF_ASSIGN_OR_RETURN(L.post_ffw_norm_2, norm_vector(lookup, pre + "post_feedforward_layernorm_2.weight", H, false));
+    GF_ASSIGN_OR_RETURN(L.router_proj, need(lookup, name("router.proj.weight", "ffn_gate_inp.weight"), {E, H}));
+    GF_ASSIGN_OR_RETURN(L.router_scale, norm_vector(lookup, name("router.scale", "ffn_gate_inp.scale"), H, false));
+    GF_ASSIGN_OR_RETURN(L.per_expert_scale, norm_vector(lookup, name("router.per_expert_scale", "ffn_down_exps.scale"), E, false));
+    GF_ASSIGN_OR_RETURN(L.post_ffw_norm_1, norm_vector(lookup, name("post_feedforward_layernorm_1.weight", "post_ffw_norm_1.weight"), H, false));
+    GF_ASSIGN_OR_RETURN(L.pre_ffw_norm_2, norm_vector(lookup, name("pre_feedforward_layernorm_2.weight", "pre_ffw_norm_2.weight"), H, false));
+    GF_ASSIGN_OR_RETURN(L.post_ffw_norm_2, norm_vector(lookup, name("post_feedforward_layernorm_2.weight", "post_ffw_norm_2.weight"), H, false));
   }
   return Ok();
 }
@@ -136,11 +137,13 @@ Status bind_weights(const TensorLookup& lookup, NamingScheme naming, const std::
     if (s.family == Family::Gemma4) GF_RETURN_IF_ERROR(bind_gemma4_layer(lookup, n, s, i, L));
   }
   if (s.per_layer_input_dim > 0) {
-    if (naming != NamingScheme::HuggingFace) return Err("Gemma 4 per-layer embeddings are read from Hugging Face checkpoints only so far");
+    const bool gguf = naming == NamingScheme::Gguf;
     const int64_t LP = static_cast<int64_t>(s.num_layers) * s.per_layer_input_dim;
-    GF_ASSIGN_OR_RETURN(m.ple_embed, need(lookup, prefix + "embed_tokens_per_layer.weight", {s.vocab_size_per_layer_input, LP}));
-    GF_ASSIGN_OR_RETURN(m.ple_model_proj, need(lookup, prefix + "per_layer_model_projection.weight", {LP, H}));
-    GF_ASSIGN_OR_RETURN(m.ple_proj_norm, norm_vector(lookup, prefix + "per_layer_projection_norm.weight", s.per_layer_input_dim, false));
+    GF_ASSIGN_OR_RETURN(m.ple_embed, need(lookup, gguf ? "per_layer_token_embd.weight" : prefix + "embed_tokens_per_layer.weight",
+                                          {s.vocab_size_per_layer_input, LP}));
+    GF_ASSIGN_OR_RETURN(m.ple_model_proj, need(lookup, gguf ? "per_layer_model_proj.weight" : prefix + "per_layer_model_projection.weight", {LP, H}));
+    GF_ASSIGN_OR_RETURN(m.ple_proj_norm, norm_vector(lookup, gguf ? "per_layer_proj_norm.weight" : prefix + "per_layer_projection_norm.weight",
+                                                     s.per_layer_input_dim, false));
   }
   return Ok();
 }

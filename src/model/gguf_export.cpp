@@ -7,9 +7,17 @@
 #include "core/half.h"
 #include "formats/gguf.h"
 #include "formats/gguf_writer.h"
+#include "model/gguf_export_internal.h"
 
 namespace gf {
-namespace {
+namespace gguf_export {
+
+const char* arch_name(Family f) {
+  static const char* const kArch[] = {"gemma", "gemma2", "gemma3", "gemma4"};
+  return kArch[static_cast<int>(f)];
+}
+
+std::string blk(int i, const char* what) { return "blk." + std::to_string(i) + "." + what + ".weight"; }
 
 // llama.cpp's general.file_type (llama_ftype) for the matrices' type.
 uint32_t file_type(DType t) {
@@ -61,47 +69,53 @@ void encode_row(const float* x, int64_t n, DType t, uint8_t* out) {
   }
 }
 
-class Exporter {
- public:
-  Exporter(const Model& m, const GgufExportOptions& opt) : m_(m), opt_(opt) {}
 
-  // A matrix (any dtype the CPU reads) under `name`, converted to the target type.
-  Status matrix(const std::string& name, const TensorView& t) {
-    GF_ASSIGN_OR_RETURN(DType out, target_type(opt_.type, t.dtype));
-    if (out == DType::Q8_0 && t.cols() % 32) out = DType::F16;  // as llama.cpp falls back for rows Q8_0 cannot hold
-    if (out == t.dtype) return w_.add_tensor(name, t.dtype, t.shape, t.data, t.nbytes, /*copy=*/false);
-    GF_ASSIGN_OR_RETURN(size_t row_out, dtype_bytes(out, t.cols()));
-    std::vector<uint8_t> bytes(row_out * static_cast<size_t>(t.rows()));
-    std::vector<float> row(static_cast<size_t>(t.cols()));
-    for (int64_t r = 0; r < t.rows(); ++r) {
-      GF_RETURN_IF_ERROR(cpu::dequantize_row(t.dtype, t.row(r), row.data(), t.cols()).with_context("tensor " + t.name));
-      encode_row(row.data(), t.cols(), out, bytes.data() + static_cast<size_t>(r) * row_out);
-    }
-    return w_.add_tensor(name, out, t.shape, bytes.data(), bytes.size());
+Status Exporter::matrix(const std::string& name, const TensorView& t, std::optional<DType> force) {
+  GF_ASSIGN_OR_RETURN(DType out, target_type(opt_.type, t.dtype));
+  if (force) out = *force;
+  if (out == DType::Q8_0 && t.cols() % 32) out = DType::F16;  // as llama.cpp falls back for rows Q8_0 cannot hold
+  if (out == t.dtype) return w_.add_tensor(name, t.dtype, t.shape, t.data, t.nbytes, /*copy=*/false);
+  GF_ASSIGN_OR_RETURN(size_t row_out, dtype_bytes(out, t.cols()));
+  std::vector<uint8_t> bytes(row_out * static_cast<size_t>(t.rows()));
+  std::vector<float> row(static_cast<size_t>(t.cols()));
+  for (int64_t r = 0; r < t.rows(); ++r) {
+    GF_RETURN_IF_ERROR(cpu::dequantize_row(t.dtype, t.row(r), row.data(), t.cols()).with_context("tensor " + t.name));
+    encode_row(row.data(), t.cols(), out, bytes.data() + static_cast<size_t>(r) * row_out);
   }
-  Status vector(const std::string& name, const std::vector<float>& v) {
-    return w_.add_tensor(name, DType::F32, {static_cast<int64_t>(v.size())}, v.data(), v.size() * 4);
+  return w_.add_tensor(name, out, t.shape, bytes.data(), bytes.size());
+}
+
+Status add_common_layer(const Model& m, int i, Exporter& x) {
+  const LayerSpec& ls = m.spec.layers[static_cast<size_t>(i)];
+  const LayerTensors& L = m.layers[static_cast<size_t>(i)];
+  GF_RETURN_IF_ERROR(x.matrix(blk(i, "attn_q"), *L.q));
+  if (L.k) GF_RETURN_IF_ERROR(x.matrix(blk(i, "attn_k"), *L.k));
+  if (L.v) GF_RETURN_IF_ERROR(x.matrix(blk(i, "attn_v"), *L.v));
+  GF_RETURN_IF_ERROR(x.matrix(blk(i, "attn_output"), *L.o));
+  GF_RETURN_IF_ERROR(x.matrix(blk(i, "ffn_gate"), *L.gate));
+  GF_RETURN_IF_ERROR(x.matrix(blk(i, "ffn_up"), *L.up));
+  GF_RETURN_IF_ERROR(x.matrix(blk(i, "ffn_down"), *L.down));
+  GF_RETURN_IF_ERROR(x.vector(blk(i, "attn_norm"), L.input_norm));
+  GF_RETURN_IF_ERROR(x.vector(blk(i, "ffn_norm"), L.pre_ffw_norm));
+  if (ls.sandwich_norms) {
+    GF_RETURN_IF_ERROR(x.vector(blk(i, "post_attention_norm"), L.post_attn_norm));
+    GF_RETURN_IF_ERROR(x.vector(blk(i, "post_ffw_norm"), L.post_ffw_norm));
   }
-  GgufWriter& writer() { return w_; }
+  if (ls.qk_norm) {
+    GF_RETURN_IF_ERROR(x.vector(blk(i, "attn_q_norm"), L.q_norm));
+    if (!L.k_norm.empty()) GF_RETURN_IF_ERROR(x.vector(blk(i, "attn_k_norm"), L.k_norm));
+  }
+  return Ok();
+}
 
- private:
-  const Model& m_;
-  const GgufExportOptions& opt_;
-  GgufWriter w_;
-};
-
-std::string blk(int i, const char* what) { return "blk." + std::to_string(i) + "." + what + ".weight"; }
+namespace {
 
 // The keys llama.cpp's converter writes for gemma, gemma2 and gemma3, plus
 // what gemforge reads beyond them (query_pre_attn_scalar, the local rope base
 // and the sliding pattern, which llama.cpp derives from the layer count).
-void add_metadata(const Model& m, GgufWriter& w, const std::string& name, DType matrices) {
+void add_metadata(const Model& m, GgufWriter& w) {
   const ModelSpec& s = m.spec;
-  static const char* const kArch[] = {"gemma", "gemma2", "gemma3", "gemma4"};  // llama.cpp's names, by Family
-  const std::string a = kArch[static_cast<int>(s.family)];
-  w.add_string("general.architecture", a);
-  w.add_string("general.name", name);
-  w.add_u32("general.file_type", file_type(matrices));
+  const std::string a = arch_name(s.family);
   w.add_u32(a + ".context_length", static_cast<uint32_t>(s.max_position_embeddings));
   w.add_u32(a + ".embedding_length", static_cast<uint32_t>(s.hidden_size));
   w.add_u32(a + ".block_count", static_cast<uint32_t>(s.num_layers));
@@ -127,12 +141,6 @@ void add_metadata(const Model& m, GgufWriter& w, const std::string& name, DType 
     w.add_string(a + ".rope.scaling.type", "linear");
     w.add_f32(a + ".rope.scaling.factor", static_cast<float>(g.rope.factor));
   }
-  // Where transformers rounds what llama.cpp computes in float32 (the
-  // embedding normaliser and inv_freq of bf16 checkpoints), gemforge keeps the
-  // checkpoint's numbers so the GGUF gives the logits the folder gives;
-  // llama.cpp ignores these keys.
-  w.add_f32("gemforge.embedding_scale", s.embed_scale);
-  w.add_bool("gemforge.rope.bf16_inv_freq", g.rope.bf16_inv_freq);
   if (s.family == Family::Gemma2) w.add_f32(a + ".attn_logit_softcapping", g.attn_softcap);
   if (s.final_softcap > 0) w.add_f32(a + ".final_logit_softcapping", s.final_softcap);
   if (s.family == Family::Gemma3) {
@@ -157,15 +165,33 @@ Status copy_tokenizer(const Model& m, GgufWriter& w) {
 
 }  // namespace
 
+}  // namespace gguf_export
+
 Status export_gguf(const Model& m, const std::string& path, const GgufExportOptions& opt) {
+  using namespace gguf_export;
   const ModelSpec& s = m.spec;
-  if (s.family == Family::Gemma4) return Err("writing Gemma 4 as GGUF is not supported yet");
   GF_ASSIGN_OR_RETURN(DType matrices, target_type(opt.type, m.embed->dtype));
-  Exporter x(m, opt);
+  Exporter x(opt);
+  GgufWriter& w = x.writer();
   std::string name = opt.name;
   if (name.empty()) name = m.source.substr(m.source.find_last_of('/') + 1);
-  add_metadata(m, x.writer(), name, matrices);
-  GF_RETURN_IF_ERROR(copy_tokenizer(m, x.writer()));
+  w.add_string("general.architecture", arch_name(s.family));
+  w.add_string("general.name", name);
+  w.add_u32("general.file_type", file_type(matrices));
+  // Where transformers rounds what llama.cpp computes in float32 (the
+  // embedding normaliser and inv_freq of bf16 checkpoints), gemforge keeps the
+  // checkpoint's numbers so the GGUF gives the logits the folder gives;
+  // llama.cpp ignores these keys.
+  if (opt.gemforge_keys) {
+    w.add_f32("gemforge.embedding_scale", s.embed_scale);
+    w.add_bool("gemforge.rope.bf16_inv_freq", s.layers.front().rope.bf16_inv_freq);
+  }
+  GF_RETURN_IF_ERROR(copy_tokenizer(m, w));
+  if (s.family == Family::Gemma4) {
+    GF_RETURN_IF_ERROR(add_gemma4(m, x));
+    return w.write(path).with_context(path);
+  }
+  add_metadata(m, w);
   const size_t total = 3 + m.layers.size();
   size_t done = 0;
   auto tick = [&] { if (opt.progress) opt.progress(++done, total); };
@@ -176,28 +202,10 @@ Status export_gguf(const Model& m, const std::string& path, const GgufExportOpti
   GF_RETURN_IF_ERROR(x.vector("output_norm.weight", m.final_norm));
   tick();
   for (int i = 0; i < s.num_layers; ++i) {
-    const LayerSpec& ls = s.layers[static_cast<size_t>(i)];
-    const LayerTensors& L = m.layers[static_cast<size_t>(i)];
-    GF_RETURN_IF_ERROR(x.matrix(blk(i, "attn_q"), *L.q));
-    if (L.k) GF_RETURN_IF_ERROR(x.matrix(blk(i, "attn_k"), *L.k));
-    if (L.v) GF_RETURN_IF_ERROR(x.matrix(blk(i, "attn_v"), *L.v));
-    GF_RETURN_IF_ERROR(x.matrix(blk(i, "attn_output"), *L.o));
-    GF_RETURN_IF_ERROR(x.matrix(blk(i, "ffn_gate"), *L.gate));
-    GF_RETURN_IF_ERROR(x.matrix(blk(i, "ffn_up"), *L.up));
-    GF_RETURN_IF_ERROR(x.matrix(blk(i, "ffn_down"), *L.down));
-    GF_RETURN_IF_ERROR(x.vector(blk(i, "attn_norm"), L.input_norm));
-    GF_RETURN_IF_ERROR(x.vector(blk(i, "ffn_norm"), L.pre_ffw_norm));
-    if (ls.sandwich_norms) {
-      GF_RETURN_IF_ERROR(x.vector(blk(i, "post_attention_norm"), L.post_attn_norm));
-      GF_RETURN_IF_ERROR(x.vector(blk(i, "post_ffw_norm"), L.post_ffw_norm));
-    }
-    if (ls.qk_norm) {
-      GF_RETURN_IF_ERROR(x.vector(blk(i, "attn_q_norm"), L.q_norm));
-      if (!L.k_norm.empty()) GF_RETURN_IF_ERROR(x.vector(blk(i, "attn_k_norm"), L.k_norm));
-    }
+    GF_RETURN_IF_ERROR(add_common_layer(m, i, x));
     tick();
   }
-  return x.writer().write(path).with_context(path);
+  return w.write(path).with_context(path);
 }
 
 }  // namespace gf

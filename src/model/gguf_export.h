@@ -17,6 +17,10 @@ struct GgufExportOptions {
   // "f32", "f16", "bf16" or "q8_0". Vectors (norms) are always f32.
   std::string type = "source";
   std::string name;  // general.name; default: the source's file name
+  // Also write gemforge.embedding_scale / gemforge.rope.bf16_inv_freq, so
+  // gemforge reproduces the checkpoint's rounded buffers (llama.cpp ignores
+  // them and computes both in float32, as gemforge does without them).
+  bool gemforge_keys = true;
   // Called after each tensor is prepared: (done, total).
   std::function<void(size_t, size_t)> progress;
 };

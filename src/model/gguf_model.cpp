@@ -28,7 +28,7 @@ Result<ModelSpec> spec_from_gguf(const GgufFile& f) {
   else if (arch == "gemma2") s.family = Family::Gemma2;
   else if (arch == "gemma3") s.family = Family::Gemma3;
   else if (arch == "gemma4") s.family = Family::Gemma4;
-  else return Err(f.path() + ": GGUF architecture \"" + arch + "\" is not a Gemma text decoder (gemma, gemma2, gemma3)");
+  else return Err(f.path() + ": GGUF architecture \"" + arch + "\" is not a Gemma text decoder (gemma, gemma2, gemma3, gemma4)");
   s.model_type = arch;
   auto key = [&](const char* k) { return arch + "." + k; };
   auto get_int = [&](const char* k) -> Result<int64_t> { return f.get_int(key(k)); };
@@ -36,7 +36,11 @@ Result<ModelSpec> spec_from_gguf(const GgufFile& f) {
   auto opt_float = [&](const char* k, double def) { auto r = f.get_float(key(k)); return r.ok() ? *r : def; };
   GF_ASSIGN_OR_RETURN(int64_t hidden, get_int("embedding_length"));
   GF_ASSIGN_OR_RETURN(int64_t layers, get_int("block_count"));
-  GF_ASSIGN_OR_RETURN(int64_t ffn, get_int("feed_forward_length"));
+  // Gemma 4 may give feed_forward_length per layer (gguf_gemma4.cpp reads it).
+  int64_t ffn = 0;
+  if (s.family != Family::Gemma4) {
+    GF_ASSIGN_OR_RETURN(ffn, get_int("feed_forward_length"));
+  }
   GF_ASSIGN_OR_RETURN(int64_t heads, get_int("attention.head_count"));
   s.hidden_size = static_cast<int>(hidden);
   s.num_layers = static_cast<int>(layers);
@@ -61,7 +65,11 @@ Result<ModelSpec> spec_from_gguf(const GgufFile& f) {
   s.bos_token_id = static_cast<int>(f.get_int("tokenizer.ggml.bos_token_id").ok() ? *f.get_int("tokenizer.ggml.bos_token_id") : 2);
   s.eos_token_ids = {static_cast<int>(f.get_int("tokenizer.ggml.eos_token_id").ok() ? *f.get_int("tokenizer.ggml.eos_token_id") : 1)};
   s.pad_token_id = static_cast<int>(f.get_int("tokenizer.ggml.padding_token_id").ok() ? *f.get_int("tokenizer.ggml.padding_token_id") : 0);
-  if (s.family == Family::Gemma4) return s;  // parsed for inspect; forward not supported yet
+  if (s.family == Family::Gemma4) {
+    GF_RETURN_IF_ERROR(gemma4_layers_from_gguf(f, s));
+    GF_RETURN_IF_ERROR(s.validate().with_context(f.path()));
+    return s;
+  }
 
   const int window = static_cast<int>(opt_int("attention.sliding_window", s.family == Family::Gemma2 ? 4096 : 512));
   // llama.cpp: the 27B models scale by 1/sqrt(hidden/heads), the others by 1/sqrt(head_dim).

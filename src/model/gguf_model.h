@@ -1,4 +1,4 @@
-// GGUF files written by llama.cpp's converter (archs gemma, gemma2, gemma3) mapped onto ModelSpec.
+// GGUF files written by llama.cpp's converter (archs gemma, gemma2, gemma3, gemma4) mapped onto ModelSpec.
 #pragma once
 #include <string>
 
@@ -9,6 +9,8 @@ namespace gf {
 
 class GgufFile;
 Result<ModelSpec> spec_from_gguf(const GgufFile& f);
+// The gemma4 arch's per-layer table (gguf_gemma4.cpp); s holds the common keys already.
+Status gemma4_layers_from_gguf(const GgufFile& f, ModelSpec& s);
 Result<Model> load_gguf_model(const std::string& path);
 
 }  // namespace gf
