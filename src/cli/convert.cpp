@@ -4,7 +4,9 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "core/mapped_file.h"
 #include "model/gguf_export.h"
+#include "tokenizer/tokenizer_gguf.h"
 
 namespace gf::cli {
 namespace {
@@ -22,6 +24,19 @@ int run_convert(ConvertOptions o) {
   auto m = load_model_from_options(o.model, false);
   if (!m.ok()) return fail(m.status());
   if (Status sup = m->spec.check_supported(); !sup.ok()) return fail(sup);
+  // A Gemma 4 folder's tokenizer.json becomes llama.cpp's "gemma4" tokenizer.
+  const std::string dir = m->tokenizer_path;
+  if (m->spec.family == Family::Gemma4 && file_exists(dir + "/tokenizer.json")) {
+    o.gguf.add_tokenizer = [dir](GgufWriter& w) {
+      std::string tmpl;
+      if (auto t = read_text_file(dir + "/chat_template.jinja"); t.ok()) tmpl = *t;
+      return add_gemma4_tokenizer_keys(dir + "/tokenizer.json", tmpl, w);
+    };
+  } else if (m->format != "gguf") {
+    std::fprintf(stderr, "note: the GGUF gets no tokenizer (converting %s tokenizers is not supported yet); "
+                         "serve takes --tokenizer, or convert from a GGUF\n",
+                 family_name(m->spec.family));
+  }
   o.gguf.progress = [](size_t done, size_t total) {
     std::fprintf(stderr, "\rconverting: %zu/%zu", done, total);
     if (done == total) std::fprintf(stderr, "\n");

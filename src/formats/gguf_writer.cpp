@@ -73,6 +73,12 @@ uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace
 
+bool GgufWriter::has_key(const std::string& key) const {
+  for (const auto& kv : kv_)
+    if (kv.first == key) return true;
+  return false;
+}
+
 void GgufWriter::add(const std::string& key, GgufValue v) {
   for (auto& [k, old] : kv_)
     if (k == key) {

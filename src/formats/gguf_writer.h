@@ -30,6 +30,8 @@ class GgufWriter {
   void add_f32_array(const std::string& key, const std::vector<float>& v);
   void add_i32_array(const std::string& key, const std::vector<int32_t>& v);
 
+  bool has_key(const std::string& key) const;
+
   // Tensor of shape outermost-first (written innermost-first, as GGUF wants).
   // copy=false borrows data, which must stay alive until write/serialize.
   Status add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,

@@ -187,6 +187,7 @@ Status export_gguf(const Model& m, const std::string& path, const GgufExportOpti
     w.add_bool("gemforge.rope.bf16_inv_freq", s.layers.front().rope.bf16_inv_freq);
   }
   GF_RETURN_IF_ERROR(copy_tokenizer(m, w));
+  if (opt.add_tokenizer && !w.has_key("tokenizer.ggml.model")) GF_RETURN_IF_ERROR(opt.add_tokenizer(w));
   if (s.family == Family::Gemma4) {
     GF_RETURN_IF_ERROR(add_gemma4(m, x));
     return w.write(path).with_context(path);

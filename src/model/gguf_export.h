@@ -12,6 +12,8 @@
 
 namespace gf {
 
+class GgufWriter;
+
 struct GgufExportOptions {
   // Matrices as: "source" (the dtype they have; quantized GGUF blocks copied),
   // "f32", "f16", "bf16" or "q8_0". Vectors (norms) are always f32.
@@ -21,6 +23,8 @@ struct GgufExportOptions {
   // gemforge reproduces the checkpoint's rounded buffers (llama.cpp ignores
   // them and computes both in float32, as gemforge does without them).
   bool gemforge_keys = true;
+  // Writes the tokenizer keys when the source is not a GGUF (whose keys are copied).
+  std::function<Status(GgufWriter&)> add_tokenizer;
   // Called after each tensor is prepared: (done, total).
   std::function<void(size_t, size_t)> progress;
 };

@@ -66,6 +66,9 @@ class Tokenizer {
   // data[size] followed by readable padding when `padded` (else simdjson copies it).
   static Result<Tokenizer> from_json_bytes(const char* data, size_t size, bool padded);
   Status finish();  // builds the lookup tables once pieces are set (merges may follow)
+  void set_merges(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  static Result<Tokenizer> from_gguf_bpe(const GgufFile& f);
+  Status read_gguf_special_ids(const GgufFile& f);
   void find_crossing_pieces();
   void add_to_trie(const std::string& s, int32_t id);
   int32_t match_added(std::string_view text, size_t pos, bool parse_special, size_t* len) const;
@@ -103,6 +106,9 @@ class Tokenizer {
   bool add_bos_ = true;
   bool use_scores_ = false;
 };
+
+// A file's bytes, xz-decompressed when it is an .xz stream (tokenizer.json.xz).
+Result<std::string> read_maybe_xz(const std::string& path);
 
 // Whether s is valid UTF-8.
 bool valid_utf8(std::string_view s);

@@ -11,13 +11,13 @@
 #include <algorithm>
 #include <array>
 #include <thread>
+#include <unordered_set>
 
 #include "core/mapped_file.h"
 #include "formats/gguf.h"
 #include "tokenizer/tokenizer.h"
 
 namespace gf {
-namespace {
 
 Result<std::string> read_maybe_xz(const std::string& path) {
   GF_ASSIGN_OR_RETURN(MappedFile f, MappedFile::open(path));
@@ -47,6 +47,8 @@ Result<std::string> read_maybe_xz(const std::string& path) {
   out.reserve(out.size() + simdjson::SIMDJSON_PADDING);
   return out;
 }
+
+namespace {
 
 // The encoder implements the Gemma pipeline only: normaliser " " -> "▁", no
 // pre-tokenizer or Split on " " (a no-op once spaces are "▁"), byte fallback.
@@ -105,6 +107,52 @@ Result<Tokenizer> Tokenizer::from_json_file(const std::string& path) {
 
 Result<Tokenizer> Tokenizer::from_json_text(const std::string& text) {
   return from_json_bytes(text.data(), text.size(), text.capacity() - text.size() >= simdjson::SIMDJSON_PADDING);
+}
+
+// Merges in rank order, as (left, right) piece pairs; pairs naming a piece the
+// vocabulary lacks are dropped (as HF and llama.cpp drop them).
+void Tokenizer::set_merges(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
+  Tokenizer& t = *this;
+  // Resolving half a million merges to ids is lookup-bound: batched lookups
+  // (see PieceIndex::find_batch), split over two threads.
+  std::vector<std::array<int32_t, 3>> resolved(pairs.size());
+  auto resolve = [&](size_t begin, size_t end) {
+    constexpr size_t B = PieceIndex::kBatch / 2;
+    std::string joined;
+    std::string_view keys[PieceIndex::kBatch];
+    int32_t ids[PieceIndex::kBatch];
+    size_t offs[B];
+    for (size_t i0 = begin; i0 < end; i0 += B) {
+      const size_t n = std::min(B, end - i0);
+      joined.clear();
+      for (size_t k = 0; k < n; ++k) {
+        offs[k] = joined.size();
+        joined.append(pairs[i0 + k].first);
+        joined.append(pairs[i0 + k].second);
+      }
+      // Halves first (B keys), then the joined pieces (B keys); views taken after `joined` stopped growing.
+      for (size_t k = 0; k < n; ++k) {
+        keys[2 * k] = pairs[i0 + k].first;
+        keys[2 * k + 1] = pairs[i0 + k].second;
+      }
+      t.index_.find_batch(t.pieces_, keys, 2 * n, ids);
+      for (size_t k = 0; k < n; ++k) {
+        resolved[i0 + k][0] = ids[2 * k];
+        resolved[i0 + k][1] = ids[2 * k + 1];
+        keys[k] = std::string_view(joined).substr(offs[k], pairs[i0 + k].first.size() + pairs[i0 + k].second.size());
+      }
+      t.index_.find_batch(t.pieces_, keys, n, ids);
+      for (size_t k = 0; k < n; ++k) resolved[i0 + k][2] = ids[k];
+    }
+  };
+  std::thread helper(resolve, pairs.size() / 2, pairs.size());
+  resolve(0, pairs.size() / 2);
+  helper.join();
+  t.merges_.reserve(pairs.size());
+  for (size_t rank = 0; rank < resolved.size(); ++rank) {
+    const auto& r = resolved[rank];
+    if (r[0] >= 0 && r[1] >= 0 && r[2] >= 0) t.merges_.insert(r[0], r[1], static_cast<int32_t>(rank), r[2]);
+  }
 }
 
 // simdjson parses the 33 MB Gemma 3 tokenizer.json in tens of milliseconds;
@@ -187,46 +235,7 @@ Result<Tokenizer> Tokenizer::from_json_bytes(const char* data, size_t size, bool
     }
     pairs.emplace_back(a, b);
   }
-  // Resolving half a million merges to ids is lookup-bound: batched lookups
-  // (see PieceIndex::find_batch), split over two threads.
-  std::vector<std::array<int32_t, 3>> resolved(pairs.size());
-  auto resolve = [&](size_t begin, size_t end) {
-    constexpr size_t B = PieceIndex::kBatch / 2;
-    std::string joined;
-    std::string_view keys[PieceIndex::kBatch];
-    int32_t ids[PieceIndex::kBatch];
-    size_t offs[B];
-    for (size_t i0 = begin; i0 < end; i0 += B) {
-      const size_t n = std::min(B, end - i0);
-      joined.clear();
-      for (size_t k = 0; k < n; ++k) {
-        offs[k] = joined.size();
-        joined.append(pairs[i0 + k].first);
-        joined.append(pairs[i0 + k].second);
-      }
-      // Halves first (B keys), then the joined pieces (B keys); views taken after `joined` stopped growing.
-      for (size_t k = 0; k < n; ++k) {
-        keys[2 * k] = pairs[i0 + k].first;
-        keys[2 * k + 1] = pairs[i0 + k].second;
-      }
-      t.index_.find_batch(t.pieces_, keys, 2 * n, ids);
-      for (size_t k = 0; k < n; ++k) {
-        resolved[i0 + k][0] = ids[2 * k];
-        resolved[i0 + k][1] = ids[2 * k + 1];
-        keys[k] = std::string_view(joined).substr(offs[k], pairs[i0 + k].first.size() + pairs[i0 + k].second.size());
-      }
-      t.index_.find_batch(t.pieces_, keys, n, ids);
-      for (size_t k = 0; k < n; ++k) resolved[i0 + k][2] = ids[k];
-    }
-  };
-  std::thread helper(resolve, pairs.size() / 2, pairs.size());
-  resolve(0, pairs.size() / 2);
-  helper.join();
-  t.merges_.reserve(pairs.size());
-  for (size_t rank = 0; rank < resolved.size(); ++rank) {
-    const auto& r = resolved[rank];
-    if (r[0] >= 0 && r[1] >= 0 && r[2] >= 0) t.merges_.insert(r[0], r[1], static_cast<int32_t>(rank), r[2]);
-  }
+  t.set_merges(pairs);
   auto special_id = [&](const char* s, int32_t def) { auto id = t.token_to_id(s); return id ? *id : def; };
   t.bos_ = special_id("<bos>", 2);
   t.eos_ = special_id("<eos>", 1);
@@ -244,7 +253,9 @@ Result<Tokenizer> Tokenizer::from_json_bytes(const char* data, size_t size, bool
 Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   Tokenizer t;
   GF_ASSIGN_OR_RETURN(std::string model, f.get_string("tokenizer.ggml.model"));
-  if (model != "llama") return Err(f.path() + ": tokenizer model \"" + model + "\" is not supported (Gemma GGUFs use \"llama\")");
+  if (model == "gemma4") return from_gguf_bpe(f);
+  if (model != "llama")
+    return Err(f.path() + ": tokenizer model \"" + model + "\" is not supported (Gemma GGUFs use \"llama\", Gemma 4's \"gemma4\")");
   GF_ASSIGN_OR_RETURN(t.pieces_, f.get_string_array("tokenizer.ggml.tokens"));
   GF_ASSIGN_OR_RETURN(std::vector<double> scores, f.get_float_array("tokenizer.ggml.scores"));
   GF_ASSIGN_OR_RETURN(std::vector<int64_t> types, f.get_int_array("tokenizer.ggml.token_type"));
@@ -270,16 +281,66 @@ Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   }
   t.use_scores_ = true;
   GF_RETURN_IF_ERROR(t.finish());
-  auto id = [&](const char* key, int32_t def) { auto v = f.get_int(key); return v.ok() ? static_cast<int32_t>(*v) : def; };
-  t.bos_ = id("tokenizer.ggml.bos_token_id", 2);
-  t.eos_ = id("tokenizer.ggml.eos_token_id", 1);
-  t.pad_ = id("tokenizer.ggml.padding_token_id", 0);
-  t.unk_ = id("tokenizer.ggml.unknown_token_id", 3);
-  auto ab = f.get_bool("tokenizer.ggml.add_bos_token");
-  t.add_bos_ = ab.ok() ? *ab : true;
-  for (int32_t x : {t.bos_, t.eos_, t.pad_, t.unk_})
-    if (x < 0 || static_cast<size_t>(x) >= n) return Err(f.path() + ": special token id " + std::to_string(x) + " outside the vocabulary");
+  GF_RETURN_IF_ERROR(t.read_gguf_special_ids(f));
   return t;
+}
+
+// llama.cpp's "gemma4" tokenizer: the Hugging Face BPE vocabulary and merges
+// ("a b", split at the first space after the first byte, as llama.cpp does).
+// Control tokens (type 3) are special; user-defined ones (4: the channel,
+// tool-call and quote markers) are matched in text; the rest, added tokens of
+// the Hugging Face file included, are reached by merges, as in llama.cpp.
+Result<Tokenizer> Tokenizer::from_gguf_bpe(const GgufFile& f) {
+  Tokenizer t;
+  GF_ASSIGN_OR_RETURN(t.pieces_, f.get_string_array("tokenizer.ggml.tokens"));
+  GF_ASSIGN_OR_RETURN(std::vector<int64_t> types, f.get_int_array("tokenizer.ggml.token_type"));
+  GF_ASSIGN_OR_RETURN(std::vector<std::string> merges, f.get_string_array("tokenizer.ggml.merges"));
+  const size_t n = t.pieces_.size();
+  if (types.size() != n) return Err(f.path() + ": tokenizer tokens and token_type differ in length");
+  t.special_.assign(n, 0);
+  t.added_.assign(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    if (types[i] == 3) t.special_[i] = t.added_[i] = 1;
+    if (types[i] == 4) t.added_[i] = 1;
+  }
+  std::vector<std::pair<std::string_view, std::string_view>> pairs;
+  pairs.reserve(merges.size());
+  std::unordered_set<std::string> merged;
+  merged.reserve(merges.size());
+  for (const std::string& m : merges) {
+    const size_t sp = m.find(' ', 1);
+    if (sp == std::string::npos) return Err(f.path() + ": merge \"" + m + "\" has no space");
+    pairs.emplace_back(std::string_view(m).substr(0, sp), std::string_view(m).substr(sp + 1));
+    merged.insert(std::string(pairs.back().first) + std::string(pairs.back().second));
+  }
+  // The converter writes Hugging Face's added, non-special tokens (<unused0>,
+  // "<html>", "[multimodal]") as normal ones, which BPE cannot reach. A normal
+  // piece of several characters that no merge produces can only be such a
+  // token: match it whole, as Hugging Face does (llama.cpp splits it).
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& p = t.pieces_[i];
+    size_t chars = 0;
+    for (unsigned char c : p) chars += (c & 0xC0) != 0x80;
+    if (types[i] == 1 && chars > 1 && !merged.count(p)) t.added_[i] = 1;
+  }
+  GF_RETURN_IF_ERROR(t.finish());
+  t.set_merges(pairs);
+  GF_RETURN_IF_ERROR(t.read_gguf_special_ids(f));
+  return t;
+}
+
+Status Tokenizer::read_gguf_special_ids(const GgufFile& f) {
+  const size_t n = pieces_.size();
+  auto id = [&](const char* key, int32_t def) { auto v = f.get_int(key); return v.ok() ? static_cast<int32_t>(*v) : def; };
+  bos_ = id("tokenizer.ggml.bos_token_id", 2);
+  eos_ = id("tokenizer.ggml.eos_token_id", 1);
+  pad_ = id("tokenizer.ggml.padding_token_id", 0);
+  unk_ = id("tokenizer.ggml.unknown_token_id", 3);
+  auto ab = f.get_bool("tokenizer.ggml.add_bos_token");
+  add_bos_ = ab.ok() ? *ab : true;
+  for (int32_t x : {bos_, eos_, pad_, unk_})
+    if (x < 0 || static_cast<size_t>(x) >= n) return Err(f.path() + ": special token id " + std::to_string(x) + " outside the vocabulary");
+  return Ok();
 }
 
 Result<Tokenizer> Tokenizer::from_path(const std::string& path) {
