@@ -369,6 +369,28 @@ TEST(Scheduler, PrefixCacheEvictsOldestFirst) {
   EXPECT_EQ(core.metrics().kv_blocks_used, 0);
 }
 
+// Eviction takes a prefix's first blocks first: what is left of it is never
+// attached, since a block is only valid after the blocks before it.
+TEST(Scheduler, PartlyEvictedPrefixIsNotReused) {
+  FakeRunner runner(16, 4);
+  EngineCore core(runner, options());
+  const auto pa = prompt_of(13, 1);
+  auto a = request(pa, 2);
+  core.add(a);
+  run(core);
+  ASSERT_EQ(core.scheduler().prefix_cache().cached_blocks(), 3);
+  auto h = request(prompt_of(53, 6), 2);  // 14 blocks: one of A's goes
+  core.add(h);
+  run(core);
+  ASSERT_EQ(core.scheduler().prefix_cache().cached_blocks(), 2 + 13);
+  const int64_t hits = core.metrics().prefix_hit_tokens_total;
+  auto a2 = request(pa, 2);
+  core.add(a2);
+  run(core);
+  EXPECT_EQ(core.metrics().prefix_hit_tokens_total, hits);
+  EXPECT_EQ(ids(*a2), ids(*a));
+}
+
 TEST(Scheduler, FinishReasons) {
   const auto prompt = prompt_of(7, 9);
   const auto want = alone(prompt, 6);
