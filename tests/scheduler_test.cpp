@@ -207,11 +207,19 @@ TEST(Scheduler, PreemptsWhenBlocksRunOutAndRecomputesTheSameOutput) {
     FakeRunner runner(12, 4);
     EngineCore core(runner, options(8, 512, prefix_caching));
     std::vector<std::shared_ptr<EngineRequest>> rs;
+    std::vector<uint64_t> seq_ids;
     for (int i = 0; i < 4; ++i) {
       rs.push_back(request(prompt_of(6, 10 + i), 12));  // 17 tokens fed in the end: 5 blocks each
-      core.add(rs.back());
+      seq_ids.push_back(core.add(rs.back()));
     }
-    const auto plans = run(core);
+    std::vector<StepPlan> plans;
+    int64_t seen_preempted = 0;  // sequences in state Preempted after a preempting step
+    for (StepPlan p; core.step(&p);) {
+      if (p.preempted > 0)
+        for (uint64_t id : seq_ids) seen_preempted += core.scheduler().state_of(id) == RequestState::Preempted;
+      plans.push_back(std::move(p));
+    }
+    EXPECT_GT(seen_preempted, 0);
     // The newest go first: every sequence preempted in a step (in the plan
     // before, not in this one, back in a later one) is newer than all that stayed.
     auto in = [](const StepPlan& p, uint64_t id) {
@@ -258,6 +266,7 @@ TEST(Scheduler, CancelsQueuedAndRunningRequests) {
   for (auto& p : plans) ASSERT_TRUE(core.step(&p));
   EXPECT_EQ(core.metrics().running, 1);
   EXPECT_EQ(core.metrics().waiting, 2);
+  EXPECT_EQ(core.scheduler().state_of(ib), RequestState::Waiting);
   b->cancelled = true;  // queued
   a->cancelled = true;  // running
   StepPlan p;
@@ -268,6 +277,7 @@ TEST(Scheduler, CancelsQueuedAndRunningRequests) {
   EXPECT_TRUE(b->done);
   EXPECT_EQ(b->finish_reason, FinishReason::Cancelled);
   EXPECT_EQ(b->completion_tokens, 0);
+  EXPECT_EQ(core.scheduler().state_of(ib), RequestState::Finished);
   EXPECT_FALSE(c->done);
   ASSERT_EQ(p.chunks.size(), 1u);
   EXPECT_NE(p.chunks[0].seq_id, ib);

@@ -171,6 +171,14 @@ void Scheduler::cancel_all(const std::string& error) {
   waiting_.clear();
 }
 
+RequestState Scheduler::state_of(uint64_t id) const {
+  for (const auto& s : running_)
+    if (s->id == id) return s->state;
+  for (const auto& s : waiting_)
+    if (s->id == id) return s->state;
+  return RequestState::Finished;
+}
+
 int64_t Scheduler::blocks_used() const {
   return pool_.num_blocks() - pool_.free_blocks() - prefix_.idle_blocks();
 }

@@ -96,6 +96,8 @@ class Scheduler {
   bool has_running() const { return !running_.empty(); }
   int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
   int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
+  // Where sequence `id` is (Finished once it has left the scheduler).
+  RequestState state_of(uint64_t id) const;
   // Blocks held by sequences (blocks only the prefix cache holds are free for the taking).
   int64_t blocks_used() const;
   const PrefixCache& prefix_cache() const { return prefix_; }
