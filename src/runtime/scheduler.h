@@ -79,7 +79,8 @@ class Scheduler {
   // Queues a request (behind preempted ones); returns the id its chunks carry.
   uint64_t add(std::shared_ptr<EngineRequest> r);
   // Ends cancelled running requests, then admits waiting ones, preempted
-  // first, while slots and blocks allow.
+  // first, while slots and blocks allow (a cancelled waiting request ends
+  // when admission reaches it).
   void admit();
   // The tokens each running sequence feeds this step: decodes first, then
   // prefill chunks within the budget. Preempts the newest sequences until the
