@@ -46,7 +46,7 @@ Result<std::vector<RequestResult>> run_batch(Engine& engine, const std::vector<s
     std::unique_lock<std::mutex> lk(r->mu);
     r->cv.wait(lk, [&] { return r->done; });
     RequestResult rr;
-    rr.ok = r->finish_reason == "length" || r->finish_reason == "stop";
+    rr.ok = r->finish_reason == FinishReason::Length || r->finish_reason == FinishReason::Stop;
     rr.error = r->error;
     rr.ttft = r->first_token_at - r->submitted_at;
     rr.e2e = r->finished_at - r->submitted_at;

@@ -370,6 +370,17 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& bo
 // character; GGUF pieces may be anything): plain dump() throws on them.
 std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+const char* openai_finish_reason(FinishReason r, bool called_tools) {
+  switch (r) {
+    case FinishReason::Length: return "length";
+    case FinishReason::Error: return "error";
+    case FinishReason::None:  // (not finished: not asked)
+    case FinishReason::Stop:
+    case FinishReason::Cancelled: break;
+  }
+  return called_tools ? "tool_calls" : "stop";
+}
+
 std::string error_json(const ApiError& e) {
   json body = {{"error", {{"message", e.message}, {"type", e.type}, {"param", e.param.empty() ? json(nullptr) : json(e.param)}, {"code", nullptr}}}};
   return json_text(body);

@@ -20,6 +20,7 @@
 #include <variant>
 #include <vector>
 
+#include "runtime/request.h"
 #include "runtime/sampler.h"
 #include "server/gemma4_output.h"
 #include "tokenizer/chat_format.h"
@@ -108,6 +109,11 @@ std::string error_json(const ApiError& e);
 // bytes are not UTF-8 on their own (a byte-fallback token), so that distinct
 // tokens keep distinct names.
 std::string token_text(const Tokenizer& tok, int32_t id);
+
+// OpenAI's finish_reason for the engine's: "stop", "length" or "error"; a
+// cancelled reply (a stop string matched, or the client left) says "stop", and
+// one that called tools and then stopped says "tool_calls".
+const char* openai_finish_reason(FinishReason r, bool called_tools);
 
 // One choice of a whole response.
 struct ChoiceOut {

@@ -77,11 +77,7 @@ class ReplyText {
   }
   bool stopped() const { return sd_.stopped(); }
   int tool_calls() const { return g4_ ? g4_->tool_calls() : 0; }
-  // OpenAI's finish_reason for the engine's: a reply that called tools and then stopped says "tool_calls".
-  std::string finish_reason(const std::string& engine_reason) const {
-    const std::string r = engine_reason == "cancelled" ? "stop" : engine_reason;
-    return r == "stop" && tool_calls() > 0 ? "tool_calls" : r;
-  }
+  const char* finish_reason(FinishReason r) const { return openai_finish_reason(r, tool_calls() > 0); }
 
  private:
   static bool structural(std::string_view piece) {
@@ -234,7 +230,7 @@ struct OpenAiServer::Impl {
     if (!run)
       for (auto& r : rs) {
         r->done = true;
-        r->finish_reason = "length";
+        r->finish_reason = FinishReason::Length;
       }
     const ResponseWriter w{tok, random_id(is_chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)), opt.model_name, is_chat};
     if (!p.stream) return respond_whole(res, rs, q.prompts, p, w, q.gemma4_output);
@@ -275,7 +271,8 @@ struct OpenAiServer::Impl {
       }
       std::vector<EngineRequest::Token> toks;
       bool done;
-      std::string reason, error;
+      FinishReason reason;
+      std::string error;
       {
         std::unique_lock<std::mutex> lk(r->mu);
         r->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return r->done || !r->tokens.empty(); });
@@ -302,13 +299,13 @@ struct OpenAiServer::Impl {
         if (st->sd.stopped()) {
           r->cancelled = true;
           done = true;
-          reason = "stop";
+          reason = FinishReason::Stop;
           break;
         }
       }
       if (!done) return true;
       const Gemma4Delta tail = st->sd.finish();
-      if (!error.empty() && reason == "error") send(w.sse_error(error));
+      if (!error.empty() && reason == FinishReason::Error) send(w.sse_error(error));
       else send(chunk(tail, st->sd.finish_reason(reason), nullptr));
       if (p.include_usage) send(w.sse_usage(prompt_tokens, r->completion_tokens));
       send(ResponseWriter::sse_done());
@@ -340,10 +337,13 @@ struct OpenAiServer::Impl {
       observe(kTpot, (end - r.first_token_at) / static_cast<double>(r.completion_tokens - 1));
   }
 
-  // Waits for one request's reply: the echoed prompt (if any), the text, its log-probs.
-  ChoiceOut collect(const std::shared_ptr<EngineRequest>& r, const GenParams& p, const ResponseWriter& w, const std::string& echo_text,
-                    bool g4, std::string& error) {
+  // Waits for one request's reply: the echoed prompt (if any), the text, its log-probs;
+  // the engine's error if it failed.
+  Result<ChoiceOut> collect(const std::shared_ptr<EngineRequest>& r, const GenParams& p, const ResponseWriter& w,
+                            const std::string& echo_text, bool g4) {
     ChoiceOut c;
+    FinishReason reason = FinishReason::None;
+    std::string error;
     ReplyText sd(tok, p.stop, g4);
     Gemma4Delta reply;
     OffsetCounter off(tok, utf8_chars(echo_text));
@@ -358,7 +358,7 @@ struct OpenAiServer::Impl {
         toks.assign(r->tokens.begin(), r->tokens.end());
         r->tokens.clear();
         done = r->done;
-        c.finish_reason = r->finish_reason;
+        reason = r->finish_reason;
         error = r->error;
       }
       for (const auto& t : toks) {
@@ -372,17 +372,17 @@ struct OpenAiServer::Impl {
       }
       if (sd.stopped()) {
         r->cancelled = true;
-        c.finish_reason = "stop";
+        reason = FinishReason::Stop;
         break;
       }
       if (done) break;
     }
-    if (c.finish_reason == "error") return c;
+    if (reason == FinishReason::Error) return Err(error);
     reply.append(sd.finish());
     c.text = echo_text + reply.content;
     c.reasoning = std::move(reply.reasoning);
     if (!reply.tool_calls.empty()) c.tool_calls = tool_calls_json(reply.tool_calls, false);
-    c.finish_reason = sd.finish_reason(c.finish_reason);
+    c.finish_reason = sd.finish_reason(reason);
     record(*r);
     c.logprobs = nullptr;
     if (p.top_logprobs >= 0) {
@@ -404,12 +404,12 @@ struct OpenAiServer::Impl {
     std::vector<ChoiceOut> choices;
     int64_t prompt_tokens = 0, completion_tokens = 0;
     for (size_t i = 0; i < rs.size(); ++i) {
-      std::string error;
-      choices.push_back(collect(rs[i], p, w, p.echo ? prompts[i].echo_text : std::string(), gemma4, error));
-      if (choices.back().finish_reason == "error") {
+      auto c = collect(rs[i], p, w, p.echo ? prompts[i].echo_text : std::string(), gemma4);
+      if (!c.ok()) {
         for (auto& r : rs) r->cancelled = true;
-        return send_error(res, {500, "api_error", error, ""});
+        return send_error(res, {500, "api_error", c.message(), ""});
       }
+      choices.push_back(std::move(*c));
       prompt_tokens += static_cast<int64_t>(rs[i]->prompt.size());
       completion_tokens += rs[i]->completion_tokens;
     }
