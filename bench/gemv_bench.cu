@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "backend/cuda/kernels.cuh"
+#include "backend/cuda/gemv.cuh"
 
 using namespace gf::cuda;
 
