@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/cuda/gemv.cuh"
+#include "backend/cuda/norm.cuh"
 
 using namespace gf::cuda;
 

@@ -84,28 +84,24 @@ Scratch::~Scratch() {
   cudaFreeHost(hsample_);
 }
 
-bf16* Scratch::bf16s(size_t elems, cudaStream_t stream) {
-  if (elems > scratch16_elems_) {
-    if (graphs_.capturing()) die("scratch grew during graph capture", __FILE__, __LINE__);
+void* Scratch::grow(void*& p, size_t& cap, size_t bytes, const char* what, cudaStream_t stream) {
+  if (bytes > cap) {
+    if (graphs_.capturing()) die(what, __FILE__, __LINE__);
     CK(cudaStreamSynchronize(stream));
     graphs_.invalidate();
-    cudaFree(scratch16_);
-    scratch16_elems_ = std::max(elems, scratch16_elems_ * 2);
-    CK(cudaMalloc(&scratch16_, scratch16_elems_ * 2));
+    cudaFree(p);
+    cap = std::max(bytes, cap * 2);
+    CK(cudaMalloc(&p, cap));
   }
-  return scratch16_;
+  return p;
+}
+
+bf16* Scratch::bf16s(size_t elems, cudaStream_t stream) {
+  return static_cast<bf16*>(grow(scratch16_, scratch16_bytes_, elems * 2, "scratch grew during graph capture", stream));
 }
 
 float* Scratch::partials(size_t bytes, cudaStream_t stream) {
-  if (bytes > part_bytes_) {
-    if (graphs_.capturing()) die("attention scratch grew during graph capture", __FILE__, __LINE__);
-    CK(cudaStreamSynchronize(stream));
-    graphs_.invalidate();
-    cudaFree(part_);
-    part_bytes_ = std::max(bytes, part_bytes_ * 2);
-    CK(cudaMalloc(&part_, part_bytes_));
-  }
-  return part_;
+  return static_cast<float*>(grow(part_, part_bytes_, bytes, "attention scratch grew during graph capture", stream));
 }
 
 int32_t* Scratch::sample_out(size_t words, cudaStream_t stream) {

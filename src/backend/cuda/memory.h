@@ -64,10 +64,13 @@ class Scratch {
   int32_t* sample_host() const { return hsample_; }  // pinned, for their download
 
  private:
+  // p grown to at least `bytes` (twice its capacity at least); never during a capture.
+  void* grow(void*& p, size_t& cap, size_t bytes, const char* what, cudaStream_t stream);
+
   GraphCache& graphs_;
-  bf16* scratch16_ = nullptr;
-  size_t scratch16_elems_ = 0;
-  float* part_ = nullptr;
+  void* scratch16_ = nullptr;
+  size_t scratch16_bytes_ = 0;
+  void* part_ = nullptr;
   size_t part_bytes_ = 0;
   int32_t* dsample_ = nullptr;
   int32_t* hsample_ = nullptr;
