@@ -6,10 +6,12 @@
 //
 // GF_CUDA_OPS is the one list of ops: the Op enum, the union of argument
 // structs, the profiler's names and the dispatch to the launchers are
-// generated from it. To add an op: a line here, its argument struct below
-// (with shape(), the profiler's key), and in its family's file the kernel,
+// generated from it. To add an op (once backend.h has it and the CPU
+// reference runs it): a line here, its argument struct below (with shape(),
+// the profiler's key), and in its family's file (or a new one) the kernel,
 // `void launch(const ExecCtx&, const TheArgs&)` and the Backend override that
-// records it (declared in backend_impl.h).
+// fills a Cmd and submit()s it (declared in backend_impl.h). Nothing else
+// changes: recording, graphs, profiling and dispatch are generic.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -244,7 +246,7 @@ inline std::string op_key(const Cmd& c) {
   case Op::E: return #name + c.a.name.shape();
     GF_CUDA_OPS(GF_X)
 #undef GF_X
-    default: return "? T=" + std::string("<=4");
+    default: return "?";
   }
 }
 
