@@ -7,7 +7,8 @@
 #include <cstdio>
 #include <vector>
 
-#include "backend/cuda/kernels.cuh"
+#include "backend/cuda/gemv.cuh"
+#include "backend/cuda/norm.cuh"
 
 using namespace gf::cuda;
 

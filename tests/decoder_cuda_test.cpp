@@ -1,18 +1,16 @@
-// The CUDA backend against the Hugging Face reference (every Gemma 1-3
-// fixture of hf-tiny), against the CPU backend (a synthetic model), and
-// batched decode against single-sequence decode. Skipped without a GPU.
-// Fixtures: $GEMFORGE_FIXTURES_DIR (the device machine gets a carried copy),
-// else the build's GEMFORGE_FIXTURES.
+// The CUDA backend against the Hugging Face references (every checkpoint of
+// reference_fixture.h, Gemma 4's included), against the CPU backend (a
+// synthetic model), and batched decode against single-sequence decode.
+// Skipped without a GPU.
+// Fixtures and their references: reference_fixture.h (on the device machine
+// $GEMFORGE_FIXTURES_DIR and $GEMFORGE_REFERENCES_DIR point at carried copies).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
-#include <cstdlib>
-#include <cstring>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
-#include "formats/safetensors.h"
 #include "model/decoder.h"
 #include "runtime/sampler.h"
 #include "reference_fixture.h"
@@ -20,14 +18,10 @@
 namespace gf {
 namespace {
 
-std::string hf_tiny(const std::string& name) { return test::shared_fixtures_dir() + "/hf-tiny/" + name; }
 using test::kl_div;
+using test::load_reference;
 using test::Reference;
-Reference load_reference(const std::string& fixture) {
-  Reference r = test::load_reference(fixture.find('/') == std::string::npos ? hf_tiny(fixture) : fixture);
-  EXPECT_TRUE(r.error.empty()) << r.error;
-  return r;
-}
+using test::shared_fixture;
 
 #define REQUIRE_GPU()                                                                 \
   do {                                                                                \
@@ -68,6 +62,7 @@ TEST_P(CudaFixture, MatchesReference) {
   auto model = load_hf_model(dir, dir + "/config.json");
   ASSERT_TRUE(model.ok()) << model.message();
   Reference ref = load_reference(dir);
+  ASSERT_TRUE(ref.error.empty()) << ref.error;
   ASSERT_EQ(ref.vocab, model->spec.vocab_size);
   auto be = try_make_cuda_backend(0);
   ASSERT_TRUE(be.ok()) << be.message();
@@ -116,7 +111,7 @@ INSTANTIATE_TEST_SUITE_P(HfReference, CudaFixture, ::testing::ValuesIn(test::ref
 // Several sequences of different lengths decoded in one forward_batch equal
 // the same sequences decoded alone (prefill chunks of different sizes too).
 void batched_equals_single(const std::string& fx, int nseq) {
-  const std::string dir = hf_tiny(fx);
+  const std::string dir = shared_fixture(fx);
   auto model = load_hf_model(dir, dir + "/config.json");
   ASSERT_TRUE(model.ok()) << model.message();
   auto be = try_make_cuda_backend(0);
@@ -366,7 +361,7 @@ TEST(CudaFusedSteps, MatchTheirComposition) {
 // Graph replay gives the same logits as running the ops eagerly.
 TEST(CudaGraphs, ReplayEqualsEager) {
   REQUIRE_GPU();
-  const std::string dir = hf_tiny("gemma3-hd256");
+  const std::string dir = shared_fixture("gemma3-hd256");
   auto model = load_hf_model(dir, dir + "/config.json");
   ASSERT_TRUE(model.ok());
   std::vector<std::vector<float>> runs[2];
@@ -459,7 +454,7 @@ TEST(CudaSampling, OpMatchesCpuReferenceOnTheSameRows) {
 TEST(CudaSampling, GreedyIdsEqualCpuIdsOnFixtures) {
   REQUIRE_GPU();
   for (const char* fx : {"gemma1-mqa", "gemma2", "gemma3-1b-like", "gemma3-hd256"}) {
-    const std::string dir = hf_tiny(fx);
+    const std::string dir = shared_fixture(fx);
     auto model = load_hf_model(dir, dir + "/config.json");
     ASSERT_TRUE(model.ok()) << model.message();
     auto cpu = make_cpu_backend();
@@ -481,7 +476,7 @@ TEST(CudaSampling, GreedyIdsEqualCpuIdsOnFixtures) {
     EXPECT_EQ(ids[0], ids[1]) << fx;
   }
   // Batched: 6 sequences, greedy ids out vs argmax of the logits of the same batch.
-  const std::string dir = hf_tiny("gemma2");
+  const std::string dir = shared_fixture("gemma2");
   auto model = load_hf_model(dir, dir + "/config.json");
   auto gpu = try_make_cuda_backend(0);
   auto dec = Decoder::create(*model, **gpu);

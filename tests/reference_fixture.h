@@ -30,6 +30,9 @@ inline std::string own_references_dir() {
   return env_or("GEMFORGE_REFERENCES_DIR", std::string(GEMFORGE_SOURCE_DIR) + "/tests/references");
 }
 
+// A shared fixture by name (gemma2, gemma3-1b-like, ...).
+inline std::string shared_fixture(const std::string& name) { return shared_fixtures_dir() + "/hf-tiny/" + name; }
+
 struct ReferenceCase {
   std::string name;  // a valid gtest name
   std::string dir;
@@ -46,10 +49,9 @@ inline std::vector<ReferenceCase> reference_cases(bool with_gemma4 = false) {
     out.push_back({n, dir});
   };
   for (const char* f : {"gemma1-mqa", "gemma1-mha", "gemma2", "gemma3-1b-like", "gemma3-4b-like", "gemma3-hd256"})
-    add(f, shared_fixtures_dir() + "/hf-tiny/" + f);
+    add(f, shared_fixture(f));
   if (with_gemma4)
-    for (const char* f : {"gemma4-dense-31b-like", "gemma4-e2b-like", "gemma4-moe-like"})
-      add(f, shared_fixtures_dir() + "/hf-tiny/" + f);
+    for (const char* f : {"gemma4-dense-31b-like", "gemma4-e2b-like", "gemma4-moe-like"}) add(f, shared_fixture(f));
   std::vector<std::string> own;
   if (DIR* d = opendir(own_references_dir().c_str())) {
     while (dirent* e = readdir(d))

@@ -1,14 +1,16 @@
 // The CUDA backend: the ops of backend.h on an NVIDIA GPU. Weights are bf16 on
 // the device (uploaded once), activations float32 with a bf16 shadow for the
 // GEMM inputs, the KV cache bf16 in paged blocks. Pure decode steps (one token
-// per sequence) are recorded, captured once per shape into a CUDA graph and
-// replayed. This header compiles without the CUDA toolkit's headers.
+// per sequence) are recorded and, from the second time the same step is seen,
+// replayed as a CUDA graph. This header compiles without the CUDA toolkit's
+// headers; the implementation is described in cuda/backend_impl.h.
 //
 // The backend is built as a plugin, libgemforge_cuda.so, loaded on first use
-// (backend/cuda_loader.cpp): a CPU run never maps cuBLAS/cuBLASLt (~210 MB of
-// resident memory) and a binary built with CUDA still runs where the CUDA
-// libraries are missing. The functions below are forwarded through CudaApi;
-// a new one needs an entry there and in cuda/plugin_entry.cu.
+// (backend/cuda_loader/cuda_loader.cpp): a CPU run never maps cuBLAS/cuBLASLt
+// (~210 MB of resident memory) and a binary built with CUDA still runs where
+// the CUDA libraries are missing. The functions below are forwarded through
+// CudaApi; a new one needs an entry there, in cuda/plugin_entry.cu and in
+// cuda_loader.cpp.
 #pragma once
 #include <memory>
 #include <string>

@@ -1,4 +1,4 @@
-// The sampling op on the GPU (included by cuda_backend.cu only): one block of
+// The sampling kernel (included by sample.cu only): one block of
 // 1024 threads per logits row runs backend/sampling.h's algorithm.
 //  - greedy: one pass for the max (ties: lowest id);
 //  - otherwise the best C candidates (C = top_k, or a window of 1024 when
