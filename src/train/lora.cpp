@@ -1,5 +1,6 @@
 #include "train/lora.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -73,9 +74,10 @@ Result<LoraAdapter> make_adapter(const ModelSpec& s, const LoraConfig& cfg, uint
   if (cfg.targets.empty()) return Err("no LoRA targets given");
   LoraAdapter a;
   a.cfg = cfg;
+  std::sort(a.cfg.targets.begin(), a.cfg.targets.end());  // canonical order: (layer, projection)
   a.index.assign(static_cast<size_t>(s.num_layers * kNumProj), -1);
   for (int l = 0; l < s.num_layers; ++l)
-    for (Proj p : cfg.targets) {
+    for (Proj p : a.cfg.targets) {
       LoraMatrix m;
       m.layer = l;
       m.proj = p;
