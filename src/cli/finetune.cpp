@@ -18,7 +18,7 @@ namespace {
 
 struct FinetuneOptions {
   ModelOptions model;
-  std::string data, eval_data, out, targets = "all-linear", schedule = "cosine", resume;
+  std::string data, eval_data, out, targets = "all-linear", schedule = "cosine", resume, init_adapter;
   double eval_fraction = 0;
   int64_t steps = 100, batch = 1, seq = 512, grad_accum = 1, warmup = 0, log_every = 1, eval_every = 0, save_every = 0;
   int keep = 2;
@@ -27,6 +27,12 @@ struct FinetuneOptions {
   float alpha = 16, dropout = 0;
   bool rslora = false, skip_bad = false, truncate = false, drop_long = false;
   uint64_t seed = 42;
+};
+
+struct LoraConfigView {
+  int rank;
+  float alpha;
+  bool rslora;
 };
 
 std::string duration(double s) {
@@ -113,13 +119,15 @@ int run_finetune(const FinetuneOptions& o) {
   auto targets = train::parse_targets(o.targets);
   if (!targets.ok()) return fail(targets.status());
   cfg.lora.targets = *targets;
+  cfg.init_adapter = o.init_adapter;
   cfg.base_model = o.model.model;
   cfg.module_path = train::peft_module_path(*m);
   auto tr = train::Trainer::create(**lm, cfg, std::move(train_set).value(), std::move(eval_set));
   if (!tr.ok()) return fail(tr.status());
   train::Trainer& t = **tr;
+  const LoraConfigView lc{t.adapter().cfg.rank, t.adapter().cfg.alpha, t.adapter().cfg.rslora};
   std::fprintf(stderr, "finetune: %s, LoRA r=%d alpha=%g%s on %zu matrices (%lld parameters), %lld steps x %lld x %lld sequences of <= %lld tokens%s\n",
-               family_name(m->spec.family), o.rank, o.alpha, o.rslora ? " (rsLoRA)" : "", t.adapter().mats.size(),
+               family_name(m->spec.family), lc.rank, lc.alpha, lc.rslora ? " (rsLoRA)" : "", t.adapter().mats.size(),
                static_cast<long long>(t.adapter().num_params()), static_cast<long long>(o.steps), static_cast<long long>(o.batch),
                static_cast<long long>(o.grad_accum), static_cast<long long>(o.seq),
                t.step() > 0 ? (", resumed at step " + std::to_string(t.step())).c_str() : "");
@@ -178,6 +186,7 @@ CommandRegistration reg(45, [](CLI::App& root) {
   c->add_option("--eval-every", o->eval_every, "Evaluate every N steps (default: every logging step)");
   c->add_option("--save-every", o->save_every, "Write DIR/checkpoint-N every N steps (0: only the final adapter)")->capture_default_str();
   c->add_option("--keep", o->keep, "Checkpoints kept")->capture_default_str();
+  c->add_option("--init-adapter", o->init_adapter, "Start from this PEFT adapter folder (its rank, alpha, rsLoRA and targets)");
   c->add_option("--resume", o->resume, "Continue from a checkpoint folder (or the newest checkpoint-N in an output folder)");
   c->callback([o] { set_exit_code(run_finetune(*o)); });
 });

@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include "train/lora_io.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -24,7 +26,13 @@ Result<std::unique_ptr<Trainer>> Trainer::create(LoraModel& model, const TrainCo
   std::unique_ptr<Trainer> t(new Trainer(model, cfg));
   t->train_ = std::move(train);
   t->eval_ = std::move(eval);
-  GF_ASSIGN_OR_RETURN(t->adapter_, make_adapter(model.spec(), cfg.lora, cfg.seed));
+  if (!cfg.init_adapter.empty()) {
+    GF_ASSIGN_OR_RETURN(t->adapter_, load_adapter(cfg.init_adapter, model.spec()));
+    t->adapter_.cfg.dropout = cfg.lora.dropout;
+    t->cfg_.lora = t->adapter_.cfg;
+  } else {
+    GF_ASSIGN_OR_RETURN(t->adapter_, make_adapter(model.spec(), cfg.lora, cfg.seed));
+  }
   t->grads_ = LoraGrads::zeros_like(t->adapter_);
   std::vector<size_t> sizes;
   for (size_t i = 0; i < t->adapter_.num_tensors(); ++i) sizes.push_back(t->adapter_.tensor(i).size());

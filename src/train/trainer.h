@@ -38,6 +38,7 @@ struct TrainConfig {
   std::string out_dir;
   std::string resume;      // a checkpoint folder, or an output folder holding checkpoint-N folders
   LoraConfig lora;
+  std::string init_adapter;  // start from this PEFT adapter (its rank, alpha, rsLoRA and targets) instead of a fresh one
   std::string base_model;  // for adapter_config.json
   std::string module_path = "model";
 };
