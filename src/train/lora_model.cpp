@@ -4,6 +4,7 @@
 
 #include "backend/cpu/elementwise.h"
 #include "backend/cpu/matmul.h"
+#include "core/thread_pool.h"
 #include "train/lora_model_impl.h"
 
 namespace gf::train {
@@ -58,14 +59,25 @@ Result<Transposed> transpose(const TensorView& w) {
   const size_t es = plain ? (w.dtype == DType::F32 ? 4 : 2) : 4;
   t.view.dtype = plain ? w.dtype : DType::F32;
   t.bytes.resize(static_cast<size_t>(rows * cols) * es);
-  std::vector<float> row(static_cast<size_t>(cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* src = w.row(r);
-    if (!plain) {
-      GF_RETURN_IF_ERROR(cpu::dequantize_row(w.dtype, src, row.data(), cols));
-      src = reinterpret_cast<const uint8_t*>(row.data());
+  if (plain) {
+    // 64 x 64 tiles: both the rows read and the rows written stay in cache.
+    auto copy = [&](auto* dst, const auto* src) {
+      parallel_for((rows + 63) / 64, [&](int64_t b0, int64_t b1) {
+        for (int64_t r0 = b0 * 64; r0 < std::min(rows, b1 * 64); r0 += 64)
+          for (int64_t c0 = 0; c0 < cols; c0 += 64)
+            for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r)
+              for (int64_t c = c0; c < std::min(cols, c0 + 64); ++c) dst[c * rows + r] = src[r * cols + c];
+      });
+    };
+    if (es == 4) copy(reinterpret_cast<uint32_t*>(t.bytes.data()), reinterpret_cast<const uint32_t*>(w.data));
+    else copy(reinterpret_cast<uint16_t*>(t.bytes.data()), reinterpret_cast<const uint16_t*>(w.data));
+  } else {
+    std::vector<float> row(static_cast<size_t>(cols));
+    float* dst = reinterpret_cast<float*>(t.bytes.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      GF_RETURN_IF_ERROR(cpu::dequantize_row(w.dtype, w.row(r), row.data(), cols));
+      for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = row[static_cast<size_t>(c)];
     }
-    for (int64_t c = 0; c < cols; ++c) std::memcpy(&t.bytes[static_cast<size_t>(c * rows + r) * es], src + static_cast<size_t>(c) * es, es);
   }
   t.view.data = t.bytes.data();
   t.view.nbytes = t.bytes.size();
