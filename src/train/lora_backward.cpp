@@ -33,6 +33,16 @@ void LoraModel::backward_layer(int li, Acts& a, const LoraAdapter& ad, LoraGrads
   if (ls.layer_scalar && t.layer_scalar != 1.0f)
     for (auto& v : dx) v *= t.layer_scalar;
 
+  // Gemma 4 per-layer input step: x_out = x + post_norm(proj(gelu(gate(x)) * ple)); ple is a constant.
+  if (ls.per_layer_input) {
+    const int64_t P = s.per_layer_input_dim;
+    std::vector<float> dh(static_cast<size_t>(T * H)), dgm(static_cast<size_t>(T * P)), dg(dgm.size()), unused(dgm.size());
+    rmsnorm_bwd(L.ple_h.data(), t.ple_post_norm.data(), L.r_ple.data(), dx.data(), T, H, dh.data(), false);
+    linear(fl.ple_proj_t.view, dh.data(), T, dgm.data());
+    gelu_mul_bwd(L.ple_g.data(), a.ple[static_cast<size_t>(li)].data(), dgm.data(), T * P, dg.data(), unused.data());
+    linear_add(fl.ple_gate_t.view, dg.data(), T, dx.data());
+  }
+
   // MLP block: x_out = x_mid + post_ffw_norm(down(gelu(gate(h2)) * up(h2))), h2 = pre_ffw_norm(x_mid).
   std::vector<float> dd(static_cast<size_t>(T * H));
   if (ls.sandwich_norms) rmsnorm_bwd(L.d.data(), t.post_ffw_norm.data(), L.r_d.data(), dx.data(), T, H, dd.data(), false);
@@ -52,23 +62,32 @@ void LoraModel::backward_layer(int li, Acts& a, const LoraAdapter& ad, LoraGrads
   std::vector<float> datt(static_cast<size_t>(T * qd));
   proj_back(Proj::O, L.att.data(), da.data(), datt.data(), false);
   std::vector<float> dq(static_cast<size_t>(T * qd)), dk(static_cast<size_t>(T * kvd)), dv(dk.size());
-  attention_bwd(attn_shape(ls, T), L.q.data(), L.k.data(), L.v.data(), L.p.data(), datt.data(), dq.data(), dk.data(), dv.data());
-  rope_apply(dq.data(), T, qd, static_cast<int>(hd), fl.inv_freq, true);
-  rope_apply(dk.data(), T, kvd, static_cast<int>(hd), fl.inv_freq, true);
-  if (ls.qk_norm) {
-    rmsnorm_bwd(L.q_raw.data(), t.q_norm.data(), L.r_q.data(), dq.data(), T * ls.num_heads, hd, dq.data(), false);
-    rmsnorm_bwd(L.k_raw.data(), t.k_norm.data(), L.r_k.data(), dk.data(), T * ls.num_kv_heads, hd, dk.data(), false);
+  const bool shared = ls.kv_source_layer >= 0;
+  LayerActs& kv = shared ? a.layers[static_cast<size_t>(ls.kv_source_layer)] : L;
+  attention_bwd(attn_shape(ls, T), L.q.data(), kv.k.data(), kv.v.data(), L.p.data(), datt.data(), dq.data(), dk.data(), dv.data());
+  if (shared) {
+    // Gemma 4 KV sharing: the source layer (earlier, so backpropagated later) takes the k, v gradients.
+    if (kv.dk_shared.empty()) kv.dk_shared.assign(dk.size(), 0.0f), kv.dv_shared.assign(dv.size(), 0.0f);
+    for (size_t i = 0; i < dk.size(); ++i) kv.dk_shared[i] += dk[i], kv.dv_shared[i] += dv[i];
+  } else if (!L.dk_shared.empty()) {
+    for (size_t i = 0; i < dk.size(); ++i) dk[i] += L.dk_shared[i], dv[i] += L.dv_shared[i];
   }
-  if (ls.v_norm) rmsnorm_bwd(L.v_raw.data(), nullptr, L.r_v.data(), dv.data(), T * ls.num_kv_heads, hd, dv.data(), false);
-  if (ls.k_eq_v)
-    for (size_t i = 0; i < dk.size(); ++i) dk[i] += dv[i];
+  rope_apply(dq.data(), T, qd, static_cast<int>(hd), fl.inv_freq, true);
+  if (ls.qk_norm) rmsnorm_bwd(L.q_raw.data(), t.q_norm.data(), L.r_q.data(), dq.data(), T * ls.num_heads, hd, dq.data(), false);
+  if (!shared) {
+    rope_apply(dk.data(), T, kvd, static_cast<int>(hd), fl.inv_freq, true);
+    if (ls.qk_norm) rmsnorm_bwd(L.k_raw.data(), t.k_norm.data(), L.r_k.data(), dk.data(), T * ls.num_kv_heads, hd, dk.data(), false);
+    if (ls.v_norm) rmsnorm_bwd(L.v_raw.data(), nullptr, L.r_v.data(), dv.data(), T * ls.num_kv_heads, hd, dv.data(), false);
+    if (ls.k_eq_v)
+      for (size_t i = 0; i < dk.size(); ++i) dk[i] += dv[i];
+  }
   // The first layer's input is the frozen embedding: only the adapters' gradients are needed there.
   float* dh1 = need_dx ? dh.data() : nullptr;
   proj_back(Proj::Q, L.h1.data(), dq.data(), dh1, false);
-  proj_back(Proj::K, L.h1.data(), dk.data(), dh1, true);
-  if (!ls.k_eq_v) proj_back(Proj::V, L.h1.data(), dv.data(), dh1, true);
+  if (!shared) proj_back(Proj::K, L.h1.data(), dk.data(), dh1, true);
+  if (!shared && !ls.k_eq_v) proj_back(Proj::V, L.h1.data(), dv.data(), dh1, true);
   if (need_dx) rmsnorm_bwd(L.x_in.data(), t.input_norm.data(), L.r_in.data(), dh.data(), T, H, dx.data(), true);
-  // The layer's saved activations are no longer needed.
+  // The layer's saved activations are no longer needed (layers sharing its K/V come later, so are done).
   L = LayerActs();
 }
 

@@ -4,6 +4,7 @@
 
 #include "backend/cpu/elementwise.h"
 #include "backend/cpu/matmul.h"
+#include "core/half.h"
 #include "core/thread_pool.h"
 #include "train/lora_model_impl.h"
 
@@ -97,8 +98,6 @@ Result<std::unique_ptr<LoraModel>> LoraModel::create(const Model& m, bool f32_we
     const LayerSpec& l = s.layers[static_cast<size_t>(i)];
     const std::string at = "finetune does not support " + std::string(family_name(s.family)) + " layer " + std::to_string(i) + ": ";
     if (l.moe) return Err(at + "mixture-of-experts blocks are not trainable yet (dense models only)");
-    if (l.per_layer_input) return Err(at + "per-layer embeddings (Gemma 4 E2B/E4B) are not trainable yet");
-    if (l.kv_source_layer >= 0) return Err(at + "KV sharing across layers is not trainable yet");
   }
   std::unique_ptr<LoraModel> lm(new LoraModel(m));
   lm->frozen_ = std::make_unique<Frozen>();
@@ -114,6 +113,21 @@ Result<std::unique_ptr<LoraModel>> LoraModel::create(const Model& m, bool f32_we
         }
       }
     fl.inv_freq = ls.rope.inv_freq(ls.head_dim);
+    const LayerTensors& lt = m.layers[static_cast<size_t>(i)];
+    if (ls.per_layer_input) {
+      if (!lt.ple_gate || !lt.ple_proj || !m.ple_embed || !m.ple_model_proj) return Err("finetune: the per-layer input weights are not bound");
+      GF_ASSIGN_OR_RETURN(fl.ple_gate_t, transpose(*lt.ple_gate));
+      GF_ASSIGN_OR_RETURN(fl.ple_proj_t, transpose(*lt.ple_proj));
+      if (f32_weights) {
+        GF_ASSIGN_OR_RETURN(fl.ple_gate_f, to_f32(*lt.ple_gate));
+        GF_ASSIGN_OR_RETURN(fl.ple_proj_f, to_f32(*lt.ple_proj));
+        GF_ASSIGN_OR_RETURN(fl.ple_gate_t, to_f32(fl.ple_gate_t.view));
+        GF_ASSIGN_OR_RETURN(fl.ple_proj_t, to_f32(fl.ple_proj_t.view));
+      }
+    }
+  }
+  if (f32_weights && m.ple_model_proj) {
+    GF_ASSIGN_OR_RETURN(lm->frozen_->ple_model_proj_f, to_f32(*m.ple_model_proj));
   }
   GF_ASSIGN_OR_RETURN(lm->frozen_->lm_head_t, transpose(*m.lm_head));
   if (f32_weights) {
@@ -154,6 +168,7 @@ void LoraModel::forward(Acts& a, const LoraAdapter& ad, uint64_t dropout_seed, b
     for (int64_t i = 0; i < H; ++i) row[i] *= s.embed_scale;
   }
   a.layers.resize(static_cast<size_t>(s.num_layers));
+  if (s.per_layer_input_dim > 0) per_layer_inputs(a, x);
   for (int li = 0; li < s.num_layers; ++li) {
     const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
     const LayerTensors& t = m.layers[static_cast<size_t>(li)];
@@ -178,26 +193,29 @@ void LoraModel::forward(Acts& a, const LoraAdapter& ad, uint64_t dropout_seed, b
     // Attention block.
     L.x_in = x;
     norm(L.x_in, &t.input_norm, H, L.h1, L.r_in);
-    proj(Proj::Q, L.h1.data(), L.q_raw);
-    proj(Proj::K, L.h1.data(), L.k_raw);
-    // Gemma 4 k_eq_v: the value is the raw k projection (before k_norm and RoPE), as in the decoder.
-    if (ls.k_eq_v) L.v_raw = L.k_raw;
-    else proj(Proj::V, L.h1.data(), L.v_raw);
-    if (ls.qk_norm) {
-      norm(L.q_raw, &t.q_norm, hd, L.q, L.r_q);
-      norm(L.k_raw, &t.k_norm, hd, L.k, L.r_k);
-    } else {
-      L.q = L.q_raw;
-      L.k = L.k_raw;
-    }
-    if (ls.v_norm) norm(L.v_raw, nullptr, hd, L.v, L.r_v);
-    else L.v = L.v_raw;
     const auto& fl = frozen_->layers[static_cast<size_t>(li)];
+    proj(Proj::Q, L.h1.data(), L.q_raw);
+    if (ls.qk_norm) norm(L.q_raw, &t.q_norm, hd, L.q, L.r_q);
+    else L.q = L.q_raw;
     rope_apply(L.q.data(), T, qd, static_cast<int>(hd), fl.inv_freq, false);
-    rope_apply(L.k.data(), T, kvd, static_cast<int>(hd), fl.inv_freq, false);
+    // Gemma 4 KV sharing: keys and values are the source layer's (normed and rotated there).
+    const LayerActs* kv = &L;
+    if (ls.kv_source_layer >= 0) {
+      kv = &a.layers[static_cast<size_t>(ls.kv_source_layer)];
+    } else {
+      proj(Proj::K, L.h1.data(), L.k_raw);
+      // Gemma 4 k_eq_v: the value is the raw k projection (before k_norm and RoPE), as in the decoder.
+      if (ls.k_eq_v) L.v_raw = L.k_raw;
+      else proj(Proj::V, L.h1.data(), L.v_raw);
+      if (ls.qk_norm) norm(L.k_raw, &t.k_norm, hd, L.k, L.r_k);
+      else L.k = L.k_raw;
+      if (ls.v_norm) norm(L.v_raw, nullptr, hd, L.v, L.r_v);
+      else L.v = L.v_raw;
+      rope_apply(L.k.data(), T, kvd, static_cast<int>(hd), fl.inv_freq, false);
+    }
     L.att.resize(static_cast<size_t>(T * qd));
     L.p.resize(static_cast<size_t>(ls.num_heads * T * T));
-    attention_fwd(attn_shape(ls, T), L.q.data(), L.k.data(), L.v.data(), L.att.data(), L.p.data());
+    attention_fwd(attn_shape(ls, T), L.q.data(), kv->k.data(), kv->v.data(), L.att.data(), L.p.data());
     proj(Proj::O, L.att.data(), L.a);
     std::vector<float> tmp;
     if (ls.sandwich_norms) norm(L.a, &t.post_attn_norm, H, tmp, L.r_a);
@@ -214,6 +232,18 @@ void LoraModel::forward(Acts& a, const LoraAdapter& ad, uint64_t dropout_seed, b
     if (ls.sandwich_norms) norm(L.d, &t.post_ffw_norm, H, tmp, L.r_d);
     const std::vector<float>& add_d = ls.sandwich_norms ? tmp : L.d;
     for (size_t i = 0; i < x.size(); ++i) x[i] += add_d[i];
+    if (ls.per_layer_input) {
+      // x += post_norm(proj(gelu_tanh(gate(x)) * ple[l])), as Decoder::per_layer_input_step.
+      const int64_t P = s.per_layer_input_dim;
+      L.ple_g.resize(static_cast<size_t>(T * P));
+      linear(frozen_->f32 ? fl.ple_gate_f.view : *t.ple_gate, x.data(), T, L.ple_g.data());
+      std::vector<float> gm = L.ple_g;
+      cpu::gelu_tanh_mul(gm.data(), a.ple[static_cast<size_t>(li)].data(), T * P);
+      L.ple_h.resize(static_cast<size_t>(T * H));
+      linear(frozen_->f32 ? fl.ple_proj_f.view : *t.ple_proj, gm.data(), T, L.ple_h.data());
+      norm(L.ple_h, &t.ple_post_norm, H, tmp, L.r_ple);
+      for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    }
     if (ls.layer_scalar && t.layer_scalar != 1.0f)
       for (auto& v : x) v *= t.layer_scalar;
   }
@@ -221,6 +251,30 @@ void LoraModel::forward(Acts& a, const LoraAdapter& ad, uint64_t dropout_seed, b
   a.xf.resize(a.x_last.size());
   a.r_f.resize(static_cast<size_t>(T));
   rmsnorm_fwd(a.x_last.data(), m.final_norm.data(), T, H, eps, a.xf.data(), a.r_f.data());
+}
+
+// Gemma 4 PLE: per layer l, (rmsnorm(x0 W_proj / sqrt(hidden))[l] + E_ple[ids][l] * sqrt(P)) / sqrt(2), as the decoder.
+void LoraModel::per_layer_inputs(Acts& a, const std::vector<float>& x0) {
+  const ModelSpec& s = spec();
+  const Model& m = *model_;
+  const int64_t T = a.T, L = s.num_layers, P = s.per_layer_input_dim;
+  std::vector<float> tok(static_cast<size_t>(T * L * P)), ctx(tok.size()), r(static_cast<size_t>(T * L));
+  float tok_scale = std::sqrt(static_cast<float>(P));
+  if (s.weights_dtype == "bfloat16") tok_scale = bf16_to_f32(f32_to_bf16(tok_scale));
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = tok.data() + t * L * P;
+    (void)cpu::dequantize_row(m.ple_embed->dtype, m.ple_embed->row(a.ids[static_cast<size_t>(t)]), row, L * P);
+    for (int64_t i = 0; i < L * P; ++i) row[i] *= tok_scale;
+  }
+  linear(frozen_->f32 ? frozen_->ple_model_proj_f.view : *m.ple_model_proj, x0.data(), T, ctx.data());
+  const float inv_h = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.hidden_size)));
+  for (auto& v : ctx) v *= inv_h;
+  rmsnorm_fwd(ctx.data(), m.ple_proj_norm.data(), T * L, P, s.rms_norm_eps, ctx.data(), r.data());
+  const float inv2 = static_cast<float>(1.0 / std::sqrt(2.0));
+  for (size_t i = 0; i < ctx.size(); ++i) ctx[i] = (ctx[i] + tok[i]) * inv2;
+  a.ple.assign(static_cast<size_t>(L), std::vector<float>(static_cast<size_t>(T * P)));
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t t = 0; t < T; ++t) std::copy_n(ctx.data() + (t * L + l) * P, P, a.ple[static_cast<size_t>(l)].data() + t * P);
 }
 
 Result<SeqLoss> LoraModel::forward_backward(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask, const LoraAdapter& ad,

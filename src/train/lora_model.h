@@ -28,7 +28,7 @@ struct SeqLoss {
 
 class LoraModel {
  public:
-  // Errors for what training does not cover yet (MoE, per-layer inputs, KV sharing).
+  // An error for what training does not cover yet (MoE blocks).
   // f32_weights: the forward multiplies float32 copies of the frozen weights
   // (the plain FMA kernel) instead of the checkpoint's own dtype, whose BF16
   // kernel rounds activations to a hi + lo bf16 pair (~1e-5 relative): a
@@ -55,6 +55,7 @@ class LoraModel {
   explicit LoraModel(const Model& m);
   const TensorView& lm_head() const;
   Status check_ids(const std::vector<int32_t>& ids) const;
+  void per_layer_inputs(Acts& a, const std::vector<float>& x0);
   void forward(Acts& a, const LoraAdapter& ad, uint64_t dropout_seed, bool training);
   void backward_layer(int li, Acts& a, const LoraAdapter& ad, LoraGrads& g, std::vector<float>& dx, bool need_dx);
 
