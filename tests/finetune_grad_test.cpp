@@ -163,3 +163,64 @@ TEST(FinetuneUnsupported, MoeIsRefused) {
 
 }  // namespace
 }  // namespace gf
+
+namespace gf {
+namespace {
+
+// LoRA dropout (the masks are a function of the seed, so the loss is a
+// deterministic function of the adapter) and rsLoRA scaling, on a subset of
+// targets: the same finite-difference check as above.
+TEST(FinetuneGradients, DropoutAndRsLoraOnSomeTargets) {
+  auto model = load_model(test::hf_tiny("gemma3-1b-like"));
+  ASSERT_TRUE(model.ok());
+  auto lm = LoraModel::create(*model, true);
+  ASSERT_TRUE(lm.ok());
+  LoraConfig cfg;
+  cfg.rank = 3;
+  cfg.alpha = 5;
+  cfg.rslora = true;
+  cfg.dropout = 0.3f;
+  auto targets = train::parse_targets("v,o_proj,up");
+  ASSERT_TRUE(targets.ok());
+  cfg.targets = *targets;
+  auto adr = train::make_adapter(model->spec, cfg, 9);
+  ASSERT_TRUE(adr.ok());
+  LoraAdapter ad = *adr;
+  EXPECT_EQ(ad.mats.size(), 3u * model->spec.num_layers);
+  EXPECT_FLOAT_EQ(ad.cfg.scaling(), 5.0f / std::sqrt(3.0f));
+  train::Rng rng(4);
+  for (auto& m : ad.mats)
+    for (auto& v : m.B) v = static_cast<float>((rng.uniform() * 2 - 1) * 0.2);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 12; ++i) ids.push_back(static_cast<int32_t>(3 + (i * 53 + 7) % 500));
+  const uint64_t seed = 77;
+  auto loss = [&](const LoraAdapter& a, train::LoraGrads* g) {
+    train::LoraGrads scratch = train::LoraGrads::zeros_like(a);
+    auto r = (*lm)->forward_backward(ids, {}, a, g ? g : &scratch, 1.0f, seed);  // grads given: dropout on
+    return r.ok() ? r->nll_sum : NAN;
+  };
+  auto grads = train::LoraGrads::zeros_like(ad);
+  const double base = loss(ad, &grads);
+  ASSERT_TRUE(std::isfinite(base));
+  // Without the seed's masks the loss differs: dropout is really applied.
+  auto plain = (*lm)->forward_backward(ids, {}, ad, nullptr, 1.0f, seed);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_NE(plain->nll_sum, base);
+  for (size_t ti = 0; ti < ad.num_tensors(); ti += 5) {  // a spread of A and B tensors
+    std::vector<float> d(ad.tensor(ti).size());
+    double norm = 0, analytic = 0;
+    for (auto& v : d) v = static_cast<float>(rng.uniform() * 2 - 1), norm += double(v) * v;
+    for (size_t j = 0; j < d.size(); ++j) d[j] = static_cast<float>(d[j] / std::sqrt(norm)), analytic += double(grads.g[ti][j]) * d[j];
+    const double h = 1e-2;
+    auto shifted = [&](double sgn) {
+      LoraAdapter a2 = ad;
+      for (size_t j = 0; j < d.size(); ++j) a2.tensor(ti)[j] += static_cast<float>(sgn * h * d[j]);
+      return loss(a2, nullptr);
+    };
+    const double numeric = (shifted(1) - shifted(-1)) / (2 * h);
+    EXPECT_NEAR(analytic, numeric, 2e-2 * std::abs(numeric) + 5e-4) << "tensor " << ti;  // sums over 11 tokens: 11x the absolute noise
+  }
+}
+
+}  // namespace
+}  // namespace gf
