@@ -68,6 +68,9 @@ def main():
     for name in a.only or FIXTURES:
         fdir = os.path.join(a.fixtures, "hf-tiny", name)
         out = os.path.join(a.out, "lora-" + name)
+        if not os.path.isdir(fdir):
+            print(f"{name}: no fixture at {fdir}, skipped")
+            continue
         os.makedirs(out, exist_ok=True)
         g = torch.Generator().manual_seed(HP["seed"])
         model = load(fdir)
