@@ -62,7 +62,7 @@ TEST(FinetunePeft, GradientsLogitsAndLossCurveMatchPyTorch) {
     const auto ids = tensor<int32_t>(*f, "input_ids");
     const auto mask32 = tensor<int32_t>(*f, "loss_mask");
     std::vector<uint8_t> mask(mask32.begin(), mask32.end());
-    auto lm = LoraModel::create(*model);
+    auto lm = LoraModel::create(*model, /*f32_weights=*/true);  // float32 products, as PyTorch's float32 model
     ASSERT_TRUE(lm.ok()) << lm.message();
 
     auto logits = (*lm)->logits(ids, *ad);
