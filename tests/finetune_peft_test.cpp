@@ -1,5 +1,5 @@
 // gemforge's LoRA trainer against PyTorch autograd + PEFT, from the files
-// tests/references/make_lora_reference.py writes into tests/references/lora-<fixture>/
+// tests/lora_references/make_lora_reference.py writes into tests/lora_references/lora-<fixture>/
 // (made on the device machine; the test skips where they are absent):
 //  - the PEFT-saved adapter loads (PEFT -> gemforge interop);
 //  - logits of the adapted model: max |diff| / max(1, |ref|) <= 1e-3 (the fixture tolerance);
@@ -26,11 +26,16 @@ namespace {
 
 using namespace train;
 
+// Beside tests/references (whose every folder is a forward-pass reference), not in it.
+std::string lora_references_dir() {
+  return test::env_or("GEMFORGE_LORA_REFERENCES_DIR", std::string(GEMFORGE_SOURCE_DIR) + "/tests/lora_references");
+}
+
 std::vector<std::string> cases() {
   std::vector<std::string> out;
-  if (DIR* d = opendir(test::own_references_dir().c_str())) {
+  if (DIR* d = opendir(lora_references_dir().c_str())) {
     while (dirent* e = readdir(d))
-      if (std::string(e->d_name).rfind("lora-", 0) == 0) out.push_back(test::own_references_dir() + "/" + e->d_name);
+      if (std::string(e->d_name).rfind("lora-", 0) == 0) out.push_back(lora_references_dir() + "/" + e->d_name);
     closedir(d);
   }
   std::sort(out.begin(), out.end());
@@ -48,7 +53,7 @@ std::vector<T> tensor(const SafetensorsFile& f, const std::string& name) {
 
 TEST(FinetunePeft, GradientsLogitsAndLossCurveMatchPyTorch) {
   const auto dirs = cases();
-  if (dirs.empty()) GTEST_SKIP() << "no tests/references/lora-* (run tests/references/make_lora_reference.py on the device)";
+  if (dirs.empty()) GTEST_SKIP() << "no tests/lora_references/lora-* (run tests/lora_references/lora_device_run.sh on the device)";
   for (const std::string& dir : dirs) {
     SCOPED_TRACE(dir);
     auto meta = nlohmann::json::parse(test::read_bytes(dir + "/meta.json"));
@@ -139,6 +144,59 @@ TEST(FinetunePeft, GradientsLogitsAndLossCurveMatchPyTorch) {
     RecordProperty(fixture + "_curve", std::to_string(curve_err));
     std::printf("%s: logits %.2e, loss %.2e, worst grad %.2e, curve %.2e\n", fixture.c_str(), lerr, std::abs(loss - ref_loss) / ref_loss,
                 worst, curve_err);
+  }
+}
+
+}  // namespace
+}  // namespace gf
+
+namespace gf {
+namespace {
+
+// The other direction (gemforge -> PEFT): with GEMFORGE_WRITE_LORA_INTEROP=DIR,
+// trains a short adapter on two fixtures and writes DIR/gemforge-lora-<fixture>/
+// (adapter_config.json, adapter_model.safetensors, logits.safetensors with the
+// fixture prompt's input_ids and gemforge's adapted logits). The committed copies
+// in tests/lora_references are what make_lora_reference.py loads into PEFT and
+// compares (its "gemforge_adapter_in_peft" line).
+TEST(FinetunePeft, WriteGemforgeAdapterForPeft) {
+  const char* out = std::getenv("GEMFORGE_WRITE_LORA_INTEROP");
+  if (!out || !*out) GTEST_SKIP() << "set GEMFORGE_WRITE_LORA_INTEROP=DIR to write the adapters";
+  for (const char* fixture : {"gemma3-1b-like", "gemma4-dense-31b-like"}) {
+    auto model = load_model(test::hf_tiny(fixture));
+    ASSERT_TRUE(model.ok());
+    auto lm = LoraModel::create(*model, true);
+    ASSERT_TRUE(lm.ok());
+    test::Reference ref = test::load_reference(test::hf_tiny(fixture));
+    std::vector<Example> data;
+    for (int i = 0; i < 2; ++i) {
+      Example e;
+      e.ids.assign(ref.input_ids.begin() + i * 20, ref.input_ids.begin() + i * 20 + 24);
+      e.mask.assign(e.ids.size(), 1);
+      data.push_back(e);
+    }
+    TrainConfig cfg;
+    cfg.steps = 10;
+    cfg.lr = 1e-2;
+    cfg.batch = 2;
+    cfg.lora.rank = 4;
+    cfg.lora.alpha = 8;
+    cfg.lora.rslora = std::string(fixture) == "gemma4-dense-31b-like";
+    cfg.base_model = fixture;
+    cfg.out_dir = std::string(out) + "/gemforge-lora-" + fixture;
+    auto tr = Trainer::create(**lm, cfg, data, {});
+    ASSERT_TRUE(tr.ok()) << tr.message();
+    ASSERT_TRUE((*tr)->run(nullptr).ok());
+    std::filesystem::remove(cfg.out_dir + "/metrics.jsonl");
+    auto logits = (*lm)->logits(ref.input_ids, (*tr)->adapter());
+    ASSERT_TRUE(logits.ok());
+    OwnedTensor ids{"input_ids", DType::I32, {static_cast<int64_t>(ref.input_ids.size())}, {}};
+    ids.bytes.resize(ref.input_ids.size() * 4);
+    std::memcpy(ids.bytes.data(), ref.input_ids.data(), ids.bytes.size());
+    OwnedTensor lg{"logits", DType::F32, {static_cast<int64_t>(ref.input_ids.size()), model->spec.vocab_size}, {}};
+    lg.bytes.resize(logits->size() * 4);
+    std::memcpy(lg.bytes.data(), logits->data(), lg.bytes.size());
+    ASSERT_TRUE(write_safetensors(cfg.out_dir + "/logits.safetensors", {ids, lg}).ok());
   }
 }
 

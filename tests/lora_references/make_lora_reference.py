@@ -16,15 +16,18 @@ OUT/lora-<fixture>/ with
                                                   full batch (all N sequences each step), loss =
                                                   sum NLL / target tokens, clip_grad_norm_,
                                                   torch.optim.AdamW, cosine schedule with warmup
-  meta.json                                       fixture name and hyperparameters
+  meta.json                                       fixture name and hyperparameters, and
+                                                  gemforge_adapter_in_peft: max logit error of the
+                                                  adapter gemforge trained (tests/lora_references/
+                                                  gemforge-lora-<fixture>/) loaded by PeftModel
 
 The model is computed in float32 from the bf16 checkpoint with every buffer
 rounded to bf16 first (model.to(bfloat16).float()), as the fixtures were
 made; the script checks its base logits against the fixture's reference.
 
 Run on a machine with torch, transformers 5.x and peft 0.21 (the device):
-  python3 tests/references/make_lora_reference.py --fixtures ../shared/fixtures --out tests/references
-then commit tests/references/lora-*/ (small: a few hundred KB each).
+  python3 tests/lora_references/make_lora_reference.py --fixtures ../shared/fixtures --out tests/lora_references
+then commit tests/lora_references/lora-*/ (small: a few hundred KB each).
 """
 import argparse
 import json
@@ -136,6 +139,18 @@ def main():
         meta = dict(HP, fixture=name, torch=torch.__version__, base_logits_vs_fixture=err)
         import peft, transformers
         meta.update(transformers=transformers.__version__, peft=peft.__version__)
+        # gemforge -> PEFT: the adapter gemforge trained (tests/finetune_peft_test.cpp,
+        # WriteGemforgeAdapterForPeft) loaded by PeftModel gives gemforge's logits.
+        gdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gemforge-lora-" + name)
+        if os.path.isdir(gdir):
+            from peft import PeftModel
+            gm = PeftModel.from_pretrained(load(fdir), gdir)
+            g = load_file(os.path.join(gdir, "logits.safetensors"))
+            with torch.no_grad():
+                pl = gm(input_ids=g["input_ids"].long()[None]).logits[0]
+            gerr = ((pl - g["logits"]).abs() / g["logits"].abs().clamp(min=1)).max().item()
+            meta["gemforge_adapter_in_peft"] = gerr
+            print(f"{name}: gemforge adapter loaded by PEFT: max logit error {gerr:.2e}" + ("" if gerr < 1e-3 else "  <-- FAIL"))
         with open(os.path.join(out, "meta.json"), "w") as f:
             json.dump(meta, f, indent=2)
 
