@@ -11,6 +11,8 @@
 #include "tokenizer_fixture.h"
 #include "train/dataset.h"
 #include "train/optimizer.h"
+#include <nlohmann/json.hpp>
+#include "model/model.h"
 
 namespace gf {
 namespace {
@@ -153,6 +155,69 @@ TEST(FinetuneOptimizer, SchedulesAndClipping) {
   EXPECT_NEAR(clip_grad_norm(g, 1.0), 5.0, 1e-9);
   EXPECT_NEAR(g[0][0], 0.6, 1e-6);
   EXPECT_NEAR(g[1][0], 0.8, 1e-6);
+}
+
+}  // namespace
+}  // namespace gf
+
+#include <filesystem>
+
+#include "formats/safetensors.h"
+#include "train/lora_io.h"
+
+namespace gf {
+namespace {
+
+// Multimodal wrappers (Gemma 3 4B+, Gemma 4): PEFT keys under model.language_model,
+// target_modules a regex that leaves the vision tower alone; the adapter round-trips.
+TEST(FinetuneAdapterIo, MultimodalKeysAndRoundTrip) {
+  auto model = load_model(test::hf_tiny("gemma3-4b-like"));
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ(train::peft_module_path(*model), "model");
+  TensorView wrapped;
+  wrapped.name = "model.language_model.embed_tokens.weight";
+  Model mm;
+  mm.tensors.push_back(&wrapped);
+  EXPECT_EQ(train::peft_module_path(mm), "model.language_model");
+
+  train::LoraConfig cfg;
+  cfg.rank = 2;
+  cfg.alpha = 3;
+  cfg.rslora = true;
+  auto t = train::parse_targets("down,q");
+  ASSERT_TRUE(t.ok());
+  cfg.targets = *t;
+  auto ad = train::make_adapter(model->spec, cfg, 1);
+  ASSERT_TRUE(ad.ok());
+  for (auto& m : ad->mats) m.B[0] = 0.5f;
+  const std::string dir = test::temp_path("ft_adapter_io");
+  std::filesystem::create_directories(dir);
+  ASSERT_TRUE(train::save_adapter(dir, *ad, {"some/model", "model.language_model"}).ok());
+  auto st = SafetensorsFile::open(dir + "/adapter_model.safetensors");
+  ASSERT_TRUE(st.ok());
+  EXPECT_NE(st->find("base_model.model.model.language_model.layers.3.mlp.down_proj.lora_B.weight"), nullptr);
+  auto cj = nlohmann::json::parse(test::read_bytes(dir + "/adapter_config.json"));
+  EXPECT_EQ(cj["target_modules"], ".*language_model.*\\.(q_proj|down_proj)");
+  EXPECT_EQ(cj["use_rslora"], true);
+  auto back = train::load_adapter(dir, model->spec);
+  ASSERT_TRUE(back.ok()) << back.message();
+  ASSERT_EQ(back->mats.size(), ad->mats.size());
+  EXPECT_EQ(back->cfg.targets, ad->cfg.targets);
+  EXPECT_TRUE(back->cfg.rslora);
+  EXPECT_FLOAT_EQ(back->cfg.alpha, 3.0f);
+  for (size_t i = 0; i < ad->num_tensors(); ++i) EXPECT_EQ(back->tensor(i), ad->tensor(i)) << i;
+  // A tensor of the wrong shape is an error naming it.
+  train::LoraConfig c4 = cfg;
+  c4.rank = 4;
+  auto other = train::make_adapter(model->spec, c4, 1);
+  ASSERT_TRUE(train::save_adapter(dir, *other, {"m", "model"}).ok());
+  std::string cfg_text = test::read_bytes(dir + "/adapter_config.json");
+  cfg_text.replace(cfg_text.find("\"r\": 4"), 6, "\"r\": 2");
+  test::write_bytes(dir + "/adapter_config.json", cfg_text);
+  auto bad = train::load_adapter(dir, model->spec);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("has shape"), std::string::npos) << bad.message();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
