@@ -129,21 +129,49 @@ void lora_forward(const LoraMatrix& m, const LoraConfig& cfg, const float* x, in
   for (size_t i = 0; i < tmp.size(); ++i) y[i] += s * tmp[i];
 }
 
+namespace {
+// [rows, cols] -> [cols, rows], float32.
+std::vector<float> transposed(const float* src, int64_t rows, int64_t cols) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t r0 = 0; r0 < rows; r0 += 64)
+    for (int64_t c0 = 0; c0 < cols; c0 += 64)
+      for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + 64); ++c) out[static_cast<size_t>(c * rows + r)] = src[r * cols + c];
+  return out;
+}
+}  // namespace
+
+// The four products of the backward as y = X W^T through cpu::matmul (the
+// inference kernel, multithreaded, fixed reduction order) on transposed operands.
 void lora_backward(const LoraMatrix& m, const LoraConfig& cfg, const float* x, int64_t T, const float* dy, const LoraSaved& sv,
                    float* dx, float* dA, float* dB) {
   const int64_t r = cfg.rank;
   const float s = cfg.scaling();
   const bool dropped = !sv.xd.empty();
   const float* xin = dropped ? sv.xd.data() : x;
-  gemm_tn_acc(dy, sv.u.data(), dB, T, m.out, r, s);               // dB += s dy^T u
+  // dB [out, r] += s dy^T u
+  const std::vector<float> dyT = transposed(dy, T, m.out), uT = transposed(sv.u.data(), T, r);
+  std::vector<float> tmp(static_cast<size_t>(std::max(m.out * r, T * m.in)));
+  linear(f32_view(uT.data(), r, T), dyT.data(), m.out, tmp.data());
+  for (int64_t i = 0; i < m.out * r; ++i) dB[i] += s * tmp[static_cast<size_t>(i)];
+  // du [T, r] = s dy B
+  const std::vector<float> BT = transposed(m.B.data(), m.out, r);
   std::vector<float> du(static_cast<size_t>(T * r));
-  gemm_nn(dy, m.B.data(), du.data(), T, m.out, r, s, false);      // du = s dy B
-  gemm_tn_acc(du.data(), xin, dA, T, r, m.in, 1.0f);              // dA += du^T x
+  linear(f32_view(BT.data(), r, m.out), dy, T, du.data());
+  for (auto& v : du) v *= s;
+  // dA [r, in] += du^T x
+  const std::vector<float> duT = transposed(du.data(), T, r), xT = transposed(xin, T, m.in);
+  linear(f32_view(xT.data(), m.in, T), duT.data(), r, tmp.data());
+  for (int64_t i = 0; i < r * m.in; ++i) dA[i] += tmp[static_cast<size_t>(i)];
   if (!dx) return;
-  std::vector<float> dxl(static_cast<size_t>(T * m.in));
-  gemm_nn(du.data(), m.A.data(), dxl.data(), T, r, m.in, 1.0f, false);  // dx += du A (through the dropout mask)
+  // dx [T, in] += du A (through the dropout mask)
+  const std::vector<float> AT = transposed(m.A.data(), r, m.in);
+  linear(f32_view(AT.data(), m.in, r), du.data(), T, tmp.data());
   const float keep_scale = dropped ? 1.0f / (1.0f - cfg.dropout) : 1.0f;
-  for (size_t i = 0; i < dxl.size(); ++i) dx[i] += dropped ? (sv.keep[i] ? dxl[i] * keep_scale : 0.0f) : dxl[i];
+  for (int64_t i = 0; i < T * m.in; ++i) {
+    const size_t k = static_cast<size_t>(i);
+    dx[i] += dropped ? (sv.keep[k] ? tmp[k] * keep_scale : 0.0f) : tmp[k];
+  }
 }
 
 }  // namespace gf::train
