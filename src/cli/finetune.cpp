@@ -25,7 +25,7 @@ struct FinetuneOptions {
   double lr = 1e-4, clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   int rank = 8;
   float alpha = 16, dropout = 0;
-  bool rslora = false, skip_bad = false, truncate = false, drop_long = false;
+  bool rslora = false, skip_bad = false, truncate = false, drop_long = false, pack = false;
   uint64_t seed = 42;
 };
 
@@ -91,6 +91,12 @@ int run_finetune(const FinetuneOptions& o) {
     std::fprintf(stderr, "finetune: %zu examples held out for evaluation\n", eval_set.size());
   }
 
+  if (o.pack) {
+    const size_t n = train_set->size();
+    *train_set = train::pack_examples(std::move(*train_set), o.seq);
+    std::fprintf(stderr, "finetune: packed %zu examples into %zu sequences of <= %lld tokens\n", n, train_set->size(),
+                 static_cast<long long>(o.seq));
+  }
   train::TrainConfig cfg;
   cfg.steps = o.steps;
   cfg.lr = o.lr;
@@ -173,6 +179,7 @@ CommandRegistration reg(45, [](CLI::App& root) {
   c->add_option("--seq", o->seq, "Maximum tokens per example")->capture_default_str();
   c->add_flag("--truncate", o->truncate, "Cut longer examples to --seq tokens (the default)");
   c->add_flag("--drop-long", o->drop_long, "Drop examples longer than --seq instead");
+  c->add_flag("--pack", o->pack, "Pack consecutive examples into sequences of --seq tokens (they do not attend to each other)");
   c->add_flag("--skip-bad-lines", o->skip_bad, "Skip (and count) malformed data lines instead of stopping");
   c->add_option("--seed", o->seed, "Seed of the adapter init, data order and dropout")->capture_default_str();
   c->add_option("--warmup", o->warmup, "Linear warmup steps")->capture_default_str();

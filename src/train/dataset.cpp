@@ -11,7 +11,7 @@ namespace gf::train {
 
 int64_t Example::targets() const {
   int64_t n = 0;
-  for (size_t t = 1; t < mask.size(); ++t) n += mask[t] != 0;
+  for (size_t t = 1; t < mask.size(); ++t) n += mask[t] != 0 && (pos.empty() || pos[t] != 0);
   return n;
 }
 
@@ -169,6 +169,22 @@ Result<std::vector<Example>> load_jsonl(const std::string& path, const DataOptio
     out.push_back(std::move(e));
   }
   if (out.empty()) return Err(path + " holds no usable examples (" + stats.summary() + ")");
+  return out;
+}
+
+std::vector<Example> pack_examples(std::vector<Example> examples, int64_t max_len) {
+  std::vector<Example> out;
+  Example cur;
+  for (Example& e : examples) {
+    if (!cur.ids.empty() && static_cast<int64_t>(cur.ids.size() + e.ids.size()) > max_len) out.push_back(std::move(cur)), cur = Example();
+    if (cur.ids.empty()) cur.line = e.line;
+    for (size_t t = 0; t < e.ids.size(); ++t) {
+      cur.ids.push_back(e.ids[t]);
+      cur.mask.push_back(e.mask[t]);
+      cur.pos.push_back(static_cast<int32_t>(t));
+    }
+  }
+  if (!cur.ids.empty()) out.push_back(std::move(cur));
   return out;
 }
 

@@ -19,7 +19,8 @@ namespace gf::train {
 struct Example {
   std::vector<int32_t> ids;
   std::vector<uint8_t> mask;  // per token: 1 = a target of the loss
-  int64_t line = 0;           // 1-based line in its file
+  int64_t line = 0;           // 1-based line in its file (the first packed one)
+  std::vector<int32_t> pos;   // packed: per-token position in its own example (empty: not packed)
   int64_t targets() const;    // target tokens (mask[t] for t >= 1)
 };
 
@@ -42,6 +43,10 @@ Result<std::vector<Example>> load_jsonl(const std::string& path, const DataOptio
                                         DataStats& stats);
 // One line (for tests): an example, or an error without the file position.
 Result<Example> parse_example(const std::string& line, const DataOptions& opt, const Tokenizer* tok, const ChatFormat* fmt);
+
+// Packs consecutive examples into sequences of at most max_len tokens (greedy, in
+// order; an example never straddles two). Packed examples do not attend to each other.
+std::vector<Example> pack_examples(std::vector<Example> examples, int64_t max_len);
 
 // Moves a deterministic `fraction` (at least one example) of `train` (shuffled by seed) into the returned eval set.
 std::vector<Example> split_eval(std::vector<Example>& train, double fraction, uint64_t seed);

@@ -64,7 +64,7 @@ void LoraModel::backward_layer(int li, Acts& a, const LoraAdapter& ad, LoraGrads
   std::vector<float> dq(static_cast<size_t>(T * qd)), dk(static_cast<size_t>(T * kvd)), dv(dk.size());
   const bool shared = ls.kv_source_layer >= 0;
   LayerActs& kv = shared ? a.layers[static_cast<size_t>(ls.kv_source_layer)] : L;
-  attention_bwd(attn_shape(ls, T), L.q.data(), kv.k.data(), kv.v.data(), L.p.data(), datt.data(), dq.data(), dk.data(), dv.data());
+  attention_bwd(attn_shape(ls, T, a.pos_ptr()), L.q.data(), kv.k.data(), kv.v.data(), L.p.data(), datt.data(), dq.data(), dk.data(), dv.data());
   if (shared) {
     // Gemma 4 KV sharing: the source layer (earlier, so backpropagated later) takes the k, v gradients.
     if (kv.dk_shared.empty()) kv.dk_shared.assign(dk.size(), 0.0f), kv.dv_shared.assign(dv.size(), 0.0f);
@@ -72,10 +72,10 @@ void LoraModel::backward_layer(int li, Acts& a, const LoraAdapter& ad, LoraGrads
   } else if (!L.dk_shared.empty()) {
     for (size_t i = 0; i < dk.size(); ++i) dk[i] += L.dk_shared[i], dv[i] += L.dv_shared[i];
   }
-  rope_apply(dq.data(), T, qd, static_cast<int>(hd), fl.inv_freq, true);
+  rope_apply(dq.data(), T, qd, static_cast<int>(hd), fl.inv_freq, true, a.pos_ptr());
   if (ls.qk_norm) rmsnorm_bwd(L.q_raw.data(), t.q_norm.data(), L.r_q.data(), dq.data(), T * ls.num_heads, hd, dq.data(), false);
   if (!shared) {
-    rope_apply(dk.data(), T, kvd, static_cast<int>(hd), fl.inv_freq, true);
+    rope_apply(dk.data(), T, kvd, static_cast<int>(hd), fl.inv_freq, true, a.pos_ptr());
     if (ls.qk_norm) rmsnorm_bwd(L.k_raw.data(), t.k_norm.data(), L.r_k.data(), dk.data(), T * ls.num_kv_heads, hd, dk.data(), false);
     if (ls.v_norm) rmsnorm_bwd(L.v_raw.data(), nullptr, L.r_v.data(), dv.data(), T * ls.num_kv_heads, hd, dv.data(), false);
     if (ls.k_eq_v)

@@ -10,8 +10,9 @@
 
 namespace gf::train {
 
-AttnShape attn_shape(const LayerSpec& ls, int64_t T) {
+AttnShape attn_shape(const LayerSpec& ls, int64_t T, const int32_t* pos) {
   AttnShape s;
+  s.pos = pos;
   s.T = T;
   s.heads = ls.num_heads;
   s.kv_heads = ls.num_kv_heads;
@@ -197,7 +198,7 @@ void LoraModel::forward(Acts& a, const LoraAdapter& ad, uint64_t dropout_seed, b
     proj(Proj::Q, L.h1.data(), L.q_raw);
     if (ls.qk_norm) norm(L.q_raw, &t.q_norm, hd, L.q, L.r_q);
     else L.q = L.q_raw;
-    rope_apply(L.q.data(), T, qd, static_cast<int>(hd), fl.inv_freq, false);
+    rope_apply(L.q.data(), T, qd, static_cast<int>(hd), fl.inv_freq, false, a.pos_ptr());
     // Gemma 4 KV sharing: keys and values are the source layer's (normed and rotated there).
     const LayerActs* kv = &L;
     if (ls.kv_source_layer >= 0) {
@@ -211,11 +212,11 @@ void LoraModel::forward(Acts& a, const LoraAdapter& ad, uint64_t dropout_seed, b
       else L.k = L.k_raw;
       if (ls.v_norm) norm(L.v_raw, nullptr, hd, L.v, L.r_v);
       else L.v = L.v_raw;
-      rope_apply(L.k.data(), T, kvd, static_cast<int>(hd), fl.inv_freq, false);
+      rope_apply(L.k.data(), T, kvd, static_cast<int>(hd), fl.inv_freq, false, a.pos_ptr());
     }
     L.att.resize(static_cast<size_t>(T * qd));
     L.p.resize(static_cast<size_t>(ls.num_heads * T * T));
-    attention_fwd(attn_shape(ls, T), L.q.data(), kv->k.data(), kv->v.data(), L.att.data(), L.p.data());
+    attention_fwd(attn_shape(ls, T, a.pos_ptr()), L.q.data(), kv->k.data(), kv->v.data(), L.att.data(), L.p.data());
     proj(Proj::O, L.att.data(), L.a);
     std::vector<float> tmp;
     if (ls.sandwich_norms) norm(L.a, &t.post_attn_norm, H, tmp, L.r_a);
@@ -279,19 +280,32 @@ void LoraModel::per_layer_inputs(Acts& a, const std::vector<float>& x0) {
 
 Result<SeqLoss> LoraModel::forward_backward(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask, const LoraAdapter& ad,
                                             LoraGrads* grads, float grad_scale, uint64_t dropout_seed) {
+  return forward_backward(ids, mask, {}, ad, grads, grad_scale, dropout_seed);
+}
+
+Result<SeqLoss> LoraModel::forward_backward(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask,
+                                            const std::vector<int32_t>& positions, const LoraAdapter& ad, LoraGrads* grads,
+                                            float grad_scale, uint64_t dropout_seed) {
   GF_RETURN_IF_ERROR(check_ids(ids));
+  if (!positions.empty()) {
+    bool ok = positions.size() == ids.size() && positions[0] == 0;
+    for (size_t t = 1; ok && t < positions.size(); ++t) ok = positions[t] == 0 || positions[t] == positions[t - 1] + 1;
+    if (!ok) return Err("packed positions must restart at 0 and count up by 1 within each segment");
+  }
   if (!mask.empty() && mask.size() != ids.size()) return Err("loss mask has " + std::to_string(mask.size()) + " entries for " + std::to_string(ids.size()) + " tokens");
   const ModelSpec& s = spec();
   Acts a;
   a.T = static_cast<int64_t>(ids.size());
   a.ids = ids;
+  a.pos = positions;
   forward(a, ad, dropout_seed, grads != nullptr);
   const int64_t T = a.T, H = s.hidden_size, V = s.vocab_size;
   const float cap = s.final_softcap;
   // Rows whose next token is a target.
   std::vector<int32_t> rows;
   for (int64_t t = 0; t + 1 < T; ++t)
-    if (mask.empty() || mask[static_cast<size_t>(t + 1)]) rows.push_back(static_cast<int32_t>(t));
+    if ((mask.empty() || mask[static_cast<size_t>(t + 1)]) && (positions.empty() || positions[static_cast<size_t>(t + 1)] != 0))
+      rows.push_back(static_cast<int32_t>(t));  // a segment's first token is not predicted from the one before
   SeqLoss out;
   out.tokens = static_cast<int64_t>(rows.size());
   std::vector<float> dxf(grads ? static_cast<size_t>(T * H) : 0, 0.0f);

@@ -44,6 +44,10 @@ class LoraModel {
   // dropout_seed draws the LoRA dropout masks (ignored when dropout is 0).
   Result<SeqLoss> forward_backward(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask, const LoraAdapter& adapter,
                                    LoraGrads* grads, float grad_scale, uint64_t dropout_seed);
+  // A packed sequence: positions[t] is token t's position in its own segment
+  // (0 starts a segment); segments do not attend to each other (empty: one segment).
+  Result<SeqLoss> forward_backward(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask, const std::vector<int32_t>& positions,
+                                   const LoraAdapter& adapter, LoraGrads* grads, float grad_scale, uint64_t dropout_seed);
   // Soft-capped logits [T, vocab] of every position (tests, scoring).
   Result<std::vector<float>> logits(const std::vector<int32_t>& ids, const LoraAdapter& adapter);
   // Tokens of the loss computed per LM-head chunk (never a full [tokens, vocab] tensor).

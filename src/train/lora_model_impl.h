@@ -45,12 +45,14 @@ struct LayerActs {
 struct LoraModel::Acts {
   int64_t T = 0;
   std::vector<int32_t> ids;
+  std::vector<int32_t> pos;  // per-segment positions of a packed sequence (empty: 0..T-1)
+  const int32_t* pos_ptr() const { return pos.empty() ? nullptr : pos.data(); }
   std::vector<LayerActs> layers;
   std::vector<std::vector<float>> ple;  // Gemma 4 per-layer inputs [T, P] per layer (constants: they depend on the frozen embedding only)
   std::vector<float> x_last, r_f, xf;  // residual after the last layer, final-norm rstd, final-normed hidden
 };
 
-AttnShape attn_shape(const LayerSpec& ls, int64_t T);
+AttnShape attn_shape(const LayerSpec& ls, int64_t T, const int32_t* pos);
 const TensorView* proj_weight(const LayerTensors& t, Proj p);
 
 }  // namespace gf::train

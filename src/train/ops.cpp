@@ -93,7 +93,7 @@ void rmsnorm_bwd(const float* x, const float* w, const float* r, const float* dy
   }, 16);
 }
 
-void rope_apply(float* x, int64_t T, int64_t width, int hd, const std::vector<float>& inv_freq, bool inverse) {
+void rope_apply(float* x, int64_t T, int64_t width, int hd, const std::vector<float>& inv_freq, bool inverse, const int32_t* pos) {
   const int half = hd / 2;
   const int64_t heads = width / hd;
   parallel_for(T, [&](int64_t b, int64_t e) {
@@ -101,7 +101,7 @@ void rope_apply(float* x, int64_t T, int64_t width, int hd, const std::vector<fl
     for (int64_t t = b; t < e; ++t) {
       for (int i = 0; i < half; ++i) {
         // As the CPU backend and HF: angle = position * inv_freq in float32.
-        const float ang = static_cast<float>(t) * inv_freq[static_cast<size_t>(i)];
+        const float ang = static_cast<float>(pos ? pos[t] : t) * inv_freq[static_cast<size_t>(i)];
         cs[static_cast<size_t>(i)] = std::cos(ang);
         sn[static_cast<size_t>(i)] = inverse ? -std::sin(ang) : std::sin(ang);
       }
@@ -132,7 +132,10 @@ void gelu_mul_bwd(const float* g, const float* u, const float* dm, int64_t n, fl
 }
 
 namespace {
-int64_t first_key(const AttnShape& s, int64_t i) { return s.window > 0 ? std::max<int64_t>(0, i - s.window + 1) : 0; }
+int64_t first_key(const AttnShape& s, int64_t i) {
+  const int64_t seg = s.pos ? i - s.pos[i] : 0;
+  return s.window > 0 ? std::max<int64_t>(seg, i - s.window + 1) : seg;
+}
 }  // namespace
 
 void attention_fwd(const AttnShape& s, const float* q, const float* k, const float* v, float* out, float* p) {

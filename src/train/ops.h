@@ -30,8 +30,10 @@ void rmsnorm_fwd(const float* x, const float* w, int64_t n_groups, int64_t group
 void rmsnorm_bwd(const float* x, const float* w, const float* r, const float* dy, int64_t n_groups, int64_t group, float* dx,
                  bool accumulate);
 
-// Rotate-half RoPE over every head of x [T, heads*hd] at positions 0..T-1 (inverse = true: the transpose, for gradients).
-void rope_apply(float* x, int64_t T, int64_t width, int hd, const std::vector<float>& inv_freq, bool inverse);
+// Rotate-half RoPE over every head of x [T, heads*hd] at positions pos[t] (null: t)
+// (inverse = true: the transpose, for gradients).
+void rope_apply(float* x, int64_t T, int64_t width, int hd, const std::vector<float>& inv_freq, bool inverse,
+                const int32_t* pos = nullptr);
 
 // Backward of g' = gelu_tanh(g) * u: dg = dm * u * gelu'(g), du = dm * gelu(g).
 void gelu_mul_bwd(const float* g, const float* u, const float* dm, int64_t n, float* dg, float* du);
@@ -42,6 +44,9 @@ struct AttnShape {
   int window = 0;       // 0 = unlimited; keys j with i - window < j <= i
   float scale = 1.0f;
   float softcap = 0.0f;
+  // Packed sequences: per token its position in its own segment (null: one segment).
+  // Token i attends only to keys of its segment (j >= i - pos[i]).
+  const int32_t* pos = nullptr;
 };
 // Causal attention of one sequence; q [T, heads*hd], k/v [T, kv*hd]. Saves the
 // probabilities p [heads, T, T] (zero outside the mask) for the backward.

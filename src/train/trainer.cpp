@@ -77,7 +77,7 @@ Result<double> Trainer::mean_loss(const std::vector<Example>& examples) {
   double nll = 0;
   int64_t n = 0;
   for (const Example& e : examples) {
-    GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(e.ids, e.mask, adapter_, nullptr, 1.0f, 0));
+    GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(e.ids, e.mask, e.pos, adapter_, nullptr, 1.0f, 0));
     nll += l.nll_sum;
     n += l.tokens;
   }
@@ -129,7 +129,7 @@ Status Trainer::run(const std::function<void(const StepStats&)>& on_log) {
     double nll = 0;
     for (size_t j = 0; j < ex.size(); ++j) {
       const uint64_t dseed = mix_seed(cfg_.seed, static_cast<uint64_t>(s) * 1000003ull + j);
-      GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(ex[j]->ids, ex[j]->mask, adapter_, &grads_,
+      GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(ex[j]->ids, ex[j]->mask, ex[j]->pos, adapter_, &grads_,
                                                              1.0f / static_cast<float>(targets), dseed));
       nll += l.nll_sum;
     }
