@@ -39,7 +39,8 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
 
-FIXTURES = ["gemma1-mqa", "gemma1-mha", "gemma2", "gemma3-1b-like", "gemma3-4b-like", "gemma3-hd256", "gemma4-dense-31b-like"]
+FIXTURES = ["gemma1-mqa", "gemma1-mha", "gemma2", "gemma3-1b-like", "gemma3-4b-like", "gemma3-hd256", "gemma4-dense-31b-like",
+            "gemma4-e2b-like"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 HP = dict(rank=4, alpha=8.0, steps=50, lr=5e-3, warmup=5, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, clip=1.0,
           n_train=4, seq=24, seed=1234)
