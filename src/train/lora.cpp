@@ -1,0 +1,177 @@
+#include "train/lora.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "train/ops.h"
+
+namespace gf::train {
+
+const char* proj_module(Proj p) {
+  static const char* names[kNumProj] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return names[static_cast<int>(p)];
+}
+const char* proj_block(Proj p) { return static_cast<int>(p) <= static_cast<int>(Proj::O) ? "self_attn" : "mlp"; }
+
+float LoraConfig::scaling() const {
+  return rslora ? alpha / std::sqrt(static_cast<float>(rank)) : alpha / static_cast<float>(rank);
+}
+
+Result<std::vector<Proj>> parse_targets(const std::string& s) {
+  if (s == "all" || s == "all-linear" || s.empty())
+    return std::vector<Proj>{Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down};
+  std::vector<Proj> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    if (item.size() > 5 && item.compare(item.size() - 5, 5, "_proj") == 0) item.resize(item.size() - 5);
+    int found = -1;
+    for (int p = 0; p < kNumProj; ++p)
+      if (item + "_proj" == proj_module(static_cast<Proj>(p))) found = p;
+    if (found < 0) return Err("unknown LoRA target \"" + item + "\": use q, k, v, o, gate, up, down (or all-linear)");
+    bool dup = false;
+    for (Proj p : out) dup |= static_cast<int>(p) == found;
+    if (!dup) out.push_back(static_cast<Proj>(found));
+  }
+  if (out.empty()) return Err("no LoRA targets given");
+  return out;
+}
+
+int64_t LoraAdapter::num_params() const {
+  int64_t n = 0;
+  for (const auto& m : mats) n += static_cast<int64_t>(m.A.size() + m.B.size());
+  return n;
+}
+
+void proj_shape(const ModelSpec& s, int layer, Proj p, int64_t& in, int64_t& out) {
+  const LayerSpec& l = s.layers[static_cast<size_t>(layer)];
+  const int64_t H = s.hidden_size, qd = static_cast<int64_t>(l.num_heads) * l.head_dim,
+                kvd = static_cast<int64_t>(l.num_kv_heads) * l.head_dim, I = l.intermediate_size;
+  switch (p) {
+    case Proj::Q: in = H, out = qd; break;
+    case Proj::K: in = H, out = kvd; break;
+    case Proj::V: in = H, out = l.k_eq_v ? 0 : kvd; break;
+    case Proj::O: in = qd, out = H; break;
+    case Proj::Gate: case Proj::Up: in = H, out = I; break;
+    case Proj::Down: in = I, out = H; break;
+  }
+  // KV-sharing layers compute no k or v of their own.
+  if (l.kv_source_layer >= 0 && (p == Proj::K || p == Proj::V)) out = 0;
+}
+
+uint64_t mix_seed(uint64_t a, uint64_t b) {
+  Rng r(a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull);
+  r.next();
+  return r.next();
+}
+
+Result<LoraAdapter> make_adapter(const ModelSpec& s, const LoraConfig& cfg, uint64_t seed) {
+  if (cfg.rank <= 0) return Err("LoRA rank must be positive");
+  if (!(cfg.dropout >= 0.0f && cfg.dropout < 1.0f)) return Err("LoRA dropout must be in [0, 1)");
+  if (cfg.targets.empty()) return Err("no LoRA targets given");
+  LoraAdapter a;
+  a.cfg = cfg;
+  std::sort(a.cfg.targets.begin(), a.cfg.targets.end());  // canonical order: (layer, projection)
+  a.index.assign(static_cast<size_t>(s.num_layers * kNumProj), -1);
+  for (int l = 0; l < s.num_layers; ++l)
+    for (Proj p : a.cfg.targets) {
+      LoraMatrix m;
+      m.layer = l;
+      m.proj = p;
+      proj_shape(s, l, p, m.in, m.out);
+      if (m.out == 0) continue;
+      m.A.resize(static_cast<size_t>(cfg.rank * m.in));
+      m.B.assign(static_cast<size_t>(m.out * cfg.rank), 0.0f);
+      // kaiming_uniform_(a = sqrt(5)): bound = sqrt(6 / ((1 + 5) fan_in)) = 1 / sqrt(in).
+      Rng rng(mix_seed(seed, static_cast<uint64_t>(l * kNumProj + static_cast<int>(p))));
+      const double bound = 1.0 / std::sqrt(static_cast<double>(m.in));
+      for (auto& v : m.A) v = static_cast<float>((2.0 * rng.uniform() - 1.0) * bound);
+      a.index[static_cast<size_t>(l * kNumProj + static_cast<int>(p))] = static_cast<int>(a.mats.size());
+      a.mats.push_back(std::move(m));
+    }
+  if (a.mats.empty()) return Err("the LoRA targets match no projection of this model");
+  return a;
+}
+
+LoraGrads LoraGrads::zeros_like(const LoraAdapter& a) {
+  LoraGrads g;
+  for (size_t i = 0; i < a.num_tensors(); ++i) g.g.emplace_back(a.tensor(i).size(), 0.0f);
+  return g;
+}
+void LoraGrads::zero() {
+  for (auto& v : g) std::fill(v.begin(), v.end(), 0.0f);
+}
+
+void lora_forward(const LoraMatrix& m, const LoraConfig& cfg, const float* x, int64_t T, float* y, LoraSaved& sv, Rng* rng) {
+  const int64_t r = cfg.rank;
+  const float* xin = x;
+  if (cfg.dropout > 0 && rng) {
+    const float keep_scale = 1.0f / (1.0f - cfg.dropout);
+    sv.xd.resize(static_cast<size_t>(T * m.in));
+    sv.keep.resize(sv.xd.size());
+    for (size_t i = 0; i < sv.xd.size(); ++i) {
+      sv.keep[i] = rng->uniform() >= cfg.dropout;
+      sv.xd[i] = sv.keep[i] ? x[i] * keep_scale : 0.0f;
+    }
+    xin = sv.xd.data();
+  } else {
+    sv.xd.clear();
+    sv.keep.clear();
+  }
+  sv.u.resize(static_cast<size_t>(T * r));
+  linear(f32_view(m.A.data(), r, m.in), xin, T, sv.u.data());
+  std::vector<float> tmp(static_cast<size_t>(T * m.out));
+  linear(f32_view(m.B.data(), m.out, r), sv.u.data(), T, tmp.data());
+  const float s = cfg.scaling();
+  for (size_t i = 0; i < tmp.size(); ++i) y[i] += s * tmp[i];
+}
+
+namespace {
+// [rows, cols] -> [cols, rows], float32.
+std::vector<float> transposed(const float* src, int64_t rows, int64_t cols) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t r0 = 0; r0 < rows; r0 += 64)
+    for (int64_t c0 = 0; c0 < cols; c0 += 64)
+      for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + 64); ++c) out[static_cast<size_t>(c * rows + r)] = src[r * cols + c];
+  return out;
+}
+}  // namespace
+
+// The four products of the backward as y = X W^T through cpu::matmul (the
+// inference kernel, multithreaded, fixed reduction order) on transposed operands.
+void lora_backward(const LoraMatrix& m, const LoraConfig& cfg, const float* x, int64_t T, const float* dy, const LoraSaved& sv,
+                   float* dx, float* dA, float* dB) {
+  const int64_t r = cfg.rank;
+  const float s = cfg.scaling();
+  const bool dropped = !sv.xd.empty();
+  const float* xin = dropped ? sv.xd.data() : x;
+  // dB [out, r] += s dy^T u
+  const std::vector<float> dyT = transposed(dy, T, m.out), uT = transposed(sv.u.data(), T, r);
+  std::vector<float> tmp(static_cast<size_t>(std::max(m.out * r, T * m.in)));
+  linear(f32_view(uT.data(), r, T), dyT.data(), m.out, tmp.data());
+  for (int64_t i = 0; i < m.out * r; ++i) dB[i] += s * tmp[static_cast<size_t>(i)];
+  // du [T, r] = s dy B
+  const std::vector<float> BT = transposed(m.B.data(), m.out, r);
+  std::vector<float> du(static_cast<size_t>(T * r));
+  linear(f32_view(BT.data(), r, m.out), dy, T, du.data());
+  for (auto& v : du) v *= s;
+  // dA [r, in] += du^T x
+  const std::vector<float> duT = transposed(du.data(), T, r), xT = transposed(xin, T, m.in);
+  linear(f32_view(xT.data(), m.in, T), duT.data(), r, tmp.data());
+  for (int64_t i = 0; i < r * m.in; ++i) dA[i] += tmp[static_cast<size_t>(i)];
+  if (!dx) return;
+  // dx [T, in] += du A (through the dropout mask)
+  const std::vector<float> AT = transposed(m.A.data(), r, m.in);
+  linear(f32_view(AT.data(), m.in, r), du.data(), T, tmp.data());
+  const float keep_scale = dropped ? 1.0f / (1.0f - cfg.dropout) : 1.0f;
+  for (int64_t i = 0; i < T * m.in; ++i) {
+    const size_t k = static_cast<size_t>(i);
+    dx[i] += dropped ? (sv.keep[k] ? tmp[k] * keep_scale : 0.0f) : tmp[k];
+  }
+}
+
+}  // namespace gf::train
