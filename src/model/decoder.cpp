@@ -26,7 +26,7 @@ std::vector<int32_t> identity_rows(int64_t n) {
 }
 }  // namespace
 
-Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be) {
+Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be, const Adapter& adapter) {
   GF_RETURN_IF_ERROR(m.spec.check_supported());
   std::unique_ptr<Decoder> d(new Decoder(m, be));
   const ModelSpec& s = m.spec;
@@ -79,6 +79,7 @@ Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be) {
     GF_ASSIGN_OR_RETURN(d->ple_model_proj_, be.upload_matrix(*m.ple_model_proj));
     GF_ASSIGN_OR_RETURN(d->ple_proj_norm_, be.upload_vector(m.ple_proj_norm, "ple_proj_norm"));
   }
+  GF_RETURN_IF_ERROR(d->upload_adapter(adapter));
   return d;
 }
 
@@ -180,7 +181,7 @@ void Decoder::attention_block(int li, PagedKvCache& cache, Scratch& sc) {
   const Weight* q_norm = ls.qk_norm ? &w.q_norm : nullptr;
   if (ls.kv_source_layer >= 0) {
     // Gemma 4 KV sharing: only q; keys and values are the source layer's, already in its pool.
-    be.matmul(sc.h, w.q, ql);
+    project(li, Projection::Q, sc.h, w.q, ql);
     if (q_norm) be.rmsnorm(ql, q_norm, ls.head_dim, eps);
     be.rope(ql, ls.head_dim, w.inv_freq);
     be.attention(ql, cache.pool(static_cast<size_t>(li)), attention_params(ls), al);
@@ -188,6 +189,9 @@ void Decoder::attention_block(int li, PagedKvCache& cache, Scratch& sc) {
     const Weight* qkv_w[3] = {&w.q, &w.k, &w.v};
     Act* qkv_out[3] = {&ql, &kl, &vl};
     be.matmul_shared_input(sc.h, qkv_w, qkv_out, ls.k_eq_v ? 2 : 3);
+    add_lora(li, Projection::Q, sc.h, ql);
+    add_lora(li, Projection::K, sc.h, kl);
+    if (!ls.k_eq_v) add_lora(li, Projection::V, sc.h, vl);
     // Gemma 4 k_eq_v: the value is the raw k projection (before k_norm and RoPE).
     if (ls.k_eq_v) be.gather_rows(kl, identity_rows(sc.T), vl);
     if (ls.v_norm) be.rmsnorm(vl, nullptr, ls.head_dim, eps);
@@ -195,7 +199,7 @@ void Decoder::attention_block(int li, PagedKvCache& cache, Scratch& sc) {
     be.attention_inputs(ql, kl, vl, q_norm, ls.qk_norm ? &w.k_norm : nullptr, ls.head_dim, eps, w.inv_freq, pool);
     be.attention(ql, pool, attention_params(ls), al);
   }
-  be.matmul(al, w.o, sc.h);
+  project(li, Projection::O, al, w.o, sc.h);
   be.residual_add_norm(sc.x, sc.h, ls.sandwich_norms ? &w.post_attn_norm : nullptr, &w.pre_ffw_norm, eps, sc.h);
 }
 
@@ -206,8 +210,14 @@ void Decoder::mlp_block(int li, Scratch& sc) {
   const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
   LayerWeights& w = layers_[static_cast<size_t>(li)];
   Act gl = shaped(sc.g, ls.intermediate_size), ul = shaped(sc.u, ls.intermediate_size);
-  be.gated_mlp_up(sc.h, w.gate, w.up, gl, ul);
-  be.matmul(gl, w.down, sc.h);
+  if (adapted(li, Projection::Gate) || adapted(li, Projection::Up)) {
+    project(li, Projection::Gate, sc.h, w.gate, gl);
+    project(li, Projection::Up, sc.h, w.up, ul);
+    be.gelu_mul(gl, ul);
+  } else {
+    be.gated_mlp_up(sc.h, w.gate, w.up, gl, ul);
+  }
+  project(li, Projection::Down, gl, w.down, sc.h);
   if (ls.moe) moe_block(li, sc);
   const Weight* next = !ends_with_extras(ls) && li + 1 < s.num_layers ? &layers_[static_cast<size_t>(li) + 1].input_norm : nullptr;
   be.residual_add_norm(sc.x, sc.h, ls.sandwich_norms ? &w.post_ffw_norm : nullptr, next, s.rms_norm_eps, sc.h);

@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "core/status.h"
+#include "model/adapter.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 
@@ -42,8 +43,9 @@ class KvCache {
 
 class Decoder {
  public:
-  // Uploads the model's weights to the backend. The model must outlive the decoder.
-  static Result<std::unique_ptr<Decoder>> create(const Model& model, Backend& backend);
+  // Uploads the model's weights (and an adapter's, applied unmerged) to the
+  // backend. The model must outlive the decoder; the adapter is copied.
+  static Result<std::unique_ptr<Decoder>> create(const Model& model, Backend& backend, const Adapter& adapter = {});
   ~Decoder();
 
   const ModelSpec& spec() const { return model_->spec; }
@@ -87,6 +89,8 @@ class Decoder {
     std::vector<ExpertWeights> experts;
     std::vector<float> per_expert_scale;  // host: the router's top-k weights are formed on the host
     float layer_scalar = 1.0f;
+    // LoRA per Projection (unset when not adapted): A [rank, in], scale * B [out, rank].
+    Weight lora_a[kNumProjections], lora_b[kNumProjections];
     // Every weight of the layer, for uploads and frees alike (unset ones are skipped by the backend).
     template <class F>
     void for_each_weight(F&& f) {
@@ -96,6 +100,10 @@ class Decoder {
         f(*w);
       for (auto& e : experts)
         for (Weight* w : {&e.gate, &e.up, &e.down}) f(*w);
+      for (int p = 0; p < kNumProjections; ++p) {
+        f(lora_a[p]);
+        f(lora_b[p]);
+      }
     }
   };
   // The step's scratch activations, shaped per layer by the blocks below.
@@ -105,6 +113,11 @@ class Decoder {
   void mlp_block(int li, Scratch& sc);
   void moe_block(int li, Scratch& sc);
   void per_layer_input_step(int li, Scratch& sc);
+  // out = x W^T of projection p, plus its LoRA term when adapted (decoder_lora.cpp).
+  void project(int li, Projection p, const Act& x, const Weight& w, Act& out);
+  void add_lora(int li, Projection p, const Act& x, Act& out);
+  bool adapted(int li, Projection p) const { return layers_[static_cast<size_t>(li)].lora_a[static_cast<int>(p)].host.data != nullptr; }
+  Status upload_adapter(const Adapter& adapter);
   // Gemma 4 PLE inputs of the step: per layer, [T, P] (empty without PLE).
   std::vector<Act> per_layer_inputs(const std::vector<int32_t>& ids, const Act& x0);
   Decoder(const Model& m, Backend& be) : model_(&m), be_(&be) {}
@@ -119,6 +132,7 @@ class Decoder {
   Weight embed_, lm_head_, final_norm_;
   Weight ple_embed_, ple_model_proj_, ple_proj_norm_;  // Gemma 4 PLE
   std::vector<LayerWeights> layers_;
+  std::vector<std::vector<float>> adapter_host_;  // what the adapter's uploaded weights view (the CPU backend reads host memory)
   int64_t max_chunk_ = 512;
 };
 
