@@ -98,7 +98,7 @@ class CpuBackend final : public Backend {
     const int64_t H = out.cols;
     for (size_t t = 0; t < ids.size(); ++t) {
       float* row = F(out) + static_cast<int64_t>(t) * H;
-      Status s = cpu::dequantize_row(table.host.dtype, table.host.row(ids[t]), row, H);
+      Status s = dequantize_row(table.host.dtype, table.host.row(ids[t]), row, H);
       (void)s;  // dtype was checked at upload
         for (int64_t i = 0; i < H; ++i) row[i] *= scale;
     }
