@@ -20,6 +20,8 @@
   X(void, attention, (const float* q, const KvPool& kv, const AttentionParams& p, const BatchLayout& l, float* out),        \
     (q, kv, p, l, out), ns)                                                                                               \
   X(void, gelu_tanh_mul, (float* gate, const float* up, int64_t n), (gate, up, n), ns)                                     \
+  X(void, rms_norm_row, (const float* x, float* y, const float* w, int64_t n, float eps), (x, y, w, n, eps), ns)             \
+  X(void, rope_token, (float* x, int64_t heads, int head_dim, const float* cs, const float* sn), (x, heads, head_dim, cs, sn), ns) \
   X(void, quantize_q8k, (const float* x, int64_t T, int64_t n, Q8KActs& a), (x, T, n, a), ns)                              \
   X(void, kquant_unpack_row, (DType t, const uint8_t* row, int64_t nsb, KBlock* out), (t, row, nsb, out), ns)              \
   X(void, kquant_dot1, (const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t, float* out), (w, nsb, a, t, out), ns)   \

@@ -68,4 +68,23 @@ void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
   for (; i < n; ++i) gate[i] = gelu_scalar(gate[i]) * up[i];
 }
 
+void rms_norm_row(const float* x, float* y, const float* w, int64_t n, float eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = w ? (x[i] * inv) * w[i] : x[i] * inv;
+}
+
+void rope_token(float* x, int64_t heads, int head_dim, const float* cs, const float* sn) {
+  const int half = head_dim / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const float a = v[i], c = v[i + half];
+      v[i] = a * cs[i] - c * sn[i];
+      v[i + half] = c * cs[i] + a * sn[i];
+    }
+  }
+}
+
 GF_CPU_END

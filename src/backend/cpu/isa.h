@@ -8,9 +8,11 @@
 // compiled for that variant's instructions by a target pragma. Everything
 // outside (the standard library, core/ and formats/ inline functions) stays
 // baseline code, so the linker can pick any copy of an inline function
-// without running AVX-512 on a CPU that lacks it (tests/cpu_isa_symbols.sh
-// checks the objects). In every other file GF_CPU_BEGIN is `namespace gf::cpu {`
-// and the kernel headers declare the dispatched entry points.
+// without running AVX-512 on a CPU that lacks it (tests/cpu_isa_symbols.py
+// checks the objects). In every other file GF_CPU_BEGIN is `namespace gf::cpu {`:
+// of the functions the kernel headers declare there, the entry points listed
+// in dispatch.cpp are defined (forwarding to the chosen variant); the others
+// are internal to the variants.
 #pragma once
 
 namespace gf::cpu {
