@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "formats/hf_config.h"
+#include "model/spec_from_hf_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

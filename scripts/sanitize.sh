@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 echo "== Build with ASan + UBSan (build-asan)"
 # -O1 -g with assertions on: fast enough for the suite, exact stack traces.
-# GEMFORGE_NATIVE stays on, so the kernels this machine runs are the ones checked.
+# The kernel tests run every CPU kernel variant this machine supports (tests/cpu_isa_param.h).
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
   -DGEMFORGE_CUDA=OFF -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_EXE_LINKER_FLAGS="$SAN" -DCMAKE_SHARED_LINKER_FLAGS="$SAN" >/dev/null
 cmake --build build-asan -j "${JOBS:-2}"

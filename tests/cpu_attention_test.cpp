@@ -10,9 +10,12 @@
 
 #include "backend/cpu/attention.h"
 #include "core/thread_pool.h"
+#include "cpu_isa_param.h"
 
 namespace gf {
 namespace {
+
+class CpuAttention : public test::CpuIsaTest {};
 
 struct Case {
   int heads, kv_heads, head_dim;
@@ -89,19 +92,19 @@ void check(const Case& c) {
   }
 }
 
-TEST(CpuAttention, PrefillGroupedHeadsMatchesReference) {
+TEST_P(CpuAttention, PrefillGroupedHeadsMatchesReference) {
   check({4, 1, 256, {40}, {40}});                  // Gemma 3 270M: 4 heads share one KV head
   check({8, 1, 32, {37}, {37}});                   // 8 heads per KV head: two passes of 4
   check({6, 2, 40, {23}, {23}});                   // 3 per group; head_dim not a multiple of 16
   check({8, 8, 24, {19}, {19}});                   // MHA, head_dim with an 8-wide tail
 }
 
-TEST(CpuAttention, SlidingWindowSoftcapAndManySequences) {
+TEST_P(CpuAttention, SlidingWindowSoftcapAndManySequences) {
   check({4, 2, 64, {50, 9, 33}, {50, 1, 4}, 16, 0.0f});
   check({4, 2, 64, {50, 9, 33}, {7, 9, 1}, 0, 50.0f});
 }
 
-TEST(CpuAttention, LongDecodeSplitAcrossThreadsMatchesReference) {
+TEST_P(CpuAttention, LongDecodeSplitAcrossThreadsMatchesReference) {
   const int saved = num_threads();
   set_num_threads(4);  // splits > 1 even for one token and one KV head
   check({4, 1, 256, {1500}, {1}});
@@ -109,6 +112,8 @@ TEST(CpuAttention, LongDecodeSplitAcrossThreadsMatchesReference) {
   check({4, 1, 256, {1500}, {1}, 512});  // window caps the split length
   set_num_threads(saved);
 }
+
+GF_INSTANTIATE_CPU_ISA(CpuAttention);
 
 }  // namespace
 }  // namespace gf

@@ -8,9 +8,12 @@
 #include <vector>
 
 #include "backend/cpu/elementwise.h"
+#include "cpu_isa_param.h"
 
 namespace gf {
 namespace {
+
+class CpuElementwise : public test::CpuIsaTest {};
 
 // 0.5 g (1 + tanh(u)) == g * sigmoid(2u); the latter has no cancellation for g << 0.
 double gelu_ref(double g) {
@@ -18,7 +21,7 @@ double gelu_ref(double g) {
   return g / (1.0 + std::exp(-2.0 * u));
 }
 
-TEST(CpuElementwise, GeluTanhMatchesFormula) {
+TEST_P(CpuElementwise, GeluTanhMatchesFormula) {
   std::vector<float> g, up;
   for (float x = -12.0f; x <= 12.0f; x += 0.0009765625f) g.push_back(x);
   for (float x : {-1e30f, -200.0f, -90.0f, -30.0f, 30.0f, 90.0f, 1e30f, 0.0f, -0.0f, 1e-30f}) g.push_back(x);
@@ -32,7 +35,7 @@ TEST(CpuElementwise, GeluTanhMatchesFormula) {
   }
 }
 
-TEST(CpuElementwise, GeluSameValueInVectorBodyAndTail) {
+TEST_P(CpuElementwise, GeluSameValueInVectorBodyAndTail) {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.0f, 3.0f);
   std::vector<float> g(37), up(37);
@@ -46,6 +49,8 @@ TEST(CpuElementwise, GeluSameValueInVectorBodyAndTail) {
     for (size_t i = 0; i < part.size(); ++i) ASSERT_EQ(part[i], all[static_cast<size_t>(start) + i]) << start << " " << i;
   }
 }
+
+GF_INSTANTIATE_CPU_ISA(CpuElementwise);
 
 }  // namespace
 }  // namespace gf

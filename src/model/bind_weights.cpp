@@ -2,7 +2,7 @@
 // norm scales. Errors name the tensor, the shape found and the shape expected.
 #include <cstring>
 
-#include "backend/cpu/matmul.h"
+#include "formats/dequant.h"
 #include "model/model.h"
 
 namespace gf {
@@ -31,7 +31,7 @@ Result<const TensorView*> need(const TensorLookup& l, const std::string& name, s
 Result<std::vector<float>> norm_vector(const TensorLookup& l, const std::string& name, int64_t n, bool plus_one) {
   GF_ASSIGN_OR_RETURN(const TensorView* t, need(l, name, {n}));
   std::vector<float> v(static_cast<size_t>(n));
-  GF_RETURN_IF_ERROR(cpu::dequantize_row(t->dtype, t->data, v.data(), n).with_context("tensor " + name));
+  GF_RETURN_IF_ERROR(dequantize_row(t->dtype, t->data, v.data(), n).with_context("tensor " + name));
   if (plus_one)
     for (auto& x : v) x += 1.0f;  // HF Gemma 1-3 store w, the model uses 1 + w
   return v;

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "backend/cpu/matmul.h"
+#include "formats/dequant.h"
 #include "core/half.h"
 #include "formats/gguf.h"
 #include "formats/gguf_writer.h"
@@ -79,7 +79,7 @@ Status Exporter::matrix(const std::string& name, const TensorView& t, std::optio
   std::vector<uint8_t> bytes(row_out * static_cast<size_t>(t.rows()));
   std::vector<float> row(static_cast<size_t>(t.cols()));
   for (int64_t r = 0; r < t.rows(); ++r) {
-    GF_RETURN_IF_ERROR(cpu::dequantize_row(t.dtype, t.row(r), row.data(), t.cols()).with_context("tensor " + t.name));
+    GF_RETURN_IF_ERROR(dequantize_row(t.dtype, t.row(r), row.data(), t.cols()).with_context("tensor " + t.name));
     encode_row(row.data(), t.cols(), out, bytes.data() + static_cast<size_t>(r) * row_out);
   }
   return w_.add_tensor(name, out, t.shape, bytes.data(), bytes.size());

@@ -2,7 +2,7 @@
 #include <memory>
 
 #include "core/mapped_file.h"
-#include "formats/hf_config.h"
+#include "model/spec_from_hf_config.h"
 #include "formats/safetensors.h"
 #include "model/gguf_model.h"
 #include "model/model.h"

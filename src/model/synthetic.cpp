@@ -7,7 +7,7 @@
 
 #include "core/half.h"
 #include "core/thread_pool.h"
-#include "formats/hf_config.h"
+#include "model/spec_from_hf_config.h"
 #include "model/model.h"
 
 namespace gf {

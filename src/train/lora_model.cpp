@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "formats/dequant.h"
 #include "backend/cpu/elementwise.h"
 #include "backend/cpu/matmul.h"
 #include "core/half.h"
@@ -45,7 +46,7 @@ Result<Transposed> to_f32(const TensorView& w) {
   t.view.dtype = DType::F32;
   t.bytes.resize(static_cast<size_t>(w.numel()) * 4);
   for (int64_t r = 0; r < w.rows(); ++r)
-    GF_RETURN_IF_ERROR(cpu::dequantize_row(w.dtype, w.row(r), reinterpret_cast<float*>(t.bytes.data()) + r * w.cols(), w.cols()));
+    GF_RETURN_IF_ERROR(dequantize_row(w.dtype, w.row(r), reinterpret_cast<float*>(t.bytes.data()) + r * w.cols(), w.cols()));
   t.view.data = t.bytes.data();
   t.view.nbytes = t.bytes.size();
   return t;
@@ -77,7 +78,7 @@ Result<Transposed> transpose(const TensorView& w) {
     std::vector<float> row(static_cast<size_t>(cols));
     float* dst = reinterpret_cast<float*>(t.bytes.data());
     for (int64_t r = 0; r < rows; ++r) {
-      GF_RETURN_IF_ERROR(cpu::dequantize_row(w.dtype, w.row(r), row.data(), cols));
+      GF_RETURN_IF_ERROR(dequantize_row(w.dtype, w.row(r), row.data(), cols));
       for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = row[static_cast<size_t>(c)];
     }
   }
@@ -165,7 +166,7 @@ void LoraModel::forward(Acts& a, const LoraAdapter& ad, uint64_t dropout_seed, b
   std::vector<float> x(static_cast<size_t>(T * H));
   for (int64_t t = 0; t < T; ++t) {
     float* row = x.data() + t * H;
-    (void)cpu::dequantize_row(m.embed->dtype, m.embed->row(a.ids[static_cast<size_t>(t)]), row, H);
+    (void)dequantize_row(m.embed->dtype, m.embed->row(a.ids[static_cast<size_t>(t)]), row, H);
     for (int64_t i = 0; i < H; ++i) row[i] *= s.embed_scale;
   }
   a.layers.resize(static_cast<size_t>(s.num_layers));
@@ -264,7 +265,7 @@ void LoraModel::per_layer_inputs(Acts& a, const std::vector<float>& x0) {
   if (s.weights_dtype == "bfloat16") tok_scale = bf16_to_f32(f32_to_bf16(tok_scale));
   for (int64_t t = 0; t < T; ++t) {
     float* row = tok.data() + t * L * P;
-    (void)cpu::dequantize_row(m.ple_embed->dtype, m.ple_embed->row(a.ids[static_cast<size_t>(t)]), row, L * P);
+    (void)dequantize_row(m.ple_embed->dtype, m.ple_embed->row(a.ids[static_cast<size_t>(t)]), row, L * P);
     for (int64_t i = 0; i < L * P; ++i) row[i] *= tok_scale;
   }
   linear(frozen_->f32 ? frozen_->ple_model_proj_f.view : *m.ple_model_proj, x0.data(), T, ctx.data());

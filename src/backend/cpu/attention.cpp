@@ -12,7 +12,7 @@
 #include "backend/cpu/simd_avx2.h"
 #include "core/thread_pool.h"
 
-namespace gf::cpu {
+GF_CPU_BEGIN
 namespace {
 
 // Up to this many query heads share one pass over the keys (register budget).
@@ -31,7 +31,7 @@ struct KeyRange {
   int64_t slot(int64_t j) const { return static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size; }
 };
 
-#ifdef __AVX512F__
+#if GF_CPU_AVX512
 // NK keys x G heads, 16 floats at a time: each K chunk is loaded once for
 // the G heads and each q chunk once for the NK keys. A (key, head) score does
 // the same operations whatever NK is, so prefill and decode agree bit for bit.
@@ -61,7 +61,7 @@ void scores_block(const float* const* q, const KeyRange& kr, int64_t off, int hd
 // s[g][j - lo] = q_g · k_j for keys lo..hi-1 (head_dim hd, offset `off` in the row).
 template <int G>
 void scores(const float* const* q, const KeyRange& kr, int64_t off, int hd, int64_t lo, int64_t hi, float* const* s) {
-#ifdef __AVX512F__
+#if GF_CPU_AVX512
   if (hd % 16 == 0) {
     int64_t j = lo;
     for (; j + 4 <= hi; j += 4) scores_block<G, 4>(q, kr, off, hd, j, lo, s);
@@ -71,7 +71,7 @@ void scores(const float* const* q, const KeyRange& kr, int64_t off, int hd, int6
 #endif
   for (int64_t j = lo; j < hi; ++j) {
     const float* k = kr.krow(j) + off;
-#ifdef __AVX2__
+#if GF_CPU_AVX2
     if (hd % 8 == 0) {
       __m256 acc[G];
       for (auto& a : acc) a = _mm256_setzero_ps();
@@ -96,7 +96,7 @@ void scores(const float* const* q, const KeyRange& kr, int64_t off, int hd, int6
 template <int G>
 void weighted_v(const float* const* w, const KeyRange& kr, int64_t off, int hd, int64_t lo, int64_t hi, float* const* o) {
   int d0 = 0;
-#ifdef __AVX512F__
+#if GF_CPU_AVX512
   // 64 output floats per pass (16 accumulators for 4 heads). Per output
   // element the same FMAs in the same key order as the 8-wide loop below.
   for (; d0 + 64 <= hd; d0 += 64) {
@@ -118,7 +118,7 @@ void weighted_v(const float* const* w, const KeyRange& kr, int64_t off, int hd, 
       for (int c = 0; c < 4; ++c) _mm512_storeu_ps(o[g] + d0 + 16 * c, acc[g][c]);
   }
 #endif
-#ifdef __AVX2__
+#if GF_CPU_AVX2
   for (; d0 + 16 <= hd; d0 += 16) {
     __m256 acc[G][2];
     for (auto& a : acc) a[0] = a[1] = _mm256_setzero_ps();
@@ -258,4 +258,4 @@ void attention(const float* q, const KvPool& kv, const AttentionParams& p, const
   }
 }
 
-}  // namespace gf::cpu
+GF_CPU_END

@@ -16,9 +16,9 @@
 #include "core/half.h"
 #include "core/thread_pool.h"
 
-namespace gf::cpu {
+GF_CPU_BEGIN
 
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#if GF_CPU_AVX512
 namespace {
 
 #pragma GCC diagnostic push
@@ -125,4 +125,4 @@ bool matmul_bf16_split(const TensorView& W, const float* x, int64_t T, float* y)
 bool matmul_bf16_split(const TensorView&, const float*, int64_t, float*) { return false; }
 #endif
 
-}  // namespace gf::cpu
+GF_CPU_END

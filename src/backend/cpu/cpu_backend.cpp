@@ -98,7 +98,7 @@ class CpuBackend final : public Backend {
     const int64_t H = out.cols;
     for (size_t t = 0; t < ids.size(); ++t) {
       float* row = F(out) + static_cast<int64_t>(t) * H;
-      Status s = cpu::dequantize_row(table.host.dtype, table.host.row(ids[t]), row, H);
+      Status s = dequantize_row(table.host.dtype, table.host.row(ids[t]), row, H);
       (void)s;  // dtype was checked at upload
         for (int64_t i = 0; i < H; ++i) row[i] *= scale;
     }
@@ -110,13 +110,13 @@ class CpuBackend final : public Backend {
     const int64_t groups = x.rows * x.cols / group;
     const float* w = scale ? reinterpret_cast<const float*>(scale->host.data) : nullptr;
     parallel_for(groups, [&](int64_t b, int64_t e) {
-      for (int64_t g = b; g < e; ++g) norm_row(F(x) + g * group, F(x) + g * group, w, group, eps);
+      for (int64_t g = b; g < e; ++g) cpu::rms_norm_row(F(x) + g * group, F(x) + g * group, w, group, eps);
     }, 64);
   }
   void rmsnorm_to(const Act& x, const Weight& scale, float eps, Act& out) override {
     const float* w = reinterpret_cast<const float*>(scale.host.data);
     parallel_for(x.rows, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) norm_row(F(x) + r * x.cols, F(out) + r * x.cols, w, x.cols, eps);
+      for (int64_t r = b; r < e; ++r) cpu::rms_norm_row(F(x) + r * x.cols, F(out) + r * x.cols, w, x.cols, eps);
     });
   }
   void add(Act& x, const Act& y) override {
@@ -140,14 +140,7 @@ class CpuBackend final : public Backend {
           cs[static_cast<size_t>(i)] = std::cos(ang);
           sn[static_cast<size_t>(i)] = std::sin(ang);
         }
-        for (int64_t h = 0; h < heads; ++h) {
-          float* v = F(x) + t * x.cols + h * head_dim;
-          for (int i = 0; i < half; ++i) {
-            float a = v[i], c = v[i + half];
-            v[i] = a * cs[static_cast<size_t>(i)] - c * sn[static_cast<size_t>(i)];
-            v[i + half] = c * cs[static_cast<size_t>(i)] + a * sn[static_cast<size_t>(i)];
-          }
-        }
+        cpu::rope_token(F(x) + t * x.cols, heads, head_dim, cs.data(), sn.data());
       }
     });
   }
@@ -185,13 +178,6 @@ class CpuBackend final : public Backend {
     const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
     const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
     if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT);
-  }
-
-  static void norm_row(const float* x, float* y, const float* w, int64_t n, float eps) {
-    double ss = 0;
-    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
-    for (int64_t i = 0; i < n; ++i) y[i] = w ? (x[i] * inv) * w[i] : x[i] * inv;
   }
 };
 

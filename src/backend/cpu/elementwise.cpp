@@ -5,7 +5,7 @@
 
 #include "backend/cpu/simd_avx2.h"
 
-namespace gf::cpu {
+GF_CPU_BEGIN
 namespace {
 
 // exp(x) as Cephes' expf: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6
@@ -36,7 +36,7 @@ float gelu_scalar(float g) {
   return g / (1.0f + exp_scalar(-2.0f * u));
 }
 
-#ifdef __AVX2__
+#if GF_CPU_AVX2
 __m256 exp8(__m256 x) {
   const __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(kExpMax), _CMP_GT_OQ);
   x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpMin)), _mm256_set1_ps(kExpMax));
@@ -61,11 +61,30 @@ __m256 gelu8(__m256 g) {
 
 void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
   int64_t i = 0;
-#ifdef __AVX2__
+#if GF_CPU_AVX2
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(gate + i, _mm256_mul_ps(gelu8(_mm256_loadu_ps(gate + i)), _mm256_loadu_ps(up + i)));
 #endif
   for (; i < n; ++i) gate[i] = gelu_scalar(gate[i]) * up[i];
 }
 
-}  // namespace gf::cpu
+void rms_norm_row(const float* x, float* y, const float* w, int64_t n, float eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = w ? (x[i] * inv) * w[i] : x[i] * inv;
+}
+
+void rope_token(float* x, int64_t heads, int head_dim, const float* cs, const float* sn) {
+  const int half = head_dim / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const float a = v[i], c = v[i + half];
+      v[i] = a * cs[i] - c * sn[i];
+      v[i + half] = c * cs[i] + a * sn[i];
+    }
+  }
+}
+
+GF_CPU_END

@@ -1,25 +1,21 @@
 #include "backend/cpu/kquants.h"
 
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
-#include "backend/cpu/quant_blocks.h"
+#include "formats/ggml_blocks.h"
 #include "backend/cpu/simd_avx2.h"
 #include "core/thread_pool.h"
 
-namespace gf::cpu {
+GF_CPU_BEGIN
 namespace {
 
 void quantize_q8k_row(const float* x, int64_t n, int8_t* q, float* d, int16_t* bsums) {
   for (int64_t b = 0; b < n / 256; ++b) {
     const float* xb = x + b * 256;
     int8_t* qb = q + b * 256;
-#ifdef __AVX2__
+#if GF_CPU_AVX2
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 mx = _mm256_setzero_ps();
     for (int i = 0; i < 256; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i)));
@@ -168,7 +164,7 @@ void unpack_q2_k(const BlockQ2_K* b, KBlock* o) {
   finish(o, gs, gm, f16_to_f32(b->d), f16_to_f32(b->dmin));
 }
 
-#ifdef __AVX2__
+#if GF_CPU_AVX2
 using simd::hsum;
 
 template <int N>
@@ -233,7 +229,7 @@ void kdot(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out
 }
 #endif
 
-#ifdef __AVX2__
+#if GF_CPU_AVX2
 // 16 bytes: bytes 0-7 = index lo, bytes 8-15 = index hi; with shuffle_epi8 and
 // cvtepi8_epi16 it spreads two byte scales over the 16 int16 madd lanes.
 inline __m128i scale_pair_mask(int lo, int hi) {
@@ -330,7 +326,7 @@ float dot_q6_k_fused(const BlockQ6_K* x, int64_t nsb, const int8_t* yq, const fl
 }  // namespace
 
 bool kquant_dot_fused(DType t, const uint8_t* row, int64_t nsb, const Q8KActs& a, int64_t tok, float* out) {
-#ifdef __AVX2__
+#if GF_CPU_AVX2
   if (t == DType::Q4_K) {
     *out = dot_q45_k_fused(reinterpret_cast<const BlockQ4_K*>(row), nsb, a.tq(tok), a.td(tok), a.tb(tok));
     return true;
@@ -376,7 +372,7 @@ void kquant_unpack_row(DType t, const uint8_t* row, int64_t nsb, KBlock* out) {
   }
 }
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
+#if GF_CPU_AVX512
 bool kquant_pairs_available() { return true; }
 
 void pair_q8k(const Q8KActs& a, int64_t T, Q8KPairs& p) {
@@ -451,4 +447,4 @@ void kquant_dot_pairs(const KBlock*, int64_t, const Q8KPairs&, int64_t, int, int
 void kquant_dot1(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t, float* out) { kdot<1>(w, nsb, a, t, out); }
 void kquant_dot4(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out) { kdot<4>(w, nsb, a, t0, out); }
 
-}  // namespace gf::cpu
+GF_CPU_END

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/cpu/isa.h"
 #include "formats/tensor.h"
 
 namespace gf::cpu {
@@ -21,9 +22,6 @@ struct Q8KActs {
   const float* td(int64_t t) const { return d.data() + t * (n / 256); }
   const int16_t* tb(int64_t t) const { return bsums.data() + t * (n / 16); }
 };
-// Quantizes T rows of x (multithreaded over tokens).
-void quantize_q8k(const float* x, int64_t T, int64_t n, Q8KActs& a);
-
 // w = d * sc[g] * q - dmin * mn[g] for element e of group g = e / 16.
 // sc is stored expanded: sc[k] is the 16 int16 madd weights for elements
 // 32k..32k+31 (lanes 0-7: group 2k, lanes 8-15: group 2k+1).
@@ -34,13 +32,7 @@ struct alignas(32) KBlock {
   float d, dmin;
 };
 
-bool kquant_supported(DType t);
-void kquant_unpack_row(DType t, const uint8_t* row, int64_t nsb, KBlock* out);
-// out[k] = row · token (t0 + k) for k < N (N = 1 or 4).
-void kquant_dot1(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t, float* out);
-void kquant_dot4(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out);
-
-// Prefill with 512-bit registers (AVX-512BW builds): the activations of token
+// Prefill with 512-bit registers (the AVX-512 variant): the activations of token
 // pairs interleaved so one zmm holds a 32-byte chunk of both tokens; every
 // lane does the integer and float operations of kquant_dot4 (same bits).
 struct Q8KPairs {
@@ -49,6 +41,20 @@ struct Q8KPairs {
   std::vector<int16_t> bsums;  // [pairs][n/256][32]
   std::vector<float> d;        // [pairs][n/256][2]
 };
+
+}  // namespace gf::cpu
+
+GF_CPU_BEGIN
+
+// Quantizes T rows of x (multithreaded over tokens).
+void quantize_q8k(const float* x, int64_t T, int64_t n, Q8KActs& a);
+
+bool kquant_supported(DType t);
+void kquant_unpack_row(DType t, const uint8_t* row, int64_t nsb, KBlock* out);
+// out[k] = row · token (t0 + k) for k < N (N = 1 or 4).
+void kquant_dot1(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t, float* out);
+void kquant_dot4(const KBlock* w, int64_t nsb, const Q8KActs& a, int64_t t0, float* out);
+
 bool kquant_pairs_available();
 void pair_q8k(const Q8KActs& a, int64_t T, Q8KPairs& p);  // an odd last token is paired with itself
 // y[t * stride] = row · token t for the tokens of pairs [p0, p0 + np), np = 1 or 2, t < T.
@@ -58,4 +64,4 @@ void kquant_dot_pairs(const KBlock* w, int64_t nsb, const Q8KPairs& p, int64_t p
 // GGML blocks. Returns false where no fused kernel exists for the type.
 bool kquant_dot_fused(DType t, const uint8_t* row, int64_t nsb, const Q8KActs& a, int64_t tok, float* out);
 
-}  // namespace gf::cpu
+GF_CPU_END

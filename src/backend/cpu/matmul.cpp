@@ -6,10 +6,6 @@
 //  - every other supported type: dequantize the row, float dot (generic path).
 // Rows are split across the thread pool; each weight row is reused for all T
 // tokens while it is in L1.
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -21,11 +17,11 @@
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/kquants.h"
 #include "backend/cpu/quant_acts.h"
-#include "backend/cpu/quant_blocks.h"
+#include "formats/ggml_blocks.h"
 #include "backend/cpu/simd_avx2.h"
 #include "core/thread_pool.h"
 
-namespace gf::cpu {
+GF_CPU_BEGIN
 namespace {
 
 // Prefill tiling: a tile of kRowTile unpacked weight rows stays in L1/L2 while
@@ -35,7 +31,7 @@ constexpr int64_t kRowTile = 8;
 constexpr int64_t kTokTile = 32;
 constexpr int64_t kFusedMaxTokens = 12;
 
-#ifdef __AVX2__
+#if GF_CPU_AVX2
 using namespace simd;
 }  // namespace
 
@@ -138,10 +134,8 @@ float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    // Decode streams rows from DRAM; the hardware prefetcher alone left
-    // bandwidth unused (Zen 1, Xeon and Zen 5 VMs): prefetch 4 KB ahead (2 KB
-    // was best on the Xeon; on the Zen 5 VM 4 KB decoded gemma2-2b BF16 13%
-    // faster, 4 of 4 paired runs).
+    // Decode streams rows from DRAM, and the hardware prefetcher alone leaves
+    // bandwidth unused: prefetch 4 KB ahead.
     _mm_prefetch(reinterpret_cast<const char*>(w + i) + 4096, _MM_HINT_T0);
     acc0 = _mm256_fmadd_ps(load_bf16(w + i), _mm256_loadu_ps(x + i), acc0);
     acc1 = _mm256_fmadd_ps(load_bf16(w + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
@@ -166,7 +160,7 @@ float dot_f16(const uint16_t* w, const float* x, int64_t n) {
 
 // Prefill on float weights: 2 weight rows x 3 tokens per pass (12
 // accumulators, 4 weight + 6 activation loads per 12 FMAs instead of 10 per
-// 8). Decode stays one row at a time (two rows per pass measured slower).
+// 8). Decode stays one row at a time (two rows per pass were slower).
 // Each (row, token) keeps dot_f32's two accumulators over alternate 8-float
 // chunks, so the result is bit for bit that of dot_f32 / dot_bf16: a
 // token's logits do not depend on how many tokens share the step.
@@ -197,7 +191,7 @@ void tile_2xC(const void* w0, const void* w1, const float* x, int64_t ldx, int64
       #pragma GCC unroll 3
       for (int k = 0; k < C; ++k) {
         __m256 xv = _mm256_loadu_ps(x + k * ldx + i + 8 * h);
-        // Keep xv in a register: folded into both FMAs it would be loaded twice (load-bound on Zen 1).
+        // Keep xv in a register: folded into both FMAs it would be loaded twice (the loop is load-bound).
         asm("" : "+x"(xv));
         a[0][k][h] = _mm256_fmadd_ps(u0, xv, a[0][k][h]);
         a[1][k][h] = _mm256_fmadd_ps(u1, xv, a[1][k][h]);
@@ -212,7 +206,7 @@ void tile_2xC(const void* w0, const void* w1, const float* x, int64_t ldx, int64
       y[k * ldy + r] = s;
     }
 }
-#ifdef __AVX512F__
+#if GF_CPU_AVX512
 // GCC 12's AVX-512 intrinsic headers trip -Wuninitialized on their own
 // undefined-vector placeholders; the warnings are about the headers.
 #pragma GCC diagnostic push
@@ -276,7 +270,7 @@ float dot_float_row(const TensorView& W, int64_t r, const float* x) {
 
 // The types with int8 kernels over 32-element blocks (quant_acts.h).
 bool is_q32(DType t) {
-#ifdef __AVX2__
+#if GF_CPU_AVX2
   return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q5_0;
 #else
   (void)t;
@@ -286,7 +280,7 @@ bool is_q32(DType t) {
 
 }  // namespace
 
-#ifndef __AVX2__
+#if !GF_CPU_AVX2
 float dot_f32(const float* w, const float* x, int64_t n) {
   float s = 0;
   for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
@@ -300,17 +294,6 @@ void dot4_f32(const float* w, const float* x, int64_t ldx, int64_t n, float* out
 }  // namespace
 #endif
 
-bool matmul_supported(DType t) {
-  switch (t) {
-    case DType::F32: case DType::F16: case DType::BF16: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
-    case DType::Q5_1: case DType::Q8_0: case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K:
-    case DType::Q6_K: case DType::Q8_K:
-      return true;
-    default:
-      return false;
-  }
-}
-
 namespace {
 
 // K-quants: Q8_K activations, rows unpacked to KBlocks.
@@ -323,8 +306,8 @@ void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
   // A token's result must not depend on how many tokens share the step (or
   // batched serving would drift from single-sequence decoding): the fused
   // decode kernels perform exactly the unpacked kernel's integer and float
-  // operations (tests: KQuantFusedDecodeEqualsUnpackedBitForBit), ~14x faster
-  // for T = 1 than unpacking each row.
+  // operations (tests: KQuantFusedDecodeEqualsUnpackedBitForBit), and for
+  // T = 1 are much faster than unpacking each row.
   // Up to kFusedMaxTokens tokens (decode, batched decode) the fused kernel per
   // token beats unpacking each row once (~13 fused dots' worth of work).
   if (T <= kFusedMaxTokens) {
@@ -376,8 +359,7 @@ void matmul_kquant(const TensorView& W, const float* x, int64_t T, float* y) {
 
 void for_row_blocks(const TensorView& W, int64_t T, int64_t toks, const std::function<void(int64_t, int64_t, int64_t, int64_t)>& fn) {
   // ~256 KB of weight rows stay in L2 while all tokens pass over them (with
-  // 16-row blocks every block re-read all activations from L3: 270M BF16
-  // pp512 spent most of its time there).
+  // 16-row blocks every block re-read all activations from L3).
   const int64_t rows = std::clamp<int64_t>(static_cast<int64_t>((256 << 10) / W.row_bytes()), 16, 1024) / 4 * 4;
   parallel_for(W.rows(), [&](int64_t b, int64_t e) {
     for (int64_t r0 = b; r0 < e; r0 += rows)
@@ -389,8 +371,8 @@ namespace {
 // Float weights (or any type dequantized row by row) times float32 activations.
 void matmul_float(const TensorView& W, const float* x, int64_t T, float* y) {
   const int64_t out = W.rows(), in = W.cols();
-  if (matmul_bf16_split(W, x, T, y)) return;  // AVX512-BF16 builds
-#ifdef __AVX2__
+  if (matmul_bf16_split(W, x, T, y)) return;  // the AVX-512 variant
+#if GF_CPU_AVX2
   if (T >= 4 && (W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16)) {
     // Weights read in place (no float copy: half the bytes for bf16), in the
     // row blocks of for_row_blocks.
@@ -399,7 +381,7 @@ void matmul_float(const TensorView& W, const float* x, int64_t T, float* y) {
     auto tile = [&](int64_t r, int64_t t) {
       const float* xt = x + t * in;
       float* yt = y + t * out + r;
-#ifdef __AVX512F__
+#if GF_CPU_AVX512
       const void* w[4] = {W.row(r), W.row(r + 1), W.row(r + 2), W.row(r + 3)};
       if (dt == DType::BF16) tile_4x4<LoadBF16x16, LoadBF16>(w, xt, in, in, yt, out);
       else if (dt == DType::F16) tile_4x4<LoadF16x16, LoadF16>(w, xt, in, in, yt, out);
@@ -459,7 +441,7 @@ void matmul_float(const TensorView& W, const float* x, int64_t T, float* y) {
     std::vector<float> buf;
     for (int64_t r = b; r < e; ++r) {
       const float* wr;
-#ifdef __AVX2__
+#if GF_CPU_AVX2
       if (W.dtype == DType::BF16 || W.dtype == DType::F16) {
         for (int64_t t = 0; t < T; ++t) y[t * out + r] = dot_float_row(W, r, x + t * in);
         continue;
@@ -507,7 +489,7 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
     });
     const size_t row_bytes = W.row_bytes();
     if (T >= 4 && prefill_q32_avx512(W, acts, T, y)) return;
-#ifdef __AVX2__
+#if GF_CPU_AVX2
     if (T >= 4) {
       // Prefill: rows unpacked to int8 + scales, row x token tiles.
       parallel_for(out, [&](int64_t b, int64_t e) {
@@ -552,17 +534,4 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y) {
   matmul_float(W, x, T, y);
 }
 
-void matmul_reference(const TensorView& W, const float* x, int64_t T, float* y) {
-  const int64_t out = W.rows(), in = W.cols();
-  std::vector<float> row(static_cast<size_t>(in));
-  for (int64_t r = 0; r < out; ++r) {
-    (void)dequantize_row(W.dtype, W.row(r), row.data(), in);
-    for (int64_t t = 0; t < T; ++t) {
-      double s = 0;
-      for (int64_t i = 0; i < in; ++i) s += static_cast<double>(row[static_cast<size_t>(i)]) * x[t * in + i];
-      y[t * out + r] = static_cast<float>(s);
-    }
-  }
-}
-
-}  // namespace gf::cpu
+GF_CPU_END

@@ -5,16 +5,22 @@
 #include <cstdint>
 #include <functional>
 
+#include "backend/cpu/isa.h"
 #include "core/status.h"
+#include "formats/dequant.h"
 #include "formats/tensor.h"
 
 namespace gf::cpu {
 
-// Dequantizes n elements (a multiple of the block size) of type t into dst.
-Status dequantize_row(DType t, const void* src, float* dst, int64_t n);
-
-// Whether the CPU kernels know this weight dtype.
+// Whether the CPU kernels know this weight dtype (reference.cpp).
 bool matmul_supported(DType t);
+
+// The slow, obviously-correct version: dequantize each row, dot in double.
+void matmul_reference(const TensorView& W, const float* x, int64_t T, float* y);
+
+}  // namespace gf::cpu
+
+GF_CPU_BEGIN
 
 // y[T, out] = x[T, in] · W[out, in]^T, multithreaded over the global pool.
 // W.shape = [out, in]; x and y are dense row-major float32.
@@ -26,14 +32,11 @@ void matmul(const TensorView& W, const float* x, int64_t T, float* y);
 void for_row_blocks(const TensorView& W, int64_t T, int64_t toks, const std::function<void(int64_t, int64_t, int64_t, int64_t)>& fn);
 
 // BF16 weights with AVX512-BF16 (bf16_matmul_avx512.cpp): activations split
-// into hi + lo bf16 parts; false where the build lacks AVX512-BF16 or W is
-// not BF16.
+// into hi + lo bf16 parts; false in the variants without AVX512-BF16 or where
+// W is not BF16.
 bool matmul_bf16_split(const TensorView& W, const float* x, int64_t T, float* y);
 
 // Float32 dot product (AVX2 + FMA where available), for attention and friends.
 float dot_f32(const float* a, const float* b, int64_t n);
 
-// The slow, obviously-correct version: dequantize each row, dot in double.
-void matmul_reference(const TensorView& W, const float* x, int64_t T, float* y);
-
-}  // namespace gf::cpu
+GF_CPU_END

@@ -14,14 +14,9 @@
 #include "backend/cpu/simd_avx2.h"
 #include "core/thread_pool.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
-#include <immintrin.h>
-#define GF_Q32_AVX512 1
-#endif
+GF_CPU_BEGIN
 
-namespace gf::cpu {
-
-#ifdef GF_Q32_AVX512
+#if GF_CPU_AVX512
 namespace {
 
 using simd::hsum;
@@ -143,4 +138,4 @@ bool prefill_q32_avx512(const TensorView& W, const std::vector<QActs>& acts, int
 bool prefill_q32_avx512(const TensorView&, const std::vector<QActs>&, int64_t, float*) { return false; }
 #endif
 
-}  // namespace gf::cpu
+GF_CPU_END

@@ -1,13 +1,14 @@
 // Decode matvec for the 32-element block types (integer dot products with
 // int8 activations, one float scale per block, as llama.cpp).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "backend/cpu/quant_acts.h"
-#include "backend/cpu/quant_blocks.h"
+#include "formats/ggml_blocks.h"
 #include "backend/cpu/simd_avx2.h"
 
-namespace gf::cpu {
+GF_CPU_BEGIN
 
 void quantize_acts(const float* x, int64_t n, QActs& a) {
   a.q.resize(static_cast<size_t>(n));
@@ -23,41 +24,13 @@ void quantize_acts(const float* x, int64_t n, QActs& a) {
   }
 }
 
-bool prefer_q8_0_copy(DType t) {
-#ifdef __AVX2__
-  return t == DType::Q5_0;
-#else
-  (void)t;
-  return false;
-#endif
-}
-
-size_t q8_0_bytes(const TensorView& w) { return static_cast<size_t>(w.numel() / 32) * sizeof(BlockQ8_0); }
-
-void repack_to_q8_0(const TensorView& w, uint8_t* dst) {
-  const auto* src = reinterpret_cast<const BlockQ5_0*>(w.data);
-  auto* out = reinterpret_cast<BlockQ8_0*>(dst);
-  const int64_t nb = w.numel() / 32;
-  for (int64_t b = 0; b < nb; ++b) {
-    uint32_t qh;
-    std::memcpy(&qh, src[b].qh, 4);
-    out[b].d = src[b].d;
-    for (int j = 0; j < 16; ++j) {
-      const int lo = (src[b].qs[j] & 0xF) | (((qh >> j) & 1) << 4);
-      const int hi = (src[b].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
-      out[b].qs[j] = static_cast<int8_t>(lo - 16);
-      out[b].qs[j + 16] = static_cast<int8_t>(hi - 16);
-    }
-  }
-}
-
-#ifdef __AVX2__
+#if GF_CPU_AVX2
 namespace {
 using namespace simd;
 
-// One row at a time: on the Zen 1 development VM, interleaving 4 rows (4
-// accumulators, shared activation loads) was ~40% slower on a DRAM-resident
-// matrix (the prefetcher follows one stream better) and no faster in cache.
+// One row at a time: interleaving 4 rows (4 accumulators, shared activation
+// loads) was slower on a DRAM-resident matrix (the prefetcher follows one
+// stream better) and no faster in cache.
 float dot_q8_0(const uint8_t* w, const QActs& a, int64_t nb) {
   const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(w);
   __m256 acc = _mm256_setzero_ps();
@@ -107,4 +80,4 @@ bool matvec_q32(DType t, const uint8_t* w, size_t row_bytes, int64_t r0, int64_t
 bool matvec_q32(DType, const uint8_t*, size_t, int64_t, int64_t, const QActs&, int64_t, float*) { return false; }
 #endif
 
-}  // namespace gf::cpu
+GF_CPU_END

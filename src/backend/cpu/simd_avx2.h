@@ -1,13 +1,19 @@
 // Small AVX2 building blocks shared by the CPU kernels (inline, header-only so
-// every kernel TU gets them without a call).
+// every kernel TU gets them without a call). Kernel variants only (isa.h):
+// each variant has its own copy, in its own namespace.
 #pragma once
-#if defined(__AVX2__)
-#include <immintrin.h>
-
 #include <cstdint>
 #include <cstring>
 
-namespace gf::cpu::simd {
+#include "backend/cpu/isa.h"
+
+#ifndef GF_CPU_ISA
+#error "simd_avx2.h is for the kernel variants (isa.h)"
+#endif
+#if GF_CPU_AVX2
+
+GF_CPU_BEGIN
+namespace simd {
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -15,14 +21,12 @@ inline float hsum(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-// unsigned x signed bytes, summed in fours: one VNNI instruction where the
-// CPU has it (AVX512-VNNI+VL or AVX-VNNI), maddubs + madd otherwise. Same
-// result: |x| <= 128 and |y| <= 127 never saturate maddubs.
+// unsigned x signed bytes, summed in fours: one VNNI instruction in the
+// AVX-512 variant (AVX512-VNNI+VL), maddubs + madd otherwise. Same result:
+// |x| <= 128 and |y| <= 127 never saturate maddubs.
 inline __m256i sum_us8(__m256i ax, __m256i sy) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#if GF_CPU_AVX512
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
-#elif defined(__AVXVNNI__)
-  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sy);
 #else
   return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
 #endif
@@ -46,7 +50,7 @@ inline __m256i nibbles(const uint8_t* p) {
 }
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
-#ifdef __AVX512F__
+#if GF_CPU_AVX512
 // The upper 8 floats of a zmm (its lower 8: _mm512_castps512_ps256).
 inline __m256 upper8(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
 // Sum of 16 lanes as the AVX2 kernels sum two 8-lane accumulators: halves
@@ -61,5 +65,7 @@ inline __m512 pair_broadcast(const float* s) {
 }
 #endif
 
-}  // namespace gf::cpu::simd
-#endif
+}  // namespace simd
+GF_CPU_END
+
+#endif  // GF_CPU_AVX2

@@ -2,10 +2,11 @@
 // fused kernels are tested against), straight from ggml's definitions.
 #include <cstring>
 
-#include "backend/cpu/matmul.h"
-#include "backend/cpu/quant_blocks.h"
+#include "formats/dequant.h"
 
-namespace gf::cpu {
+#include "formats/ggml_blocks.h"
+
+namespace gf {
 namespace {
 
 void deq_q4_0(const BlockQ4_0* b, float* y) {
@@ -193,4 +194,4 @@ Status dequantize_row(DType t, const void* src, float* dst, int64_t n) {
   }
 }
 
-}  // namespace gf::cpu
+}  // namespace gf

@@ -1,10 +1,10 @@
-// GGML block layouts (ggml-common.h), read-only views for the CPU kernels.
+// GGML block layouts (ggml-common.h), read-only views of quantized tensors.
 #pragma once
 #include <cstdint>
 
 #include "core/half.h"
 
-namespace gf::cpu {
+namespace gf {
 
 #pragma pack(push, 1)
 struct BlockQ4_0 { uint16_t d; uint8_t qs[16]; };
@@ -34,4 +34,4 @@ inline void k_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
   }
 }
 
-}  // namespace gf::cpu
+}  // namespace gf
