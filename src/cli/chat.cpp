@@ -50,7 +50,7 @@ int run_chat(ChatCliOptions o) {
                  m->source.c_str());
   auto be = make_backend_from_options(o.model);
   if (!be.ok()) return fail(be.status());
-  auto dec = Decoder::create(*m, **be);
+  auto dec = create_decoder(*m, **be, o.model);
   if (!dec.ok()) return fail(dec.status());
   const int64_t ctx = o.ctx > 0 ? o.ctx : std::min<int64_t>(m->spec.max_position_embeddings, 8192);
   auto cache = (*dec)->new_cache(ctx);
@@ -136,6 +136,7 @@ CommandRegistration reg(20, [](CLI::App& root) {
   auto o = std::make_shared<ChatCliOptions>();
   auto* c = root.add_subcommand("chat", "Interactive multi-turn chat in the model's chat format");
   add_model_options(c, o->model);
+  add_lora_option(c, o->model);
   c->add_option("--system", o->system, "System prompt (Gemma 3+)");
   c->add_option("-p,--prompt", o->prompt, "Answer this one message and exit");
   c->add_flag("--think", o->think, "Gemma 4: think before answering (the thinking is shown dimmed, and left out of the conversation)");

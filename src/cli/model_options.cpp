@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/mapped_file.h"
+#include "train/lora_io.h"
 #include "formats/gguf.h"
 #include "core/thread_pool.h"
 #ifdef GEMFORGE_HAVE_CUDA
@@ -81,6 +82,22 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& s) {
   }
   if (ids.empty()) return Err("no token ids in \"" + s + "\"");
   return ids;
+}
+
+void add_lora_option(CLI::App* cmd, ModelOptions& o) {
+  cmd->add_option("--lora", o.lora, "LoRA adapter folder (PEFT format: adapter_config.json + adapter_model.safetensors), applied unmerged");
+}
+
+Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, const ModelOptions& o) {
+  if (o.lora.empty()) return Decoder::create(m, be);
+  GF_ASSIGN_OR_RETURN(train::LoraAdapter a, train::load_adapter(o.lora, m.spec));
+  Adapter view;
+  for (const train::LoraMatrix& mat : a.mats)
+    view.push_back({mat.layer, mat.proj, a.cfg.rank, mat.in, mat.out, mat.A.data(), mat.B.data(),
+                    a.cfg.scaling()});
+  auto d = Decoder::create(m, be, view);
+  if (!d.ok()) return d.error().with_context(o.lora);
+  return d;
 }
 
 Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o) {

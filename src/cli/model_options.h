@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "backend/backend.h"
+#include "model/decoder.h"
 #include "model/model.h"
 #include "tokenizer/chat_format.h"
 #include <optional>
@@ -20,7 +21,11 @@ struct ModelOptions {
   uint64_t seed = 1;
   int threads = 0;
   std::string backend = "cpu";
+  std::string lora;  // a LoRA adapter folder (PEFT format), applied unmerged
 };
+
+// --lora DIR, for the commands that run the model (run, chat, score, perplexity, serve).
+void add_lora_option(CLI::App* cmd, ModelOptions& o);
 
 // -m, --synthetic, --seed-weights, --backend, --threads.
 void add_model_options(CLI::App* cmd, ModelOptions& o);
@@ -37,6 +42,8 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& s);
 
 // The backend named by --backend (cpu, or cuda when built with CUDA).
 Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o);
+// The decoder over m on be, with o.lora's adapter when given.
+Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, const ModelOptions& o);
 
 // The chat template a model folder or GGUF ships (chat_template.jinja,
 // tokenizer_config.json's chat_template, or tokenizer.chat_template), if any.

@@ -43,7 +43,7 @@ int run_perplexity(const PerplexityOptions& o) {
                     std::to_string(n_ctx) + ") tokens"));
   auto be = make_backend_from_options(o.model);
   if (!be.ok()) return fail(be.status());
-  auto dec = Decoder::create(*m, **be);
+  auto dec = create_decoder(*m, **be, o.model);
   if (!dec.ok()) return fail(dec.status());
   auto cache = (*dec)->new_cache(n_ctx);
   if (!cache.ok()) return fail(cache.status());
@@ -84,6 +84,7 @@ CommandRegistration reg(35, [](CLI::App& root) {
   auto o = std::make_shared<PerplexityOptions>();
   auto* c = root.add_subcommand("perplexity", "Perplexity of a text file (chunked like llama-perplexity)");
   add_model_options(c, o->model);
+  add_lora_option(c, o->model);
   c->add_option("FILE", o->file, "Text file")->required();
   c->add_option("-c,--ctx-size", o->ctx, "Tokens per chunk; the second half of each chunk is scored")->capture_default_str();
   c->add_option("--chunks", o->chunks, "Score at most this many chunks (default: all)");

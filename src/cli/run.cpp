@@ -73,7 +73,7 @@ int run_run(RunOptions o) {
 
   auto be = make_backend_from_options(o.model);
   if (!be.ok()) return fail(be.status());
-  auto dec = Decoder::create(*m, **be);
+  auto dec = create_decoder(*m, **be, o.model);
   if (!dec.ok()) return fail(dec.status());
   const int64_t ctx = o.ctx > 0 ? o.ctx : std::min<int64_t>(m->spec.max_position_embeddings, 8192);
   if (static_cast<int64_t>(prompt.size()) >= ctx)
@@ -121,6 +121,7 @@ CommandRegistration reg(10, [](CLI::App& root) {
   auto o = std::make_shared<RunOptions>();
   auto* c = root.add_subcommand("run", "Generate text from a prompt (streamed), or continue token ids");
   add_model_options(c, o->model);
+  add_lora_option(c, o->model);
   c->add_option("-p,--prompt", o->prompt, "Prompt text");
   c->add_option("--prompt-ids", o->prompt_ids, "Prompt as comma-separated token ids");
   c->add_option("--chat", o->chat, "Send the prompt as a user turn: auto (when the model has a chat template), on, off")

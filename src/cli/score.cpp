@@ -44,7 +44,7 @@ int run_score(const ScoreOptions& o) {
   if (ids->empty()) return fail(Err("nothing to score"));
   auto be = make_backend_from_options(o.model);
   if (!be.ok()) return fail(be.status());
-  auto dec = Decoder::create(*m, **be);
+  auto dec = create_decoder(*m, **be, o.model);
   if (!dec.ok()) return fail(dec.status());
   const int64_t T = static_cast<int64_t>(ids->size());
   if (T > m->spec.max_position_embeddings)
@@ -86,6 +86,7 @@ CommandRegistration reg(30, [](CLI::App& root) {
   auto o = std::make_shared<ScoreOptions>();
   auto* c = root.add_subcommand("score", "Per-token log-probabilities of a prompt; optionally write all logits");
   add_model_options(c, o->model);
+  add_lora_option(c, o->model);
   c->add_option("-p,--text", o->text, "Text to score (tokenized with BOS, control tokens kept as text)");
   c->add_option("--ids", o->ids, "Comma-separated token ids, e.g. 2,17,301 (instead of -p)");
   c->add_option("--logits-out", o->logits_out, "Write logits [T, V] float32 as tensor \"logits\" to this .safetensors file");

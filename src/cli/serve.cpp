@@ -38,7 +38,7 @@ int run_serve(ServeOptions o) {
   if (fmt.ok()) follow_shipped_template(*fmt, m->source);
   auto be = make_backend_from_options(o.model);
   if (!be.ok()) return fail(be.status());
-  auto dec = Decoder::create(*m, **be);
+  auto dec = create_decoder(*m, **be, o.model);
   if (!dec.ok()) return fail(dec.status());
   auto engine = Engine::create(**dec, engine_options(o.kv_tokens, o.parallel, o.chunk, static_cast<size_t>(o.max_waiting)));
   if (!engine.ok()) return fail(engine.status());
@@ -61,6 +61,7 @@ CommandRegistration reg(40, [](CLI::App& root) {
   auto o = std::make_shared<ServeOptions>();
   auto* c = root.add_subcommand("serve", "OpenAI-compatible server (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics)");
   add_model_options(c, o->model);
+  add_lora_option(c, o->model);
   o->server.model_name.clear();
   c->add_option("--host", o->server.host, "Address to bind (loopback by default)")->capture_default_str();
   c->add_option("--port", o->server.port, "Port")->capture_default_str();

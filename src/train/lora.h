@@ -9,12 +9,14 @@
 #include <vector>
 
 #include "core/status.h"
+#include "model/adapter.h"
 #include "model/model_spec.h"
 
 namespace gf::train {
 
-enum class Proj : int { Q, K, V, O, Gate, Up, Down };
-constexpr int kNumProj = 7;
+// The decoder's projection ids (model/adapter.h), shared with inference.
+using Proj = Projection;
+constexpr int kNumProj = kNumProjections;
 // PEFT / transformers module name: "q_proj", ..., "down_proj".
 const char* proj_module(Proj p);
 // "self_attn" or "mlp".
