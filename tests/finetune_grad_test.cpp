@@ -139,7 +139,14 @@ TEST_P(FinetuneFixture, LoraGradientsMatchFiniteDifferences) {
         return seq_loss(**lm, ids, a2);
       };
       const double numeric = (shifted(1) - shifted(-1)) / (2 * h);
-      EXPECT_NEAR(analytic, numeric, 2e-2 * std::abs(numeric) + 5e-5)
+      // The central difference carries the float32 loss's rounding / (2h),
+      // whatever the direction: besides 2% of the value, allow 0.2% of the
+      // gradient's norm (a random unit direction sees ~norm / sqrt(#params)).
+      double gnorm = 0;
+      for (size_t ti : tensors)
+        for (float g : grads.g[ti]) gnorm += double(g) * g;
+      gnorm = std::sqrt(gnorm);
+      EXPECT_NEAR(analytic, numeric, 2e-2 * std::abs(numeric) + 2e-3 * gnorm + 5e-5)
           << train::proj_module(static_cast<Proj>(p)) << (which ? ".lora_B" : ".lora_A");
     }
 }
