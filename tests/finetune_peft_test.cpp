@@ -42,14 +42,6 @@ std::vector<std::string> cases() {
   return out;
 }
 
-template <class T>
-std::vector<T> tensor(const SafetensorsFile& f, const std::string& name) {
-  const TensorView* t = f.find(name);
-  if (!t) return {};
-  std::vector<T> v(t->nbytes / sizeof(T));
-  std::memcpy(v.data(), t->data, t->nbytes);
-  return v;
-}
 
 TEST(FinetunePeft, GradientsLogitsAndLossCurveMatchPyTorch) {
   const auto dirs = cases();
@@ -64,15 +56,15 @@ TEST(FinetunePeft, GradientsLogitsAndLossCurveMatchPyTorch) {
     ASSERT_TRUE(ad.ok()) << ad.message();
     auto f = SafetensorsFile::open(dir + "/lora_reference.safetensors");
     ASSERT_TRUE(f.ok()) << f.message();
-    const auto ids = tensor<int32_t>(*f, "input_ids");
-    const auto mask32 = tensor<int32_t>(*f, "loss_mask");
+    const auto ids = test::read_tensor<int32_t>(*f, "input_ids");
+    const auto mask32 = test::read_tensor<int32_t>(*f, "loss_mask");
     std::vector<uint8_t> mask(mask32.begin(), mask32.end());
     auto lm = LoraModel::create(*model, /*f32_weights=*/true);  // float32 products, as PyTorch's float32 model
     ASSERT_TRUE(lm.ok()) << lm.message();
 
     auto logits = (*lm)->logits(ids, *ad);
     ASSERT_TRUE(logits.ok());
-    const auto ref_logits = tensor<float>(*f, "logits");
+    const auto ref_logits = test::read_tensor<float>(*f, "logits");
     ASSERT_EQ(logits->size(), ref_logits.size());
     const double lerr = test::max_rel_err(logits->data(), ref_logits.data(), ref_logits.size());
     EXPECT_LE(lerr, 1e-3);
@@ -82,7 +74,7 @@ TEST(FinetunePeft, GradientsLogitsAndLossCurveMatchPyTorch) {
     ASSERT_TRUE(r.ok());
     for (auto& g : grads.g)
       for (auto& v : g) v /= static_cast<float>(r->tokens);
-    const double loss = r->nll_sum / static_cast<double>(r->tokens), ref_loss = tensor<float>(*f, "loss")[0];
+    const double loss = r->nll_sum / static_cast<double>(r->tokens), ref_loss = test::read_tensor<float>(*f, "loss")[0];
     EXPECT_NEAR(loss, ref_loss, 1e-5 * std::abs(ref_loss));
     double worst = 0;
     for (size_t i = 0; i < ad->mats.size(); ++i) {
@@ -90,7 +82,7 @@ TEST(FinetunePeft, GradientsLogitsAndLossCurveMatchPyTorch) {
       const std::string key = "grad.base_model.model." + train::peft_module_path(*model) + ".layers." + std::to_string(m.layer) + "." +
                               proj_block(m.proj) + "." + proj_module(m.proj);
       for (int w = 0; w < 2; ++w) {
-        const auto ref = tensor<float>(*f, key + (w ? ".lora_B.weight" : ".lora_A.weight"));
+        const auto ref = test::read_tensor<float>(*f, key + (w ? ".lora_B.weight" : ".lora_A.weight"));
         const auto& got = w ? grads.B(i) : grads.A(i);
         ASSERT_EQ(ref.size(), got.size()) << key;
         double num = 0, den = 0;
@@ -105,7 +97,7 @@ TEST(FinetunePeft, GradientsLogitsAndLossCurveMatchPyTorch) {
     const TensorView* tid = f->find("train_ids");
     ASSERT_NE(tid, nullptr);
     const int64_t n = tid->shape[0], S = tid->shape[1];
-    const auto tids = tensor<int32_t>(*f, "train_ids"), tmask = tensor<int32_t>(*f, "train_mask");
+    const auto tids = test::read_tensor<int32_t>(*f, "train_ids"), tmask = test::read_tensor<int32_t>(*f, "train_mask");
     std::vector<Example> train;
     for (int64_t i = 0; i < n; ++i) {
       Example e;
@@ -128,7 +120,7 @@ TEST(FinetunePeft, GradientsLogitsAndLossCurveMatchPyTorch) {
     auto tr = Trainer::create(**lm, cfg, train, {});
     ASSERT_TRUE(tr.ok()) << tr.message();
     ASSERT_TRUE((*tr)->run(nullptr).ok());
-    const auto ref_curve = tensor<float>(*f, "curve");
+    const auto ref_curve = test::read_tensor<float>(*f, "curve");
     std::ifstream in(cfg.out_dir + "/metrics.jsonl");
     std::string line;
     double curve_err = 0;

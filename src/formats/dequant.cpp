@@ -1,8 +1,10 @@
 // Reference dequantization of every supported weight type (the oracle the
 // fused kernels are tested against), straight from ggml's definitions.
-#include <cstring>
-
 #include "formats/dequant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include "formats/ggml_blocks.h"
 
@@ -191,6 +193,33 @@ Status dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::Q6_K: blocks<BlockQ6_K>(src, dst, n, 256, deq_q6_k); return Ok();
     case DType::Q8_K: blocks<BlockQ8_K>(src, dst, n, 256, deq_q8_k); return Ok();
     default: return Err(std::string("cannot dequantize dtype ") + dtype_name(t));
+  }
+}
+
+
+Status quantize_row(DType t, const float* x, void* dst, int64_t n) {
+  uint8_t* out = static_cast<uint8_t*>(dst);
+  switch (t) {
+    case DType::F32: std::memcpy(out, x, static_cast<size_t>(n) * 4); return Ok();
+    case DType::F16:
+      for (int64_t i = 0; i < n; ++i) { const uint16_t h = f32_to_f16(x[i]); std::memcpy(out + 2 * i, &h, 2); }
+      return Ok();
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i) { const uint16_t h = f32_to_bf16(x[i]); std::memcpy(out + 2 * i, &h, 2); }
+      return Ok();
+    case DType::Q8_0:
+      if (n % 32) return Err("quantize_row: Q8_0 rows need a multiple of 32 values");
+      for (int64_t b = 0; b < n / 32; ++b) {
+        float amax = 0;
+        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+        const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        uint8_t* blk = out + b * 34;
+        const uint16_t dh = f32_to_f16(d);
+        std::memcpy(blk, &dh, 2);
+        for (int j = 0; j < 32; ++j) blk[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[b * 32 + j] * id)));
+      }
+      return Ok();
+    default: return Err(std::string("quantize_row: cannot write ") + dtype_name(t));
   }
 }
 

@@ -11,4 +11,8 @@ namespace gf {
 // Dequantizes n elements (a multiple of the block size) of type t into dst.
 Status dequantize_row(DType t, const void* src, float* dst, int64_t n);
 
+// The inverse for the types gemforge writes: F32, F16, BF16 and Q8_0
+// (llama.cpp's reference rounding); n a multiple of the block size.
+Status quantize_row(DType t, const float* src, void* dst, int64_t n);
+
 }  // namespace gf

@@ -44,32 +44,6 @@ Result<DType> target_type(const std::string& type, DType source) {
   return Err("unknown --type \"" + type + "\" (source, f32, f16, bf16, q8_0)");
 }
 
-// One row of floats as `t` (a plain type or Q8_0, llama.cpp's reference rounding).
-void encode_row(const float* x, int64_t n, DType t, uint8_t* out) {
-  switch (t) {
-    case DType::F32: std::memcpy(out, x, static_cast<size_t>(n) * 4); return;
-    case DType::F16:
-      for (int64_t i = 0; i < n; ++i) { const uint16_t h = f32_to_f16(x[i]); std::memcpy(out + 2 * i, &h, 2); }
-      return;
-    case DType::BF16:
-      for (int64_t i = 0; i < n; ++i) { const uint16_t h = f32_to_bf16(x[i]); std::memcpy(out + 2 * i, &h, 2); }
-      return;
-    case DType::Q8_0:
-      for (int64_t b = 0; b < n / 32; ++b) {
-        float amax = 0;
-        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
-        const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        uint8_t* blk = out + b * 34;
-        const uint16_t dh = f32_to_f16(d);
-        std::memcpy(blk, &dh, 2);
-        for (int j = 0; j < 32; ++j) blk[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[b * 32 + j] * id)));
-      }
-      return;
-    default: return;
-  }
-}
-
-
 Status Exporter::matrix(const std::string& name, const TensorView& t, std::optional<DType> force) {
   GF_ASSIGN_OR_RETURN(DType out, target_type(opt_.type, t.dtype));
   if (force) out = *force;
@@ -80,7 +54,7 @@ Status Exporter::matrix(const std::string& name, const TensorView& t, std::optio
   std::vector<float> row(static_cast<size_t>(t.cols()));
   for (int64_t r = 0; r < t.rows(); ++r) {
     GF_RETURN_IF_ERROR(dequantize_row(t.dtype, t.row(r), row.data(), t.cols()).with_context("tensor " + t.name));
-    encode_row(row.data(), t.cols(), out, bytes.data() + static_cast<size_t>(r) * row_out);
+    GF_RETURN_IF_ERROR(quantize_row(out, row.data(), bytes.data() + static_cast<size_t>(r) * row_out, t.cols()));
   }
   return w_.add_tensor(name, out, t.shape, bytes.data(), bytes.size());
 }

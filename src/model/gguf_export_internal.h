@@ -14,8 +14,6 @@ namespace gf::gguf_export {
 uint32_t file_type(DType t);
 // The --type option's dtype ("source": the tensor's own).
 Result<DType> target_type(const std::string& type, DType source);
-// One row of floats as `t` (a plain type or Q8_0, llama.cpp's reference rounding).
-void encode_row(const float* x, int64_t n, DType t, uint8_t* out);
 
 // Matrices converted to the chosen type; vectors always float32.
 class Exporter {

@@ -41,19 +41,6 @@ Result<DType> out_dtype(const std::string& name, DType source) {
   return Err("unknown --dtype \"" + name + "\" (source, bfloat16, float16, float32)");
 }
 
-std::vector<uint8_t> encode(const std::vector<float>& v, DType t) {
-  std::vector<uint8_t> b(v.size() * (t == DType::F32 ? 4 : 2));
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (t == DType::F32) {
-      std::memcpy(b.data() + 4 * i, &v[i], 4);
-    } else {
-      const uint16_t h = t == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
-      std::memcpy(b.data() + 2 * i, &h, 2);
-    }
-  }
-  return b;
-}
-
 }  // namespace
 
 Status merge_to_folder(const Model& model, const LoraAdapter& adapter, const std::string& out, const MergeOptions& opt) {
@@ -88,7 +75,9 @@ Status merge_to_folder(const Model& model, const LoraAdapter& adapter, const std
     if (auto it = adapted.find(t); it != adapted.end()) {
       GF_ASSIGN_OR_RETURN(std::vector<float> w, merged_weight(*t, *it->second, adapter.cfg.scaling()));
       GF_ASSIGN_OR_RETURN(o.dtype, out_dtype(opt.dtype, t->dtype));
-      o.bytes = encode(w, o.dtype);
+      GF_ASSIGN_OR_RETURN(const size_t bytes, dtype_bytes(o.dtype, static_cast<int64_t>(w.size())));
+      o.bytes.resize(bytes);
+      GF_RETURN_IF_ERROR(quantize_row(o.dtype, w.data(), o.bytes.data(), static_cast<int64_t>(w.size())));
     } else {
       o.bytes.assign(t->data, t->data + t->nbytes);
     }
