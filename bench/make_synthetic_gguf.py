@@ -49,8 +49,11 @@ SHAPES = {
 # GGUF value types
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
 # ggml tensor types and llama file types
-GGML_F32, GGML_F16, GGML_BF16 = 0, 1, 30
-FTYPE = {"bf16": (GGML_BF16, 32), "f16": (GGML_F16, 1)}
+GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_K, GGML_Q6_K = 0, 1, 30, 8, 12, 14
+# --dtype: (matrix type, llama file type). q4_k_m follows llama.cpp's Q4_K_M mix (layer_type below).
+FTYPE = {"bf16": (GGML_BF16, 32), "f16": (GGML_F16, 1), "q8_0": (GGML_Q8_0, 7), "q4_k_m": (GGML_Q4_K, 15)}
+# Block types: (elements, bytes, offsets of the float16 scales, |scale| so that values reach about +-amplitude).
+BLOCKS = {GGML_Q8_0: (32, 34, (0,), 1 / 127), GGML_Q4_K: (256, 144, (0, 2), 1 / 945), GGML_Q6_K: (256, 210, (208,), 1 / 4096)}
 ALIGN = 32
 
 
@@ -209,6 +212,38 @@ def tensor_list(c: dict):
 POOL = 1 << 24  # random values per pool (32 MiB of bf16)
 
 
+def layer_type(name: str, base: int, layers: int) -> int:
+    """llama.cpp's Q4_K_M: Q6_K for the (tied) embedding/output, and for attn_v and ffn_down of the
+    layers use_more_bits picks (the first and last eighth, every third between); Q4_K elsewhere."""
+    if base != GGML_Q4_K:
+        return base
+    if name == "token_embd.weight":
+        return GGML_Q6_K
+    if name.endswith(("attn_v.weight", "ffn_down.weight")):
+        i = int(name.split(".")[1])
+        if i < layers // 8 or i >= 7 * layers // 8 or (i - layers // 8) % 3 == 2:
+            return GGML_Q6_K
+    return GGML_Q4_K
+
+
+def tensor_bytes(gtype: int, n: int) -> int:
+    if gtype in BLOCKS:
+        be, bb, _, _ = BLOCKS[gtype]
+        return n // be * bb
+    return n * (4 if gtype == GGML_F32 else 2)
+
+
+def make_block_pool(rng, amplitude: float, gtype: int) -> np.ndarray:
+    """Random blocks (as bytes) whose float16 scales are finite: speed does not depend on the values."""
+    be, bb, halves, per = BLOCKS[gtype]
+    nblocks = POOL // be
+    b = rng.integers(0, 256, size=(nblocks, bb), dtype=np.uint8)
+    for off in halves:
+        d = (rng.uniform(0.5, 1.0, nblocks) * amplitude * per).astype("<f2")
+        b[:, off:off + 2] = d.view(np.uint8).reshape(nblocks, 2)
+    return b.reshape(-1)
+
+
 def make_pool(rng, amplitude: float, dtype: str) -> np.ndarray:
     x = rng.uniform(-amplitude, amplitude, size=POOL).astype(np.float32)
     if dtype == "f16":
@@ -222,7 +257,8 @@ def main() -> None:
     ap.add_argument("name", choices=sorted(SHAPES))
     ap.add_argument("out")
     ap.add_argument("--tokenizer", help="tokenizer.json(.xz) to embed (without it gemforge loads the file, llama.cpp does not)")
-    ap.add_argument("--dtype", choices=["bf16", "f16"], default="bf16")
+    ap.add_argument("--dtype", choices=sorted(FTYPE), default="bf16",
+                    help="matrix type: bf16, f16, or random blocks of q8_0 / llama.cpp's q4_k_m mix")
     ap.add_argument("--tiny", action="store_true", help="small dims, few layers (for load tests)")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
@@ -238,35 +274,37 @@ def main() -> None:
     for m in meta:
         header += m
     offsets, off = [], 0
+    gtypes = []
     for name, dims, kind, _ in tensors:
-        gtype = GGML_F32 if kind == "n" else wtype
-        nbytes = int(np.prod(dims)) * (4 if kind == "n" else 2)
+        gtype = GGML_F32 if kind == "n" else layer_type(name, wtype, c["layers"])
+        gtypes.append(gtype)
+        nbytes = tensor_bytes(gtype, int(np.prod(dims)))
         header += s(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims) + struct.pack("<IQ", gtype, off)
         offsets.append((off, nbytes))
         off += (nbytes + ALIGN - 1) // ALIGN * ALIGN
     header += b"\0" * (-len(header) % ALIGN)
 
     rng = np.random.default_rng(a.seed)
-    pools: dict[float, np.ndarray] = {}
-    chunk = POOL // 2
+    pools: dict[tuple, np.ndarray] = {}
     total = 0
     with open(a.out, "wb", buffering=0) as f:
         f.write(header)
-        for (name, dims, kind, fan_in), (o, nbytes) in zip(tensors, offsets):
+        for (name, dims, kind, fan_in), (o, nbytes), gtype in zip(tensors, offsets, gtypes):
             assert f.tell() == len(header) + o
-            n = nbytes // (4 if kind == "n" else 2)
             if kind == "n":  # GGUF norms hold 1 + w (the converter adds Gemma's +1)
-                f.write((1.0 + rng.uniform(-0.1, 0.1, n)).astype("<f4").tobytes())
+                f.write((1.0 + rng.uniform(-0.1, 0.1, nbytes // 4)).astype("<f4").tobytes())
             else:
                 amp = 0.05 if kind == "e" else float(np.sqrt(3.0 / fan_in))
-                if amp not in pools:
-                    pools[amp] = make_pool(rng, amp, a.dtype)
-                pool = pools[amp]
-                left = n
+                if (amp, gtype) not in pools:
+                    pools[(amp, gtype)] = make_block_pool(rng, amp, gtype) if gtype in BLOCKS else make_pool(rng, amp, a.dtype)
+                pool = pools[(amp, gtype)]
+                unit = BLOCKS[gtype][1] if gtype in BLOCKS else 1  # copy whole blocks
+                pool_units = pool.nbytes // (unit * pool.itemsize)
+                left = nbytes // (unit * pool.itemsize)
                 while left:
-                    k = min(left, chunk)
-                    start = int(rng.integers(0, POOL - k + 1))
-                    f.write(memoryview(pool[start:start + k]).cast("B"))
+                    k = min(left, pool_units // 2)
+                    start = int(rng.integers(0, pool_units - k + 1))
+                    f.write(memoryview(pool[start * unit:(start + k) * unit]).cast("B"))
                     left -= k
             f.write(b"\0" * (-nbytes % ALIGN))
             total += nbytes

@@ -504,18 +504,5 @@ TEST(CudaSampling, GreedyIdsEqualCpuIdsOnFixtures) {
   }
 }
 
-TEST(CudaBackend, QuantizedWeightsAreAClearError) {
-  REQUIRE_GPU();
-  auto be = try_make_cuda_backend(0);
-  ASSERT_TRUE(be.ok());
-  TensorView t;
-  t.name = "blk.0.attn_q.weight";
-  t.dtype = DType::Q4_K;
-  t.shape = {256, 256};
-  auto w = (*be)->upload_matrix(t);
-  ASSERT_FALSE(w.ok());
-  EXPECT_NE(w.message().find("not support"), std::string::npos) << w.message();
-}
-
 }  // namespace
 }  // namespace gf

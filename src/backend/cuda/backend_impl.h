@@ -8,6 +8,8 @@
 // Precision follows the float32 CPU reference (src/backend/cpu/cpu_backend.cpp)
 // op by op, except where stated:
 //  - weights are bf16 on the device (F32/F16 host tensors are rounded once),
+//    or GGUF blocks as in the file (quant.cu: decoded in the GEMV's registers,
+//    or to a bf16 scratch matrix for large M),
 //  - activations are float32; ops that feed a GEMM (rmsnorm, gelu_mul,
 //    attention) also write a bf16 shadow the GEMM reads,
 //  - the KV cache is bf16,
@@ -47,6 +49,7 @@ class CudaBackend final : public Backend {
   void free_kv(KvPool& kv) override;
   void upload(Act& dst, const float* src) override;
   void download(const Act& src, float* dst) override;
+  Result<Weight> upload_blocks(const TensorView& w);  // GGUF block types, kept as they are
 
   // cuda_backend.cu
   void begin_batch(const BatchLayout& layout) override;
@@ -72,6 +75,7 @@ class CudaBackend final : public Backend {
   void sample(const Act& logits, const std::vector<RowSampling>& rows, std::vector<SampledToken>& out) override;  // sample.cu
 
   CudaStepStats stats() const { return stats_; }
+  void qmatmul(const Act& x, const Weight& w, Act& out);  // quant.cu: matmul with GGUF block weights
   void set_graphs(bool on);
 
  private:

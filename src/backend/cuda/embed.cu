@@ -1,4 +1,4 @@
-// Row lookups: embed (rows of the bf16 table, scaled) and gather_rows. The
+// Row lookups: embed (rows of the bf16 table, scaled; quantized tables in quant.cu) and gather_rows. The
 // row indices ride in the step metadata.
 #include "backend/cuda/backend_impl.h"
 
@@ -23,7 +23,8 @@ __global__ void k_gather(const float* __restrict__ src, const int* __restrict__ 
 }  // namespace
 
 void launch(const ExecCtx& ctx, const EmbedArgs& a) {
-  k_embed<<<(unsigned)a.tokens, 256, 0, ctx.stream>>>(a.table, ctx.dm(a.ids_meta), a.scale, a.out, a.cols);
+  if (a.type != QType::BF16) return launch_embed_quant(ctx, a);
+  k_embed<<<(unsigned)a.tokens, 256, 0, ctx.stream>>>(static_cast<const bf16*>(a.table), ctx.dm(a.ids_meta), a.scale, a.out, a.cols);
 }
 
 void launch(const ExecCtx& ctx, const GatherArgs& a) {
@@ -34,7 +35,8 @@ void CudaBackend::embed(const Weight& table, const std::vector<int32_t>& ids, fl
   const int64_t off = put_extra(ids.data(), static_cast<int64_t>(ids.size()));
   Cmd c = make_cmd(Op::Embed);
   EmbedArgs& a = c.a.embed;
-  a.table = static_cast<const bf16*>(table.device);
+  a.table = table.device;
+  qtype_of(table.device_dtype, &a.type);
   a.out = static_cast<float*>(out.data);
   a.tokens = static_cast<int64_t>(ids.size());
   a.cols = out.cols;

@@ -151,6 +151,7 @@ void launch(const ExecCtx& ctx, const GemvGatedArgs& a) {
 // ---------------------------------------------------------------- ops
 
 void CudaBackend::matmul(const Act& x, const Weight& w, Act& out) {
+  if (w.device_dtype != DType::BF16) return qmatmul(x, w, out);  // quant.cu
   const int64_t M = x.rows, K = x.cols, N = out.cols;
   Cmd c = make_cmd(Op::Matmul);
   MatmulArgs& a = c.a.matmul;
@@ -168,7 +169,9 @@ void CudaBackend::matmul(const Act& x, const Weight& w, Act& out) {
 }
 
 void CudaBackend::matmul_shared_input(const Act& x, const Weight* const* w, Act* const* out, int n) {
-  if (!gemv_path(x) || n < 1 || n > 3) return Backend::matmul_shared_input(x, w, out, n);
+  bool quantized = false;
+  for (int j = 0; j < n; ++j) quantized |= w[j]->device_dtype != DType::BF16;
+  if (!gemv_path(x) || n < 1 || n > 3 || quantized) return Backend::matmul_shared_input(x, w, out, n);
   Cmd c = make_cmd(Op::GemvShared);
   GemvSharedArgs& a = c.a.gemv_shared;
   a.x = static_cast<const float*>(x.data);
@@ -185,7 +188,8 @@ void CudaBackend::matmul_shared_input(const Act& x, const Weight* const* w, Act*
 }
 
 void CudaBackend::gated_mlp_up(const Act& x, const Weight& wg, const Weight& wu, Act& gate, Act& up) {
-  if (!gemv_path(x)) return Backend::gated_mlp_up(x, wg, wu, gate, up);
+  if (!gemv_path(x) || wg.device_dtype != DType::BF16 || wu.device_dtype != DType::BF16)
+    return Backend::gated_mlp_up(x, wg, wu, gate, up);
   Cmd c = make_cmd(Op::GemvGated);
   GemvGatedArgs& a = c.a.gemv_gated;
   a.x = static_cast<const float*>(x.data);

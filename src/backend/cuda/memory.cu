@@ -79,6 +79,7 @@ void ActPool::trim() {
 
 Scratch::~Scratch() {
   cudaFree(scratch16_);
+  cudaFree(weights16_);
   cudaFree(part_);
   cudaFree(dsample_);
   cudaFreeHost(hsample_);
@@ -98,6 +99,10 @@ void* Scratch::grow(void*& p, size_t& cap, size_t bytes, const char* what, cudaS
 
 bf16* Scratch::bf16s(size_t elems, cudaStream_t stream) {
   return static_cast<bf16*>(grow(scratch16_, scratch16_bytes_, elems * 2, "scratch grew during graph capture", stream));
+}
+
+bf16* Scratch::weights16(size_t elems, cudaStream_t stream) {
+  return static_cast<bf16*>(grow(weights16_, weights16_bytes_, elems * 2, "weight scratch grew during graph capture", stream));
 }
 
 float* Scratch::partials(size_t bytes, cudaStream_t stream) {
@@ -124,11 +129,13 @@ Act CudaBackend::alloc(int64_t rows, int64_t cols) { return acts_.alloc(rows, co
 void CudaBackend::release(Act& a) { acts_.release(a); }
 
 Result<Weight> CudaBackend::upload_matrix(const TensorView& w) {
-  if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16)
+  QType q;
+  if (!qtype_of(w.dtype, &q))
     return Err("tensor " + w.name + " has dtype " + dtype_name(w.dtype) +
-               ", which the CUDA backend does not support yet (bf16/f16/f32 weights only; quantized GGUF types run on "
-               "--backend cpu)");
+               ", which the CUDA backend does not support (f32/f16/bf16 and the GGUF types Q4_0, Q5_0, Q8_0, Q4_K, "
+               "Q5_K, Q6_K; convert the file, or run it with --backend cpu)");
   flush_if_recording();
+  if (q != QType::BF16) return upload_blocks(w);
   const int64_t n = w.numel();
   void* d = nullptr;
   if (cudaMalloc(&d, static_cast<size_t>(n) * 2) != cudaSuccess)
@@ -159,6 +166,28 @@ Result<Weight> CudaBackend::upload_matrix(const TensorView& w) {
   out.host = w;
   out.device = d;
   out.device_dtype = DType::BF16;
+  return out;
+}
+
+// GGUF blocks go up as they are (quant.cu decodes them where they are used).
+Result<Weight> CudaBackend::upload_blocks(const TensorView& w) {
+  const int64_t K = w.cols(), N = w.rows();
+  auto row = dtype_bytes(w.dtype, K);
+  if (!row.ok())
+    return Err("tensor " + w.name + ": a " + std::string(dtype_name(w.dtype)) + " matrix needs rows of whole blocks (" +
+               std::to_string(K) + " columns)");
+  const size_t bytes = *row * static_cast<size_t>(N);
+  if (w.nbytes < bytes) return Err("tensor " + w.name + " is shorter than its shape says");
+  void* d = nullptr;
+  if (cudaMalloc(&d, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    return Err("out of GPU memory uploading " + w.name + " (" + std::to_string(bytes >> 20) + " MiB)");
+  }
+  CK(cudaMemcpy(d, w.data, bytes, cudaMemcpyHostToDevice));
+  Weight out;
+  out.host = w;
+  out.device = d;
+  out.device_dtype = w.dtype;
   return out;
 }
 

@@ -59,6 +59,7 @@ class Scratch {
   Scratch& operator=(const Scratch&) = delete;
 
   bf16* bf16s(size_t elems, cudaStream_t stream);     // the bf16 copy of a GEMM input without a shadow
+  bf16* weights16(size_t elems, cudaStream_t stream); // a quantized weight decoded for cuBLASLt (quant.cu)
   float* partials(size_t bytes, cudaStream_t stream); // split-K decode attention
   int32_t* sample_out(size_t words, cudaStream_t stream);  // sampled ids (+ log-probs) of the step
   int32_t* sample_host() const { return hsample_; }  // pinned, for their download
@@ -70,6 +71,8 @@ class Scratch {
   GraphCache& graphs_;
   void* scratch16_ = nullptr;
   size_t scratch16_bytes_ = 0;
+  void* weights16_ = nullptr;
+  size_t weights16_bytes_ = 0;
   void* part_ = nullptr;
   size_t part_bytes_ = 0;
   int32_t* dsample_ = nullptr;

@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/quant_blocks.h"
 #include "backend/cuda/step_meta.h"
 
 namespace gf::cuda {
@@ -41,7 +42,8 @@ namespace gf::cuda {
   X(GemvShared,      gemv_shared,       GemvSharedArgs)         \
   X(GemvGated,       gemv_gated,        GemvGatedArgs)          \
   X(ResidualAddNorm, residual_add_norm, ResidualAddNormArgs)    \
-  X(AttentionInputs, attention_inputs,  AttentionInputsArgs)
+  X(AttentionInputs, attention_inputs,  AttentionInputsArgs)    \
+  X(QMatmul,         qmatmul,           QMatmulArgs)
 
 // Profiler keys: ops over few rows (decode) apart from the rest.
 inline std::string rows_shape(int64_t rows) { return std::string(" T=") + (rows <= 4 ? "<=4" : ">4"); }
@@ -49,9 +51,10 @@ inline std::string rows_shape(int64_t rows) { return std::string(" T=") + (rows 
 // Argument structs. No default member initialisers (they live in a union);
 // `meta` fields are offsets of host ints in the step metadata (StepMeta).
 
-// embed.cu: out[t] = table[ids[t]] * scale
+// embed.cu: out[t] = table[ids[t]] * scale (a bf16 table, or quant.cu's for GGUF blocks)
 struct EmbedArgs {
-  const bf16* table;
+  const void* table;
+  QType type;
   float* out;
   int64_t tokens, cols, ids_meta;
   float scale;
@@ -74,6 +77,20 @@ struct MatmulArgs {
   float* out;
   const bf16* x16;  // x's bf16 shadow
   int64_t M, N, K;
+  MatmulPath path;
+  std::string shape() const { return " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K); }
+};
+// quant.cu: out = x W^T for a GGUF block-quantized W: the quantized GEMV
+// (M <= kQuantGemvMaxRows), or W decoded to bf16 and cuBLASLt on x's bf16
+// shadow (ready, or converted first).
+constexpr int64_t kQuantGemvMaxRows = 8;
+struct QMatmulArgs {
+  const float* x;
+  const uint8_t* w;
+  float* out;
+  const bf16* x16;
+  int64_t M, N, K;
+  QType type;
   MatmulPath path;
   std::string shape() const { return " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K); }
 };
@@ -270,6 +287,9 @@ struct ExecCtx {
 #define GF_X(E, name, A) void launch(const ExecCtx& ctx, const A& a);
 GF_CUDA_OPS(GF_X)
 #undef GF_X
+
+// quant.cu: EmbedArgs with a quantized table.
+void launch_embed_quant(const ExecCtx& ctx, const EmbedArgs& a);
 
 // Kernel attributes set once per backend (attention.cu: the prefill kernels' shared memory).
 void attention_init();

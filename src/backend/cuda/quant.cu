@@ -1,0 +1,181 @@
+// GGUF block-quantized weights on the GPU (quant_blocks.h): the file's blocks
+// stay as they are in device memory and are decoded where they are used.
+//  - decode (M <= 8 rows): a GEMV that decodes 32-element runs in registers
+//    and multiplies them with the float32 activations (bandwidth-bound: it
+//    reads the quantized bytes once);
+//  - larger M: the weight decoded to a bf16 scratch matrix, then the cuBLASLt
+//    GEMM of the bf16 path (compute-bound: decoding costs one pass over W);
+//  - embedding rows (embed.cu calls launch_embed_quant).
+// Accumulation is float32 over exact weight values, so the GPU matches the
+// CPU's float32 dequantize-and-multiply up to the order of additions (the
+// CPU's integer kernels round the activations to 8 bits first).
+#include <type_traits>
+
+#include "backend/cuda/backend_impl.h"
+#include "backend/cuda/quant_blocks.h"
+
+namespace gf::cuda {
+namespace {
+
+template <class F>
+void with_qtype(QType t, F&& f) {
+  switch (t) {
+    case QType::Q4_0: f(std::integral_constant<QType, QType::Q4_0>{}); break;
+    case QType::Q5_0: f(std::integral_constant<QType, QType::Q5_0>{}); break;
+    case QType::Q8_0: f(std::integral_constant<QType, QType::Q8_0>{}); break;
+    case QType::Q4_K: f(std::integral_constant<QType, QType::Q4_K>{}); break;
+    case QType::Q5_K: f(std::integral_constant<QType, QType::Q5_K>{}); break;
+    case QType::Q6_K: f(std::integral_constant<QType, QType::Q6_K>{}); break;
+    case QType::BF16: die("bf16 weight on the quantized path", __FILE__, __LINE__);
+  }
+}
+
+template <class F>
+void with_rows(int64_t M, F&& f) {
+  switch (M) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    default: f(std::integral_constant<int, 8>{}); break;
+  }
+}
+
+template <int M>
+__device__ __forceinline__ void dot32(const float* w, const float* x, int64_t K, int64_t k0, float* acc) {
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const float4* xs = reinterpret_cast<const float4*>(x + m * K + k0);
+    float a = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const float4 v = xs[i];
+      a += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
+    }
+    acc[m] += a;
+  }
+}
+
+// out[m, n] = sum_k x[m, k] W[n, k]: one warp per row of W, lanes over its
+// 32-element runs, two runs in flight per lane. The first weights are read
+// before waiting for the previous kernel (x is its output).
+template <QType T, int M>
+__global__ __launch_bounds__(256) void k_qgemv(const uint8_t* __restrict__ W, int64_t row_bytes, const float* x,
+                                               float* __restrict__ out, int N, int K) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row = blockIdx.x * 8 + warp;
+  pdl_trigger();
+  if (row >= N) return;
+  const uint8_t* wr = W + row * row_bytes;
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.f;
+  const int runs = K / 32;
+  bool waited = false;
+  for (int s = lane; s < runs; s += 64) {
+    float w0[32], w1[32];
+    const bool two = s + 32 < runs;
+    decode32<T>(wr, s, w0);
+    if (two) decode32<T>(wr, s + 32, w1);
+    if (!waited) pdl_wait(), waited = true;
+    dot32<M>(w0, x, K, s * 32, acc);
+    if (two) dot32<M>(w1, x, K, (s + 32) * 32, acc);
+  }
+  if (!waited) pdl_wait();
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const float v = warp_sum(acc[m]);
+    if (lane == 0) out[(int64_t)m * N + row] = v;
+  }
+}
+
+// W [N, K] quantized -> bf16: one thread per 32-element run.
+template <QType T>
+__global__ void k_dequant_bf16(const uint8_t* __restrict__ W, int64_t row_bytes, bf16* __restrict__ out, int64_t N, int64_t K) {
+  const int64_t runs = K / 32;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < N * runs; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / runs, s = i % runs;
+    float w[32];
+    decode32<T>(W + r * row_bytes, s, w);
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + r * K + s * 32);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) o[j] = __floats2bfloat162_rn(w[2 * j], w[2 * j + 1]);
+  }
+}
+
+// out[t] = table[ids[t]] * scale for a quantized table.
+template <QType T>
+__global__ void k_embed_q(const uint8_t* __restrict__ table, int64_t row_bytes, const int* __restrict__ ids, float scale,
+                          float* __restrict__ out, int64_t H) {
+  const int t = blockIdx.x;
+  const uint8_t* row = table + (int64_t)ids[t] * row_bytes;
+  for (int64_t s = threadIdx.x; s < H / 32; s += blockDim.x) {
+    float w[32];
+    decode32<T>(row, s, w);
+#pragma unroll
+    for (int j = 0; j < 32; ++j) out[t * H + s * 32 + j] = w[j] * scale;
+  }
+}
+
+__global__ void k_to_bf16(const float* __restrict__ x, bf16* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = __float2bfloat16(x[i]);
+}
+
+}  // namespace
+
+void launch(const ExecCtx& ctx, const QMatmulArgs& a) {
+  const int64_t row_bytes = qtype_row_bytes(a.type, a.K);
+  if (a.path == MatmulPath::Gemv) {
+    const unsigned blocks = static_cast<unsigned>((a.N + 7) / 8);
+    with_qtype(a.type, [&](auto t) {
+      with_rows(a.M, [&](auto m) {
+        launch_pdl(ctx, k_qgemv<decltype(t)::value, decltype(m)::value>, dim3(blocks), dim3(256), 0, a.w, row_bytes, a.x,
+                   a.out, (int)a.N, (int)a.K);
+      });
+    });
+    return;
+  }
+  bf16* wb = ctx.scratch.weights16(static_cast<size_t>(a.N * a.K), ctx.stream);
+  with_qtype(a.type, [&](auto t) {
+    k_dequant_bf16<decltype(t)::value><<<grid_for(a.N * a.K / 32), 256, 0, ctx.stream>>>(a.w, row_bytes, wb, a.N, a.K);
+  });
+  const bf16* xb = a.x16;
+  if (a.path == MatmulPath::Convert) {
+    bf16* s = ctx.scratch.bf16s(static_cast<size_t>(a.M * a.K), ctx.stream);
+    k_to_bf16<<<grid_for(a.M * a.K), 256, 0, ctx.stream>>>(a.x, s, a.M * a.K);
+    xb = s;
+  }
+  ctx.gemm.run(ctx.stream, xb, wb, a.out, a.M, a.N, a.K);
+}
+
+void launch_embed_quant(const ExecCtx& ctx, const EmbedArgs& a) {
+  const int64_t row_bytes = qtype_row_bytes(a.type, a.cols);
+  with_qtype(a.type, [&](auto t) {
+    k_embed_q<decltype(t)::value><<<(unsigned)a.tokens, 128, 0, ctx.stream>>>(static_cast<const uint8_t*>(a.table), row_bytes,
+                                                                            ctx.dm(a.ids_meta), a.scale, a.out, a.cols);
+  });
+}
+
+void CudaBackend::qmatmul(const Act& x, const Weight& w, Act& out) {
+  Cmd c = make_cmd(Op::QMatmul);
+  QMatmulArgs& a = c.a.qmatmul;
+  a.x = static_cast<const float*>(x.data);
+  a.w = static_cast<const uint8_t*>(w.device);
+  a.out = static_cast<float*>(out.data);
+  a.x16 = static_cast<const bf16*>(acts_.shadow(x));
+  a.M = x.rows;
+  a.N = out.cols;
+  a.K = x.cols;
+  qtype_of(w.device_dtype, &a.type);
+  a.path = x.rows <= kQuantGemvMaxRows ? MatmulPath::Gemv
+           : acts_.shadow_ready(x.data, x.cols) ? MatmulPath::Shadow
+                                                : MatmulPath::Convert;
+  acts_.drop_shadow(out.data);
+  submit(c);
+}
+
+}  // namespace gf::cuda
