@@ -54,3 +54,7 @@ for md in $MODELS; do
   fi
 done
 df -h /tmp | tail -1
+if [ "$STAGE" = ours ] && [ -n "${PROFILE:-}" ]; then  # per-op GPU time of decode (the CUDA backend's profiler)
+  f=$(gguf ${PROFILE%%:*} ${PROFILE##*:})
+  LD_LIBRARY_PATH=$GF_LIBS GEMFORGE_CUDA_PROFILE=1 .device/bin/gemforge bench -m "$f" --backend cuda -p 16 -n 32 -r 1 2>&1 | tail -30
+fi

@@ -1,4 +1,5 @@
-// The CUDA backend's block decoder (backend/cuda/quant_blocks.h, the code
+// The CUDA backend's block decoders (backend/cuda/quant_blocks.h: decode32 and
+// decode4, the code
 // every GPU kernel that reads GGUF blocks runs) against the CPU's oracle,
 // formats/dequant.h (itself checked against llama.cpp's gguf-py in
 // quant_kernels_test): random blocks of every type the GPU keeps, and the
@@ -30,6 +31,20 @@ const Case kCases[] = {
     {DType::Q4_0, QType::Q4_0, {0}}, {DType::Q5_0, QType::Q5_0, {0}}, {DType::Q8_0, QType::Q8_0, {0}},
     {DType::Q4_K, QType::Q4_K, {0, 2}}, {DType::Q5_K, QType::Q5_K, {0, 2}}, {DType::Q6_K, QType::Q6_K, {208}},
 };
+
+void decode_row4(QType t, const uint8_t* row, int64_t K, float* out) {
+  for (int64_t e = 0; e < K; e += 4) {
+    switch (t) {
+      case QType::Q4_0: cuda::decode4<QType::Q4_0>(row, e, out + e); break;
+      case QType::Q5_0: cuda::decode4<QType::Q5_0>(row, e, out + e); break;
+      case QType::Q8_0: cuda::decode4<QType::Q8_0>(row, e, out + e); break;
+      case QType::Q4_K: cuda::decode4<QType::Q4_K>(row, e, out + e); break;
+      case QType::Q5_K: cuda::decode4<QType::Q5_K>(row, e, out + e); break;
+      case QType::Q6_K: cuda::decode4<QType::Q6_K>(row, e, out + e); break;
+      case QType::BF16: FAIL();
+    }
+  }
+}
 
 void decode_row(QType t, const uint8_t* row, int64_t K, float* out) {
   for (int64_t s = 0; s < K / 32; ++s) {
@@ -78,6 +93,8 @@ TEST(QuantBlocksDecode, RandomBlocksOfEveryTypeEqualTheOracle) {
       ASSERT_TRUE(dequantize_row(c.dtype, row, want.data(), K).ok());
       decode_row(c.qtype, row, K, got.data());
       expect_same(want, got, std::string(dtype_name(c.dtype)) + " row " + std::to_string(r));
+      decode_row4(c.qtype, row, K, got.data());
+      expect_same(want, got, std::string(dtype_name(c.dtype)) + " row " + std::to_string(r) + " by 4");
     }
   }
 }
@@ -96,6 +113,8 @@ TEST(QuantBlocksDecode, RealGemma3_270mTensorsEqualTheOracle) {
       ASSERT_TRUE(dequantize_row(t.dtype, row, want.data(), K).ok());
       decode_row(q, row, K, got.data());
       expect_same(want, got, t.name);
+      decode_row4(q, row, K, got.data());
+      expect_same(want, got, t.name + " by 4");
     }
     ++checked;
   }

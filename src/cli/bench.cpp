@@ -252,9 +252,11 @@ int run_bench(const BenchOptions& o) {
   }
   if (!tg.empty()) {
     Stat s = stats(tg);
-    // Average bytes per step over positions 1..gen (bf16 weights and KV on the GPU).
+    // Average bytes per step over positions 1..gen. On the GPU weights are
+    // bf16, or GGUF blocks kept as they are (fewer bytes per element); KV bf16.
+    const double elem_bytes = std::min(2.0, double(m->weight_bytes()) / decode_bytes(spec, 0, 1.0, 0.0));
     double bytes = 0;
-    for (int i = 0; i < o.gen; ++i) bytes += decode_bytes(spec, 1 + i, 2.0, 2.0);  // bf16 weights and KV (GPU)
+    for (int i = 0; i < o.gen; ++i) bytes += decode_bytes(spec, 1 + i, elem_bytes, 2.0);
     bytes /= o.gen;
     const double ms = 1e3 / s.mean;
     const double gpu_ms = stats(tg_gpu_ms).mean;

@@ -1,8 +1,8 @@
 // GGUF block-quantized weights on the GPU (quant_blocks.h): the file's blocks
 // stay as they are in device memory and are decoded where they are used.
-//  - decode (M <= 8 rows): a GEMV that decodes 32-element runs in registers
-//    and multiplies them with the float32 activations (bandwidth-bound: it
-//    reads the quantized bytes once);
+//  - decode (M <= 8 rows): a GEMV that decodes the weights in registers, four
+//    at a time per lane, and multiplies them with the float32 activations
+//    (bandwidth-bound: it reads the quantized bytes once);
 //  - larger M: the weight decoded to a bf16 scratch matrix, then the cuBLASLt
 //    GEMM of the bf16 path (compute-bound: decoding costs one pass over W);
 //  - embedding rows (embed.cu calls launch_embed_quant).
@@ -44,27 +44,16 @@ void with_rows(int64_t M, F&& f) {
   }
 }
 
-template <int M>
-__device__ __forceinline__ void dot32(const float* w, const float* x, int64_t K, int64_t k0, float* acc) {
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    const float4* xs = reinterpret_cast<const float4*>(x + m * K + k0);
-    float a = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const float4 v = xs[i];
-      a += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
-    }
-    acc[m] += a;
-  }
-}
-
-// out[m, n] = sum_k x[m, k] W[n, k]: one warp per row of W, lanes over its
-// 32-element runs, two runs in flight per lane. The first weights are read
-// before waiting for the previous kernel (x is its output).
+// out[m, n] = sum_k x[m, k] W[n, k]: one warp per row of W; lane l takes
+// elements 4l, 4l + 128, ... (decode4), so each load instruction of the warp
+// reads consecutive weight bytes and 512 consecutive bytes of x. U groups of
+// 128 elements in flight per lane. The first weights are read before waiting
+// for the previous kernel (x is its output; x is not __restrict__, so its
+// loads stay after the wait).
 template <QType T, int M>
 __global__ __launch_bounds__(256) void k_qgemv(const uint8_t* __restrict__ W, int64_t row_bytes, const float* x,
                                                float* __restrict__ out, int N, int K) {
+  constexpr int U = 4;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * 8 + warp;
   pdl_trigger();
@@ -73,16 +62,22 @@ __global__ __launch_bounds__(256) void k_qgemv(const uint8_t* __restrict__ W, in
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
-  const int runs = K / 32;
   bool waited = false;
-  for (int s = lane; s < runs; s += 64) {
-    float w0[32], w1[32];
-    const bool two = s + 32 < runs;
-    decode32<T>(wr, s, w0);
-    if (two) decode32<T>(wr, s + 32, w1);
+  for (int e0 = lane * 4; e0 < K; e0 += 128 * U) {
+    float w[U][4];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (e0 + 128 * u < K) decode4<T>(wr, e0 + 128 * u, w[u]);
     if (!waited) pdl_wait(), waited = true;
-    dot32<M>(w0, x, K, s * 32, acc);
-    if (two) dot32<M>(w1, x, K, (s + 32) * 32, acc);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (e0 + 128 * u >= K) break;
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float4 v = *reinterpret_cast<const float4*>(x + (int64_t)m * K + e0 + 128 * u);
+        acc[m] += w[u][0] * v.x + w[u][1] * v.y + w[u][2] * v.z + w[u][3] * v.w;
+      }
+    }
   }
   if (!waited) pdl_wait();
 #pragma unroll

@@ -201,4 +201,82 @@ GF_QHD void decode32(const uint8_t* row, int64_t s, float* w) {
   }
 }
 
+// w[0..3] = elements e .. e+3 (e a multiple of 4) of a row of type T: the
+// decode GEMV's unit, so that the lanes of a warp read consecutive weight
+// bytes and consecutive activations (one 128-byte line per 8 lanes) instead
+// of one line each.
+template <QType T>
+GF_QHD void decode4(const uint8_t* row, int64_t e, float* w) {
+  using namespace qblock;
+  if constexpr (T == QType::Q4_0 || T == QType::Q5_0 || T == QType::Q8_0) {
+    constexpr int kBytes = T == QType::Q4_0 ? 18 : T == QType::Q5_0 ? 22 : 34;
+    const uint8_t* p = row + (e >> 5) * kBytes;
+    const int off = static_cast<int>(e & 31);
+    uint32_t dw[1];
+    load_words<2, 2>(p, dw);
+    const float d = half_of(dw, 0);
+    if constexpr (T == QType::Q8_0) {
+      uint32_t q[1];
+      load_words<4, 2>(p + 2 + off, q);
+      GF_QUNROLL
+      for (int i = 0; i < 4; ++i) w[i] = static_cast<float>(static_cast<int8_t>(byte_of(q, i))) * d;
+    } else {
+      constexpr int kQs = T == QType::Q4_0 ? 2 : 6;
+      uint32_t q[1];
+      load_words<4, 2>(p + kQs + (off & 15), q);
+      const int shift = (off >> 4) * 4;
+      uint32_t hbits = 0;
+      if constexpr (T == QType::Q5_0) {
+        uint32_t qh[1];
+        load_words<4, 2>(p + 2, qh);
+        hbits = qh[0] >> off;
+      }
+      GF_QUNROLL
+      for (int i = 0; i < 4; ++i) {
+        int v = (byte_of(q, i) >> shift) & 0xF;
+        if constexpr (T == QType::Q5_0) v |= ((hbits >> i) & 1) << 4;
+        w[i] = static_cast<float>(v - (T == QType::Q4_0 ? 8 : 16)) * d;
+      }
+    }
+  } else if constexpr (T == QType::Q4_K || T == QType::Q5_K) {
+    constexpr int kBytes = T == QType::Q4_K ? 144 : 176;
+    const uint8_t* p = row + (e >> 8) * kBytes;
+    const int j = static_cast<int>((e >> 5) & 7), l0 = static_cast<int>(e & 31);
+    uint32_t head[4], q[1], qh[1];
+    load_words<16, 16>(p, head);
+    load_words<4, 4>(p + (T == QType::Q4_K ? 16 : 48) + 32 * (j >> 1) + l0, q);
+    if constexpr (T == QType::Q5_K) load_words<4, 4>(p + 16 + l0, qh);
+    const uint8_t scales[12] = {
+        static_cast<uint8_t>(byte_of(head, 4)),  static_cast<uint8_t>(byte_of(head, 5)),  static_cast<uint8_t>(byte_of(head, 6)),
+        static_cast<uint8_t>(byte_of(head, 7)),  static_cast<uint8_t>(byte_of(head, 8)),  static_cast<uint8_t>(byte_of(head, 9)),
+        static_cast<uint8_t>(byte_of(head, 10)), static_cast<uint8_t>(byte_of(head, 11)), static_cast<uint8_t>(byte_of(head, 12)),
+        static_cast<uint8_t>(byte_of(head, 13)), static_cast<uint8_t>(byte_of(head, 14)), static_cast<uint8_t>(byte_of(head, 15))};
+    float sc, m;
+    scale_min(j, scales, &sc, &m);
+    const float d = half_of(head, 0) * sc, dm = half_of(head, 2) * m;
+    const int shift = (j & 1) * 4;
+    GF_QUNROLL
+    for (int i = 0; i < 4; ++i) {
+      int v = (byte_of(q, i) >> shift) & 0xF;
+      if constexpr (T == QType::Q5_K) v |= ((byte_of(qh, i) >> j) & 1) << 4;
+      w[i] = d * static_cast<float>(v) - dm;
+    }
+  } else if constexpr (T == QType::Q6_K) {
+    const uint8_t* p = row + (e >> 8) * 210;
+    const int j = static_cast<int>((e >> 5) & 7), h = j >> 2, k = j & 3, l0 = static_cast<int>(e & 31);
+    uint32_t ql[1], qh[1], sc[1], dd[1];
+    load_words<4, 2>(p + 64 * h + 32 * (k & 1) + l0, ql);
+    load_words<4, 2>(p + 128 + 32 * h + l0, qh);
+    load_words<2, 2>(p + 192 + 8 * h + 2 * k, sc);
+    load_words<2, 2>(p + 208, dd);
+    const float d = half_of(dd, 0) * static_cast<int8_t>(byte_of(sc, l0 >> 4));
+    const int nshift = (k >> 1) * 4;
+    GF_QUNROLL
+    for (int i = 0; i < 4; ++i) {
+      const int v = ((byte_of(ql, i) >> nshift) & 0xF) | (((byte_of(qh, i) >> (2 * k)) & 3) << 4);
+      w[i] = d * static_cast<float>(v - 32);
+    }
+  }
+}
+
 }  // namespace gf::cuda
