@@ -187,7 +187,7 @@ TEST(FinetuneCli, KilledWhileSavingKeepsThePreviousCheckpoint) {
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     setenv("GEMFORGE_TEST_STALL_SAVE", "4", 1);
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd("killed") + " 2> " + err).c_str(), static_cast<char*>(nullptr));
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd("killed") + " > /dev/null 2> " + err).c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   bool stalled = false;

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <csignal>
 #include <thread>
 
 #include "model/decoder.h"
@@ -40,22 +41,31 @@ class LoraServe : public ::testing::Test {
     ASSERT_TRUE(m.ok()) << m.message();
     model_ = std::make_unique<Model>(std::move(m).value());
     be_ = make_cpu_backend();
-    // Adapter B: rank 4 on q, v and down, random A and B (a fresh adapter's B is zero).
+    // A: rank 8 on every projection; B: rank 4 on q, v and down. Random B (a
+    // fresh adapter's is zero) large enough that each changes the replies.
+    dir_a_ = test::temp_path("adapter_a");
     dir_b_ = test::temp_path("adapter_b");
-    std::filesystem::create_directories(dir_b_);
     train::LoraConfig cfg;
+    cfg.rank = 8;
+    write_random_adapter(dir_a_, cfg, 5);
     cfg.rank = 4;
-    cfg.alpha = 8;
     cfg.targets = {Projection::Q, Projection::V, Projection::Down};
-    auto b = train::make_adapter(model_->spec, cfg, 7);
-    ASSERT_TRUE(b.ok()) << b.message();
-    std::mt19937 rng(3);
-    std::normal_distribution<float> nd(0.0f, 0.2f);
-    for (auto& mat : b->mats)
-      for (float& x : mat.B) x = nd(rng);
-    ASSERT_TRUE(train::save_adapter(dir_b_, *b, {"hf-tiny", "model"}).ok());
+    write_random_adapter(dir_b_, cfg, 7);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_b_); }
+  void TearDown() override {
+    std::filesystem::remove_all(dir_a_);
+    std::filesystem::remove_all(dir_b_);
+  }
+  void write_random_adapter(const std::string& dir, const train::LoraConfig& cfg, uint64_t seed) {
+    std::filesystem::create_directories(dir);
+    auto a = train::make_adapter(model_->spec, cfg, seed);
+    ASSERT_TRUE(a.ok()) << a.message();
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    std::normal_distribution<float> nd(0.0f, 0.3f);
+    for (auto& mat : a->mats)
+      for (float& x : mat.B) x = nd(rng);
+    ASSERT_TRUE(train::save_adapter(dir, *a, {"hf-tiny", "model"}).ok());
+  }
 
   std::unique_ptr<Decoder> decoder(const std::string& lora = "") {
     if (lora.empty()) return std::move(Decoder::create(*model_, *be_)).value();
@@ -112,22 +122,28 @@ class LoraServe : public ::testing::Test {
     std::printf("[ %s ] max |logprob - alone| = %.3g over %zu tokens\n", what.c_str(), worst, got.tokens.size());
     EXPECT_LE(worst, 1e-4) << what;
   }
+  // Replies that differ in a token or in an alternative's log-prob by > 0.1
+  // (the fixture's replies are nearly certain: the alternatives show an adapter).
   static bool differ(const EngineRequest& a, const EngineRequest& b) {
     if (a.tokens.size() != b.tokens.size()) return true;
-    for (size_t i = 0; i < a.tokens.size(); ++i)
-      if (a.tokens[i].id != b.tokens[i].id || std::fabs(a.tokens[i].logprob - b.tokens[i].logprob) > 1e-3) return true;
+    for (size_t i = 0; i < a.tokens.size(); ++i) {
+      if (a.tokens[i].id != b.tokens[i].id || a.tokens[i].top.size() != b.tokens[i].top.size()) return true;
+      for (size_t k = 0; k < a.tokens[i].top.size(); ++k)
+        if (a.tokens[i].top[k].first != b.tokens[i].top[k].first || std::fabs(a.tokens[i].top[k].second - b.tokens[i].top[k].second) > 0.1)
+          return true;
+    }
     return false;
   }
 
   std::unique_ptr<Model> model_;
   std::unique_ptr<Backend> be_;
-  std::string dir_b_;
+  std::string dir_a_, dir_b_;
 };
 
 TEST_F(LoraServe, MixedBatchEqualsEachAdapterServedAlone) {
   // One batch: A (prompt 1), B (prompt 2), base (prompt 3), A (prompt 2: B's prompt under A).
   auto mixed = decoder();
-  for (auto [id, dir] : {std::pair{1, kPeftAdapter}, {2, dir_b_}}) {
+  for (const auto& [id, dir] : {std::pair{1, dir_a_}, {2, dir_b_}}) {
     auto a = load_adapter_view(dir, model_->spec);
     ASSERT_TRUE(a.ok()) << a.message();
     ASSERT_TRUE(mixed->add_adapter(id, a->view).ok());
@@ -136,7 +152,7 @@ TEST_F(LoraServe, MixedBatchEqualsEachAdapterServedAlone) {
   std::vector<std::shared_ptr<EngineRequest>> rs = {request(p1, 1), request(p2, 2), request(p3, 0), request(p2, 1)};
   EXPECT_EQ(run(*mixed, rs), 4u);  // all four in the first step: one batch of three adapters
 
-  auto alone_a = decoder(kPeftAdapter), alone_b = decoder(dir_b_), base = decoder();
+  auto alone_a = decoder(dir_a_), alone_b = decoder(dir_b_), base = decoder();
   auto a1 = request(p1, 0), b2 = request(p2, 0), base3 = request(p3, 0), a2 = request(p2, 0);
   run(*alone_a, {a1});
   run(*alone_a, {a2});
@@ -156,7 +172,7 @@ TEST_F(LoraServe, MixedBatchEqualsEachAdapterServedAlone) {
 
 TEST_F(LoraServe, PrefixCacheIsKeyedByAdapter) {
   auto dec = decoder();
-  auto a = load_adapter_view(kPeftAdapter, model_->spec), b = load_adapter_view(dir_b_, model_->spec);
+  auto a = load_adapter_view(dir_a_, model_->spec), b = load_adapter_view(dir_b_, model_->spec);
   ASSERT_TRUE(a.ok() && b.ok());
   ASSERT_TRUE(dec->add_adapter(1, a->view).ok());
   ASSERT_TRUE(dec->add_adapter(2, b->view).ok());
@@ -193,7 +209,7 @@ TEST_F(LoraServe, AnAdapterInUseIsNotUnloaded) {
   auto engine = Engine::create(*dec, options());
   ASSERT_TRUE(engine.ok());
   AdapterRegistry reg(**engine, [&](const std::string& d) { return load_adapter_view(d, model_->spec); }, "base");
-  ASSERT_EQ(reg.load("a", kPeftAdapter).status, AdapterStatus::Ok);
+  ASSERT_EQ(reg.load("a", dir_a_).status, AdapterStatus::Ok);
   EXPECT_EQ(reg.load("a", dir_b_).status, AdapterStatus::Exists);
   EXPECT_EQ(reg.load("base", dir_b_).status, AdapterStatus::Invalid);
   auto r = std::make_shared<EngineRequest>();
@@ -281,8 +297,8 @@ class LoraServeHttp : public LoraServe {
 };
 
 TEST_F(LoraServeHttp, ModelPicksTheAdapterAndConcurrentRequestsMatchAlone) {
-  auto multi = serve(decoder(), {{"a", kPeftAdapter}, {"b", dir_b_}});
-  auto only_a = serve(decoder(kPeftAdapter), {});
+  auto multi = serve(decoder(), {{"a", dir_a_}, {"b", dir_b_}});
+  auto only_a = serve(decoder(dir_a_), {});
   int st = 0;
   const json models = call(multi->port, "GET", "/v1/models", nullptr, &st);
   ASSERT_EQ(st, 200) << models.dump();
@@ -291,7 +307,7 @@ TEST_F(LoraServeHttp, ModelPicksTheAdapterAndConcurrentRequestsMatchAlone) {
   EXPECT_TRUE(models["data"][0]["parent"].is_null());
   EXPECT_EQ(models["data"][1]["id"], "a");
   EXPECT_EQ(models["data"][1]["parent"], "tiny");
-  EXPECT_EQ(models["data"][1]["root"], kPeftAdapter);
+  EXPECT_EQ(models["data"][1]["root"], dir_a_);
   EXPECT_EQ(models["data"][2]["id"], "b");
 
   // a, b and the base model at once; a's reply is the one `--lora A` gives alone.
@@ -319,7 +335,7 @@ TEST_F(LoraServeHttp, ModelPicksTheAdapterAndConcurrentRequestsMatchAlone) {
 }
 
 TEST_F(LoraServeHttp, LoadUseUnloadBehindTheApiKey) {
-  auto s = serve(decoder(), {{"a", kPeftAdapter}});
+  auto s = serve(decoder(), {{"a", dir_a_}});
   const auto ids = prompt(12, 8);
   int st = 0;
   // The key guards every adapter route.
@@ -369,21 +385,21 @@ TEST_F(LoraServeHttp, BadAdaptersAreClear400s) {
   m = load({{"lora_name", "tiny"}, {"lora_path", dir_b_}});
   EXPECT_EQ(st, 400);
   EXPECT_NE(m.find("base model"), std::string::npos) << m;
-  // An adapter for another model (gemma2's shapes).
+  // An adapter for another model (hidden size 256, not 64).
   const std::string other = test::temp_path("adapter_other");
   std::filesystem::create_directories(other);
-  auto g2 = load_model(test::hf_tiny("gemma2"));
+  auto g2 = load_model(test::hf_tiny("gemma3-hd256"));
   ASSERT_TRUE(g2.ok());
   train::LoraConfig cfg;
   cfg.rank = 2;
   auto ad = train::make_adapter(g2->spec, cfg, 1);
   ASSERT_TRUE(ad.ok());
-  ASSERT_TRUE(train::save_adapter(other, *ad, {"gemma2", "model"}).ok());
+  ASSERT_TRUE(train::save_adapter(other, *ad, {"gemma3-hd256", "model"}).ok());
   m = load({{"lora_name", "x"}, {"lora_path", other}});
   EXPECT_EQ(st, 400);
   EXPECT_NE(m.find("cannot load adapter"), std::string::npos) << m;
   // A config whose rank disagrees with the tensors.
-  std::filesystem::copy(dir_b_, other, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy(dir_b_, other, std::filesystem::copy_options::overwrite_existing | std::filesystem::copy_options::recursive);
   std::string cfg_text = test::read_bytes(other + "/adapter_config.json");
   cfg_text.replace(cfg_text.find("\"r\": 4"), 6, "\"r\": 2");
   test::write_bytes(other + "/adapter_config.json", cfg_text);
@@ -404,12 +420,15 @@ TEST(LoraServeCli, NamedAdaptersOnTheCommandLine) {
   const int pid = std::atoi(test::run_command(cmd).c_str());
   ASSERT_GT(pid, 0);
   httplib::Client c("127.0.0.1", port);
-  httplib::Result r;
-  for (int i = 0; i < 200 && !(r = c.Get("/v1/models")); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::string body;
+  for (int i = 0; i < 200 && body.empty(); ++i) {
+    if (auto r = c.Get("/v1/models")) body = r->body;
+    else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   ::kill(pid, SIGTERM);
-  ASSERT_TRUE(r) << test::read_bytes(log);
-  const json j = json::parse(r->body);
-  ASSERT_EQ(j["data"].size(), 3u) << r->body;
+  ASSERT_FALSE(body.empty()) << test::read_bytes(log);
+  const json j = json::parse(body);
+  ASSERT_EQ(j["data"].size(), 3u) << body;
   EXPECT_EQ(j["data"][1]["id"], "a");
   EXPECT_EQ(j["data"][2]["parent"], "gemma3-1b-like");
   // Plain --lora DIR with a named one is refused.
