@@ -160,18 +160,22 @@ TEST(FinetuneTrain, ResumeRepeatsTheLossCurve) {
   fs::remove_all(b);
 }
 
+// A fresh folder with data.jsonl: the memorise set as token ids (the CLI's input).
+std::string cli_data_dir(const std::string& name) {
+  const std::string dir = test::temp_path(name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream d(dir + "/data.jsonl");
+  for (const Example& e : memorise_set()) d << nlohmann::json{{"input_ids", e.ids}}.dump() << "\n";
+  return dir;
+}
+
 // A real kill: `gemforge finetune` stopped by SIGKILL inside the save of
 // checkpoint-4, its files written but not yet renamed into place (the
 // GEMFORGE_TEST_STALL_SAVE hook holds it there). checkpoint-2 stays whole and
 // --resume continues from it with the uninterrupted run's loss curve.
 TEST(FinetuneCli, KilledWhileSavingKeepsThePreviousCheckpoint) {
-  const std::string dir = test::temp_path("ft_kill");
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  {
-    std::ofstream d(dir + "/data.jsonl");
-    for (const Example& e : memorise_set()) d << nlohmann::json{{"input_ids", e.ids}}.dump() << "\n";
-  }
+  const std::string dir = cli_data_dir("ft_kill");
   auto cmd = [&](const std::string& out) {
     return std::string(GEMFORGE_BINARY) + " finetune -m " + test::hf_tiny(kModel) + " --data " + dir + "/data.jsonl --out " + dir + "/" +
            out + " --steps 6 --lr 1e-2 --rank 4 --alpha 8 --batch 2 --seq 24 --seed 1 --save-every 2 --keep 5";
@@ -222,14 +226,8 @@ TEST(FinetuneCli, KilledWhileSavingKeepsThePreviousCheckpoint) {
 }
 
 TEST(FinetuneCli, ContractFormWritesAdapterAndMetrics) {
-  const std::string dir = test::temp_path("ft_cli");
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  {
-    std::ofstream d(dir + "/data.jsonl");
-    for (const Example& e : memorise_set()) d << nlohmann::json{{"input_ids", e.ids}}.dump() << "\n";
-    d << "\n";
-  }
+  const std::string dir = cli_data_dir("ft_cli");
+  { std::ofstream(dir + "/data.jsonl", std::ios::app) << "\n"; }
   int rc = 0;
   const std::string cmd = std::string(GEMFORGE_BINARY) + " finetune -m " + test::hf_tiny("gemma3-1b-like") + " --data " + dir +
                           "/data.jsonl --out " + dir + "/out --steps 3 --lr 1e-3 --rank 4 --alpha 8 --batch 2 --seq 16 --seed 1 2>&1";

@@ -358,6 +358,12 @@ TEST_F(LoraServeHttp, LoadUseUnloadBehindTheApiKey) {
   expect_same_reply(via_c, complete(only_b->port, "tiny", ids, &st), "loaded at run time vs --lora B");
   EXPECT_EQ(call(s->port, "GET", "/v1/models", nullptr, &st)["data"].size(), 3u);
 
+  // A request in flight on c (held here, as the server holds a running one): unloading is refused.
+  auto in_flight = std::make_shared<EngineRequest>();
+  ASSERT_TRUE(s->reg->bind("c", *in_flight));
+  r = call(s->port, "POST", "/v1/unload_lora_adapter", {{"lora_name", "c"}}, &st);
+  EXPECT_EQ(st, 409) << r.dump();
+  in_flight.reset();
   r = call(s->port, "POST", "/v1/unload_lora_adapter", {{"lora_name", "c"}}, &st);
   ASSERT_EQ(st, 200) << r.dump();
   complete(s->port, "c", ids, &st);

@@ -22,14 +22,9 @@ void launch(const ExecCtx& ctx, const AddRowsArgs& a) {
 
 void CudaBackend::add_rows(Act& x, const std::vector<int32_t>& rows, const Act& y) {
   if (rows.empty()) return;
-  const int64_t off = put_extra(rows.data(), static_cast<int64_t>(rows.size()));
-  Cmd c = make_cmd(Op::AddRows);
-  AddRowsArgs& a = c.a.add_rows;
-  a.x = static_cast<float*>(x.data);
-  a.y = static_cast<const float*>(y.data);
-  a.rows = static_cast<int64_t>(rows.size());
-  a.cols = x.cols;
-  a.rows_meta = off;
+  const int64_t n = static_cast<int64_t>(rows.size());
+  Cmd c = make_cmd(Op::AddRows);  // zero-filled; the args have no padding
+  c.a.add_rows = AddRowsArgs{static_cast<float*>(x.data), static_cast<const float*>(y.data), n, x.cols, put_extra(rows.data(), n)};
   acts_.drop_shadow(x.data);
   submit(c);
 }
