@@ -5,17 +5,16 @@
 // Skipped without a GPU.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "backend/cuda/cuda_backend.h"
 #include "model/decoder.h"
 #include "reference_fixture.h"
-#include "train/lora_io.h"
+#include "train/lora.h"
 
 namespace gf {
 namespace {
-
-const std::string kPeftAdapter = std::string(GEMFORGE_SOURCE_DIR) + "/tests/lora_references/lora-gemma3-1b-like/adapter";
 
 TEST(CudaLoraServe, MixedAdapterBatchEqualsEachAlone) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: GPU test skipped";
@@ -24,25 +23,33 @@ TEST(CudaLoraServe, MixedAdapterBatchEqualsEachAlone) {
   ASSERT_TRUE(model.ok()) << model.message();
   auto be = try_make_cuda_backend(0);
   ASSERT_TRUE(be.ok()) << be.message();
-  auto a = train::load_adapter_view(kPeftAdapter, model->spec);
-  ASSERT_TRUE(a.ok()) << a.message();
-  train::LoraConfig cfg;
-  cfg.rank = 4;
-  cfg.targets = {Projection::Q, Projection::V, Projection::Down};
-  auto b = train::make_adapter(model->spec, cfg, 7);
-  ASSERT_TRUE(b.ok());
-  std::mt19937 rng(3);
-  std::normal_distribution<float> nd(0.0f, 0.2f);
-  Adapter b_view;
-  for (auto& m : b->mats) {
-    for (float& x : m.B) x = nd(rng);
-    b_view.push_back({m.layer, m.proj, cfg.rank, m.in, m.out, m.A.data(), m.B.data(), cfg.scaling()});
-  }
+  // Random adapters (a fresh one's B is zero): A rank 8 on every projection, B rank 4 on q, v, down.
+  std::vector<train::LoraAdapter> keep;
+  auto random_adapter = [&](int rank, std::vector<Projection> targets, uint64_t seed) {
+    train::LoraConfig cfg;
+    cfg.rank = rank;
+    cfg.targets = std::move(targets);
+    auto made = train::make_adapter(model->spec, cfg, seed);
+    EXPECT_TRUE(made.ok());
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    std::normal_distribution<float> nd(0.0f, 0.3f);
+    keep.push_back(std::move(*made));
+    Adapter view;
+    for (auto& m : keep.back().mats) {
+      for (float& x : m.B) x = nd(rng);
+      view.push_back({m.layer, m.proj, rank, m.in, m.out, m.A.data(), m.B.data(), cfg.scaling()});
+    }
+    return view;
+  };
+  keep.reserve(2);
+  const Adapter a_view = random_adapter(8, {Projection::Q, Projection::K, Projection::V, Projection::O, Projection::Gate, Projection::Up,
+                                            Projection::Down}, 5);
+  const Adapter b_view = random_adapter(4, {Projection::Q, Projection::V, Projection::Down}, 7);
   auto mixed = Decoder::create(*model, **be);
   ASSERT_TRUE(mixed.ok());
-  ASSERT_TRUE((*mixed)->add_adapter(1, a->view).ok());
+  ASSERT_TRUE((*mixed)->add_adapter(1, a_view).ok());
   ASSERT_TRUE((*mixed)->add_adapter(2, b_view).ok());
-  auto with_a = Decoder::create(*model, **be, a->view), with_b = Decoder::create(*model, **be, b_view), base = Decoder::create(*model, **be);
+  auto with_a = Decoder::create(*model, **be, a_view), with_b = Decoder::create(*model, **be, b_view), base = Decoder::create(*model, **be);
   ASSERT_TRUE(with_a.ok() && with_b.ok() && base.ok());
   Decoder* alone_of[3] = {base->get(), with_a->get(), with_b->get()};
 
@@ -99,7 +106,9 @@ TEST(CudaLoraServe, MixedAdapterBatchEqualsEachAlone) {
   auto c = (*base)->new_cache(256);
   auto plain = (*base)->forward(prompts[0], **c, false);
   ASSERT_TRUE(plain.ok());
-  EXPECT_GT(test::kl_div(alone[0][0].data(), plain->data(), V), 1e-4);
+  float moved = 0;
+  for (int64_t i = 0; i < V; ++i) moved = std::max(moved, std::fabs(alone[0][0][static_cast<size_t>(i)] - (*plain)[static_cast<size_t>(i)]));
+  EXPECT_GT(moved, 0.1f) << "adapter A hardly changes the logits: the test would not see a lost adapter";
 }
 
 }  // namespace

@@ -23,7 +23,8 @@ uint64_t Scheduler::add(std::shared_ptr<EngineRequest> r) {
 }
 
 void Scheduler::finish(Sequence& s, FinishReason reason, const std::string& error) {
-  if (opt_.prefix_caching && (reason == FinishReason::Stop || reason == FinishReason::Length)) prefix_.remember(s.tokens, s.kv, s.req->adapter);
+  if (opt_.prefix_caching && (reason == FinishReason::Stop || reason == FinishReason::Length))
+    prefix_.remember(s.tokens, s.kv, s.req->adapter);
   pool_.release(s.kv);
   s.state = RequestState::Finished;
   s.finish = reason;
