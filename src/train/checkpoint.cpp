@@ -88,6 +88,7 @@ Status Trainer::save_adapter_to(const std::string& dir) const {
   if (!fs::create_directories(tmp, ec) && ec) return Err("cannot create " + tmp + ": " + ec.message());
   GF_RETURN_IF_ERROR(save_adapter(tmp, adapter_, {cfg_.base_model, cfg_.module_path}));
   for (const char* f : {"adapter_model.safetensors", "adapter_config.json"}) {
+    GF_RETURN_IF_ERROR(sync_path(tmp + "/" + f));
     fs::rename(tmp + "/" + f, dir + "/" + f, ec);
     if (ec) return Err("cannot move " + std::string(f) + " into " + dir + ": " + ec.message());
   }
