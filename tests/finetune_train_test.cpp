@@ -2,7 +2,8 @@
 //  - memorising four short sequences drops the loss by a large factor;
 //  - the saved PEFT adapter reloads and gives the same loss (to 1e-6 relative);
 //  - resuming from a checkpoint repeats the uninterrupted run's loss curve exactly;
-//  - old checkpoints are pruned, a half-written one (killed while saving) is ignored;
+//  - old checkpoints are pruned, a half-written one (killed while saving) is ignored,
+//    and a process really killed inside a save leaves the previous one to resume from;
 //  - the `gemforge finetune` command keeps its external contract.
 #include <gtest/gtest.h>
 
@@ -10,6 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
+
+#include <signal.h>
+#include <sys/wait.h>
 
 #include "formats/safetensors.h"
 #include "test_util.h"
@@ -155,15 +160,74 @@ TEST(FinetuneTrain, ResumeRepeatsTheLossCurve) {
   fs::remove_all(b);
 }
 
-TEST(FinetuneCli, ContractFormWritesAdapterAndMetrics) {
-  const std::string dir = test::temp_path("ft_cli");
+// A fresh folder with data.jsonl: the memorise set as token ids (the CLI's input).
+std::string cli_data_dir(const std::string& name) {
+  const std::string dir = test::temp_path(name);
   fs::remove_all(dir);
   fs::create_directories(dir);
-  {
-    std::ofstream d(dir + "/data.jsonl");
-    for (const Example& e : memorise_set()) d << nlohmann::json{{"input_ids", e.ids}}.dump() << "\n";
-    d << "\n";
+  std::ofstream d(dir + "/data.jsonl");
+  for (const Example& e : memorise_set()) d << nlohmann::json{{"input_ids", e.ids}}.dump() << "\n";
+  return dir;
+}
+
+// A real kill: `gemforge finetune` stopped by SIGKILL inside the save of
+// checkpoint-4, its files written but not yet renamed into place (the
+// GEMFORGE_TEST_STALL_SAVE hook holds it there). checkpoint-2 stays whole and
+// --resume continues from it with the uninterrupted run's loss curve.
+TEST(FinetuneCli, KilledWhileSavingKeepsThePreviousCheckpoint) {
+  const std::string dir = cli_data_dir("ft_kill");
+  auto cmd = [&](const std::string& out) {
+    return std::string(GEMFORGE_BINARY) + " finetune -m " + test::hf_tiny(kModel) + " --data " + dir + "/data.jsonl --out " + dir + "/" +
+           out + " --steps 6 --lr 1e-2 --rank 4 --alpha 8 --batch 2 --seq 24 --seed 1 --save-every 2 --keep 5";
+  };
+  int rc = 0;
+  std::string log = test::run_command(cmd("full") + " 2>&1", &rc);
+  ASSERT_EQ(rc, 0) << log;
+  const auto full = losses(dir + "/full/metrics.jsonl");
+  ASSERT_EQ(full.size(), 6u);
+
+  const std::string killed = dir + "/killed", err = dir + "/killed.log";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("GEMFORGE_TEST_STALL_SAVE", "4", 1);
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd("killed") + " > /dev/null 2> " + err).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
   }
+  bool stalled = false;
+  for (int i = 0; i < 1200 && !stalled; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    stalled = test::read_bytes(err).find("stalled in the save of checkpoint 4") != std::string::npos;
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(stalled) << test::read_bytes(err);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  // The save was under way (every file written) and is not taken for a checkpoint.
+  EXPECT_TRUE(fs::exists(killed + "/.checkpoint-4.tmp/trainer_state.json"));
+  EXPECT_FALSE(fs::exists(killed + "/checkpoint-4"));
+  auto model = load_model(test::hf_tiny(kModel));
+  ASSERT_TRUE(model.ok());
+  auto prev = load_adapter(killed + "/checkpoint-2", model->spec);
+  ASSERT_TRUE(prev.ok()) << prev.message();
+  auto latest = latest_checkpoint(killed);
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(*latest, killed + "/checkpoint-2");
+
+  log = test::run_command(cmd("killed") + " --resume " + killed + " 2>&1", &rc);
+  ASSERT_EQ(rc, 0) << log;
+  EXPECT_NE(log.find("resumed at step 2"), std::string::npos) << log;
+  const auto resumed = losses(killed + "/metrics.jsonl");
+  ASSERT_EQ(resumed.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(resumed[i], full[i]) << "step " << i + 1;
+  EXPECT_TRUE(fs::exists(killed + "/checkpoint-6/optimizer.safetensors"));
+  fs::remove_all(dir);
+}
+
+TEST(FinetuneCli, ContractFormWritesAdapterAndMetrics) {
+  const std::string dir = cli_data_dir("ft_cli");
+  { std::ofstream(dir + "/data.jsonl", std::ios::app) << "\n"; }
   int rc = 0;
   const std::string cmd = std::string(GEMFORGE_BINARY) + " finetune -m " + test::hf_tiny("gemma3-1b-like") + " --data " + dir +
                           "/data.jsonl --out " + dir + "/out --steps 3 --lr 1e-3 --rank 4 --alpha 8 --batch 2 --seq 16 --seed 1 2>&1";

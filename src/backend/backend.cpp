@@ -5,6 +5,15 @@
 
 namespace gf {
 
+void Backend::add_rows(Act& x, const std::vector<int32_t>& rows, const Act& y) {
+  std::vector<float> hx(static_cast<size_t>(x.rows * x.cols)), hy(static_cast<size_t>(y.rows * y.cols));
+  download(x, hx.data());
+  download(y, hy.data());
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (int64_t c = 0; c < x.cols; ++c) hx[static_cast<size_t>(rows[i] * x.cols + c)] += hy[i * static_cast<size_t>(y.cols) + static_cast<size_t>(c)];
+  upload(x, hx.data());
+}
+
 void Backend::matmul_shared_input(const Act& x, const Weight* const* w, Act* const* out, int n) {
   for (int i = 0; i < n; ++i) matmul(x, *w[i], *out[i]);
 }

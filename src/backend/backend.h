@@ -115,6 +115,9 @@ class Backend {
   virtual void attention(const Act& q, const KvPool& kv, const AttentionParams& p, Act& out) = 0;
   // dst row i = src row rows[i].
   virtual void gather_rows(const Act& src, const std::vector<int32_t>& rows, Act& dst) = 0;
+  // x row rows[i] += y row i (distinct rows): a LoRA term added to the rows of
+  // its adapter. The default round-trips through the host.
+  virtual void add_rows(Act& x, const std::vector<int32_t>& rows, const Act& y);
 
   // Fused steps of the decoder. Each is defined as the composition of the ops
   // above (backend.cpp, which the CPU reference uses unchanged); a backend

@@ -90,12 +90,8 @@ void add_lora_option(CLI::App* cmd, ModelOptions& o) {
 
 Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, const ModelOptions& o) {
   if (o.lora.empty()) return Decoder::create(m, be);
-  GF_ASSIGN_OR_RETURN(train::LoraAdapter a, train::load_adapter(o.lora, m.spec));
-  Adapter view;
-  for (const train::LoraMatrix& mat : a.mats)
-    view.push_back({mat.layer, mat.proj, a.cfg.rank, mat.in, mat.out, mat.A.data(), mat.B.data(),
-                    a.cfg.scaling()});
-  auto d = Decoder::create(m, be, view);
+  GF_ASSIGN_OR_RETURN(LoadedAdapter a, train::load_adapter_view(o.lora, m.spec));
+  auto d = Decoder::create(m, be, a.view);
   if (!d.ok()) return d.error().with_context(o.lora);
   return d;
 }

@@ -13,6 +13,8 @@ Decoder::~Decoder() {
   if (lm_head_.device != embed_.device || lm_head_.host.data != embed_.host.data) free(lm_head_);
   for (Weight* w : {&final_norm_, &ple_embed_, &ple_model_proj_, &ple_proj_norm_}) free(*w);
   for (auto& l : layers_) l.for_each_weight(free);
+  free_lora(lora_);
+  for (auto& [id, set] : adapters_) free_lora(set);
 }
 
 namespace {
@@ -79,7 +81,7 @@ Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be, co
     GF_ASSIGN_OR_RETURN(d->ple_model_proj_, be.upload_matrix(*m.ple_model_proj));
     GF_ASSIGN_OR_RETURN(d->ple_proj_norm_, be.upload_vector(m.ple_proj_norm, "ple_proj_norm"));
   }
-  GF_RETURN_IF_ERROR(d->upload_adapter(adapter));
+  GF_ASSIGN_OR_RETURN(d->lora_, d->upload_lora(adapter));
   return d;
 }
 
@@ -355,6 +357,7 @@ Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& step
     const int64_t len = st.seq->length + static_cast<int64_t>(st.ids.size());
     need_blocks += std::max<int64_t>(0, (len + bs - 1) / bs - static_cast<int64_t>(st.seq->blocks.size()));
   }
+  GF_RETURN_IF_ERROR(group_lora_rows(steps));
   if (need_blocks > cache.free_blocks())
     return Err("KV cache is full: this step needs " + std::to_string(need_blocks) + " more blocks, " +
                std::to_string(cache.free_blocks()) + " are free");

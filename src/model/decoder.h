@@ -5,6 +5,7 @@
 // for one sequence (run, score, chat).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -24,6 +25,7 @@ struct SeqStep {
   // forward_batch_sample: how to pick the token after the last new one; null
   // = no output (a prefill chunk that does not end its prompt).
   const RowSampling* sampling = nullptr;
+  int adapter = 0;  // the add_adapter id whose LoRA its rows take (0: none)
 };
 
 // A single sequence with its own paged cache.
@@ -76,6 +78,13 @@ class Decoder {
 
   void set_max_chunk(int64_t n) { max_chunk_ = n; }
 
+  // Adapters served beside the base model (serve --lora name=DIR): the rows
+  // of a step take their SeqStep's adapter; each adapter's A and B run once
+  // on the rows gathered for it (decoder_lora.cpp). id > 0; the adapter is
+  // copied. Not while a step runs (the engine serialises them).
+  Status add_adapter(int id, const Adapter& adapter);
+  void remove_adapter(int id);
+
  private:
   struct ExpertWeights {
     Weight gate, up, down;
@@ -89,8 +98,6 @@ class Decoder {
     std::vector<ExpertWeights> experts;
     std::vector<float> per_expert_scale;  // host: the router's top-k weights are formed on the host
     float layer_scalar = 1.0f;
-    // LoRA per Projection (unset when not adapted): A [rank, in], scale * B [out, rank].
-    Weight lora_a[kNumProjections], lora_b[kNumProjections];
     // Every weight of the layer, for uploads and frees alike (unset ones are skipped by the backend).
     template <class F>
     void for_each_weight(F&& f) {
@@ -100,11 +107,18 @@ class Decoder {
         f(*w);
       for (auto& e : experts)
         for (Weight* w : {&e.gate, &e.up, &e.down}) f(*w);
-      for (int p = 0; p < kNumProjections; ++p) {
-        f(lora_a[p]);
-        f(lora_b[p]);
-      }
     }
+  };
+  // One adapter's uploaded LoRA, per layer * kNumProjections + projection
+  // (unset when not adapted): A [rank, in] and scale * B [out, rank].
+  struct LoraSet {
+    std::vector<Weight> a, b;
+    std::vector<std::vector<float>> host;  // what the weights view (the CPU backend reads host memory)
+  };
+  // The rows of a step that take one adapter (all rows: `rows` empty).
+  struct LoraGroup {
+    const LoraSet* set;
+    std::vector<int32_t> rows;
   };
   // The step's scratch activations, shaped per layer by the blocks below.
   struct Scratch;
@@ -116,8 +130,11 @@ class Decoder {
   // out = x W^T of projection p, plus its LoRA term when adapted (decoder_lora.cpp).
   void project(int li, Projection p, const Act& x, const Weight& w, Act& out);
   void add_lora(int li, Projection p, const Act& x, Act& out);
-  bool adapted(int li, Projection p) const { return layers_[static_cast<size_t>(li)].lora_a[static_cast<int>(p)].host.data != nullptr; }
-  Status upload_adapter(const Adapter& adapter);
+  bool adapted(int li, Projection p) const;
+  Result<LoraSet> upload_lora(const Adapter& adapter);
+  void free_lora(LoraSet& set);
+  // Groups the step's rows by adapter into step_lora_ (an error names an unknown adapter).
+  Status group_lora_rows(const std::vector<SeqStep>& steps);
   // Gemma 4 PLE inputs of the step: per layer, [T, P] (empty without PLE).
   std::vector<Act> per_layer_inputs(const std::vector<int32_t>& ids, const Act& x0);
   Decoder(const Model& m, Backend& be) : model_(&m), be_(&be) {}
@@ -132,7 +149,9 @@ class Decoder {
   Weight embed_, lm_head_, final_norm_;
   Weight ple_embed_, ple_model_proj_, ple_proj_norm_;  // Gemma 4 PLE
   std::vector<LayerWeights> layers_;
-  std::vector<std::vector<float>> adapter_host_;  // what the adapter's uploaded weights view (the CPU backend reads host memory)
+  LoraSet lora_;                   // create()'s adapter: every row takes it
+  std::map<int, LoraSet> adapters_;  // add_adapter's
+  std::vector<LoraGroup> step_lora_;  // the running step's, by group_lora_rows
   int64_t max_chunk_ = 512;
 };
 

@@ -23,6 +23,7 @@ Result<RunnerOutput> DecoderRunner::execute(const StepPlan& plan) {
     SeqStep st;
     st.seq = c.kv;
     st.ids = c.ids;
+    st.adapter = c.seq->req->adapter;
     if (c.all_logits) {
       st.all_logits = true;
       lp_steps.push_back(std::move(st));

@@ -15,7 +15,7 @@ EngineOptions engine_options(int64_t kv_tokens, int parallel, int64_t chunk, siz
 }
 
 Result<std::unique_ptr<Engine>> Engine::create(Decoder& dec, const EngineOptions& opt) {
-  std::unique_ptr<Engine> e(new Engine(opt));
+  std::unique_ptr<Engine> e(new Engine(opt, dec));
   GF_ASSIGN_OR_RETURN(e->runner_, DecoderRunner::create(dec, opt.kv_blocks, opt.block_size));
   e->core_ = std::make_unique<EngineCore>(*e->runner_, opt);
   e->thread_ = std::thread([p = e.get()] { p->loop(); });
@@ -78,6 +78,7 @@ void Engine::loop() {
       if (quit_) return;
       take_inbox();
     }
+    std::lock_guard<std::mutex> step(step_mu_);
     core_->step();
   }
 }

@@ -30,13 +30,19 @@ class Engine {
   Status submit(const std::shared_ptr<EngineRequest>& r);
   EngineMetrics metrics() const;
   int64_t max_context() const { return runner_->max_context(); }
+  // Adapters served beside the base model, by id (EngineRequest::adapter;
+  // runtime/adapters.h names them). Applied between steps. (adapters.cpp)
+  Status add_adapter(int id, const Adapter& adapter);
+  void remove_adapter(int id);
 
  private:
-  explicit Engine(const EngineOptions& o) : opt_(o) {}
+  Engine(const EngineOptions& o, Decoder& dec) : opt_(o), dec_(dec) {}
   void loop();
   void take_inbox();  // moves submitted requests to the scheduler; under mu_
 
   EngineOptions opt_;
+  Decoder& dec_;
+  std::mutex step_mu_;  // held by the engine thread through a step; adapters change outside steps
   std::unique_ptr<DecoderRunner> runner_;
   std::unique_ptr<EngineCore> core_;  // touched by the engine thread only (metrics() excepted)
   mutable std::mutex mu_;

@@ -15,12 +15,15 @@ uint64_t chain_hash(uint64_t h, const int32_t* t, int n) {
   return h;
 }
 
+// The chain's start: the adapter's id, so chains of different adapters never meet.
+uint64_t seed(int adapter) { return chain_hash(kSeed, &adapter, 1); }
+
 }  // namespace
 
-void PrefixCache::attach(const std::vector<int32_t>& tokens, SeqState& seq) {
+void PrefixCache::attach(const std::vector<int32_t>& tokens, SeqState& seq, int adapter) {
   const int bs = pool_.block_size();
   const int64_t full = (static_cast<int64_t>(tokens.size()) - 1) / bs;
-  uint64_t h = kSeed;
+  uint64_t h = seed(adapter);
   for (int64_t b = 0; b < full; ++b) {
     h = chain_hash(h, tokens.data() + b * bs, bs);
     auto it = blocks_.find(h);
@@ -31,10 +34,10 @@ void PrefixCache::attach(const std::vector<int32_t>& tokens, SeqState& seq) {
   seq.length = static_cast<int64_t>(seq.blocks.size()) * bs;
 }
 
-void PrefixCache::remember(const std::vector<int32_t>& tokens, const SeqState& seq) {
+void PrefixCache::remember(const std::vector<int32_t>& tokens, const SeqState& seq, int adapter) {
   const int bs = pool_.block_size();
   const int64_t full = std::min<int64_t>(seq.length, static_cast<int64_t>(tokens.size())) / bs;
-  uint64_t h = kSeed;
+  uint64_t h = seed(adapter);
   for (int64_t b = 0; b < full && b < static_cast<int64_t>(seq.blocks.size()); ++b) {
     h = chain_hash(h, tokens.data() + b * bs, bs);
     if (blocks_.count(h)) continue;

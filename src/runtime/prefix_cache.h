@@ -20,9 +20,11 @@ class PrefixCache {
   // Attaches the cached blocks that start `tokens` to the empty `seq`, leaving
   // at least one token to compute (its logits start the reply); sets
   // seq.length to the tokens they hold.
-  void attach(const std::vector<int32_t>& tokens, SeqState& seq);
+  // `adapter` (EngineRequest::adapter) is part of the key: KV computed under
+  // one LoRA adapter is never attached to a sequence of another.
+  void attach(const std::vector<int32_t>& tokens, SeqState& seq, int adapter = 0);
   // Keeps seq's full blocks of `tokens` that are in the cache and not yet known.
-  void remember(const std::vector<int32_t>& tokens, const SeqState& seq);
+  void remember(const std::vector<int32_t>& tokens, const SeqState& seq, int adapter = 0);
   // Drops the oldest cached blocks until the pool has `blocks_needed` free; false if it cannot.
   bool evict(int64_t blocks_needed);
 

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -45,6 +46,10 @@ struct EngineRequest {
   // taken from the prefix cache). max_tokens may then be 0 (score only).
   int prompt_logprobs = -1;
   bool emit_stop_token = false;  // also report a stop id that ends the reply (Token::stop, not counted)
+  // The LoRA adapter it runs with (Engine::add_adapter's id; 0: the base
+  // model), and what marks the adapter in use while the request lives.
+  int adapter = 0;
+  std::shared_ptr<const void> adapter_use;
 
   // Output, filled by the engine thread; read under `mu`.
   struct Token {

@@ -23,7 +23,8 @@ uint64_t Scheduler::add(std::shared_ptr<EngineRequest> r) {
 }
 
 void Scheduler::finish(Sequence& s, FinishReason reason, const std::string& error) {
-  if (opt_.prefix_caching && (reason == FinishReason::Stop || reason == FinishReason::Length)) prefix_.remember(s.tokens, s.kv);
+  if (opt_.prefix_caching && (reason == FinishReason::Stop || reason == FinishReason::Length))
+    prefix_.remember(s.tokens, s.kv, s.req->adapter);
   pool_.release(s.kv);
   s.state = RequestState::Finished;
   s.finish = reason;
@@ -58,7 +59,7 @@ void Scheduler::admit() {
     }
     // A request that wants every prompt token's log-prob computes them all.
     const bool cacheable = opt_.prefix_caching && !s.wants_prompt_logits();
-    if (cacheable && s.kv.blocks.empty()) prefix_.attach(s.tokens, s.kv);
+    if (cacheable && s.kv.blocks.empty()) prefix_.attach(s.tokens, s.kv, s.req->adapter);
     const int64_t need = need_total - static_cast<int64_t>(s.kv.blocks.size());
     // With nothing running it is admitted anyway: waiting would not free anything.
     if (need + reserved > pool_.free_blocks() && !prefix_.evict(need + reserved) && !running_.empty()) {

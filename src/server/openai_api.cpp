@@ -347,6 +347,7 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& bo
   if (j.is_discarded()) return bad("the body is not valid JSON");
   if (!j.is_object()) return bad("the body must be a JSON object");
   OpenAiRequest r;
+  if (j.contains("model") && j["model"].is_string()) r.model = j["model"].get<std::string>();
   if (auto e = parse_common(j, is_chat, r.params, is_chat ? chat_request_fields() : std::set<std::string>{"prompt", "echo", "suffix"},
                               defaults))
     return *e;

@@ -93,6 +93,7 @@ struct OpenAiRequest {
   std::vector<int32_t> extra_stop_ids;  // chat: the format's turn ends, besides the model's EOS ids
   // Gemma 4 chat: the reply goes through Gemma4OutputParser (reasoning_content, tool_calls).
   bool gemma4_output = false;
+  std::string model;  // the body's "model" (picks a LoRA adapter; empty if absent)
 };
 // The whole body (is_chat: /v1/chat/completions; chat null: the model has no chat format).
 std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& body, bool is_chat, const Tokenizer& tok,

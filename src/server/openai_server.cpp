@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "server/adapter_routes.h"
 #include "server/openai_api.h"
 #include "tokenizer/stream_decoder.h"
 
@@ -145,10 +146,9 @@ struct OpenAiServer::Impl {
     });
     svr.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("{\"status\":\"ok\"}", "application/json"); });
     svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-      json j = {{"object", "list"}, {"data", {{{"id", opt.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "gemforge"},
-                                               {"max_model_len", engine.max_context()}}}}};
-      res.set_content(json_text(j), "application/json");
+      res.set_content(json_text(models_json(opt.model_name, engine.max_context(), opt.adapters)), "application/json");
     });
+    if (opt.adapters) add_adapter_routes(svr, *opt.adapters);
     svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { res.set_content(metrics_text(), "text/plain; version=0.0.4"); });
     svr.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
     svr.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
@@ -207,6 +207,7 @@ struct OpenAiServer::Impl {
       r->stop_ids = eos_ids;
       r->stop_ids.insert(r->stop_ids.end(), q.extra_stop_ids.begin(), q.extra_stop_ids.end());
       r->max_tokens = p.max_tokens;
+      if (auto e = bind_model(q.model, opt.model_name, opt.adapters, *r)) return send_error(res, *e);
       r->sampling = p.sampling;
       r->top_logprobs = p.top_logprobs;
       if (p.echo && p.top_logprobs >= 0) {
@@ -232,7 +233,8 @@ struct OpenAiServer::Impl {
         r->done = true;
         r->finish_reason = FinishReason::Length;
       }
-    const ResponseWriter w{tok, random_id(is_chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)), opt.model_name, is_chat};
+    const ResponseWriter w{tok, random_id(is_chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)),
+                            rs[0]->adapter ? q.model : opt.model_name, is_chat};
     if (!p.stream) return respond_whole(res, rs, q.prompts, p, w, q.gemma4_output);
     auto r = rs[0];
     const std::string echo_text = p.echo ? q.prompts[0].echo_text : std::string();

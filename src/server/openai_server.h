@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "runtime/adapters.h"
 #include "runtime/engine.h"
 #include "server/openai_api.h"
 #include "tokenizer/chat_format.h"
@@ -21,6 +22,7 @@ struct ServerOptions {
   size_t max_body_bytes = 4 << 20;
   int http_threads = 128;     // one per open streaming connection
   RequestDefaults defaults;   // sampling of requests that leave fields out
+  AdapterRegistry* adapters = nullptr;  // LoRA adapters beside the base model (server/adapter_routes.h)
 };
 
 class OpenAiServer {

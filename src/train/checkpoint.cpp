@@ -1,9 +1,16 @@
 // Trainer checkpoints: DIR/checkpoint-<step>/ holds the adapter in PEFT's
 // format, optimizer.safetensors (AdamW's exp_avg / exp_avg_sq per adapter
 // tensor, in the adapter's canonical order) and trainer_state.json. Written
-// into a temporary folder and renamed into place, so a process killed while
-// saving leaves the previous checkpoints as they were.
+// into a temporary folder, synced, and renamed into place (then DIR synced),
+// so a process killed while saving (or a crash of the machine) leaves the
+// previous checkpoints as they were and never a partial checkpoint-N.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +35,25 @@ Status write_text(const std::string& path, const std::string& text) {
   out.close();
   if (!out) return Err("error writing " + path);
   return Ok();
+}
+
+// Flushes a file's or a folder's entries to disk.
+Status sync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return Err("cannot open " + path + " to sync it: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Err("cannot sync " + path + ": " + std::strerror(errno));
+  return Ok();
+}
+
+// Test hook: GEMFORGE_TEST_STALL_SAVE=N stops the save of step N with its
+// files written but not yet renamed, so a test can kill the process there.
+void stall_if_asked(int64_t step) {
+  const char* s = std::getenv("GEMFORGE_TEST_STALL_SAVE");
+  if (!s || std::to_string(step) != s) return;
+  std::fprintf(stderr, "stalled in the save of checkpoint %lld\n", static_cast<long long>(step));
+  for (;;) ::pause();
 }
 
 // checkpoint-<n> folders of dir, by step.
@@ -62,6 +88,7 @@ Status Trainer::save_adapter_to(const std::string& dir) const {
   if (!fs::create_directories(tmp, ec) && ec) return Err("cannot create " + tmp + ": " + ec.message());
   GF_RETURN_IF_ERROR(save_adapter(tmp, adapter_, {cfg_.base_model, cfg_.module_path}));
   for (const char* f : {"adapter_model.safetensors", "adapter_config.json"}) {
+    GF_RETURN_IF_ERROR(sync_path(tmp + "/" + f));
     fs::rename(tmp + "/" + f, dir + "/" + f, ec);
     if (ec) return Err("cannot move " + std::string(f) + " into " + dir + ": " + ec.message());
   }
@@ -99,9 +126,14 @@ Status Trainer::save_checkpoint() {
   js["grad_accum"] = cfg_.grad_accum;
   js["train_examples"] = train_.size();
   GF_RETURN_IF_ERROR(write_text(tmp + "/trainer_state.json", js.dump(2) + "\n"));
+  for (const char* f : {"adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "trainer_state.json"})
+    GF_RETURN_IF_ERROR(sync_path(tmp + "/" + f));
+  GF_RETURN_IF_ERROR(sync_path(tmp));
+  stall_if_asked(step_);
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) return Err("cannot move " + tmp + " to " + final_dir + ": " + ec.message());
+  GF_RETURN_IF_ERROR(sync_path(cfg_.out_dir));
   // Prune: keep the newest `keep`.
   auto cks = checkpoints(cfg_.out_dir);
   for (size_t i = 0; i + static_cast<size_t>(std::max(1, cfg_.keep)) < cks.size(); ++i) fs::remove_all(cks[i].second, ec);

@@ -10,6 +10,7 @@
 
 #include "core/status.h"
 #include "model/model.h"
+#include "runtime/adapters.h"
 #include "train/lora.h"
 
 namespace gf::train {
@@ -26,5 +27,7 @@ struct AdapterMeta {
 Status save_adapter(const std::string& dir, const LoraAdapter& a, const AdapterMeta& meta);
 // Reads an adapter saved by gemforge or PEFT for this model (shapes checked against the spec).
 Result<LoraAdapter> load_adapter(const std::string& dir, const ModelSpec& spec);
+// The same, as the decoder takes it (Decoder::create, Engine::add_adapter). (adapter_view.cpp)
+Result<LoadedAdapter> load_adapter_view(const std::string& dir, const ModelSpec& spec);
 
 }  // namespace gf::train

@@ -166,6 +166,13 @@ class CpuBackend final : public Backend {
     for (size_t i = 0; i < rows.size(); ++i)
       std::memcpy(F(dst) + static_cast<int64_t>(i) * dst.cols, F(src) + rows[i] * src.cols, static_cast<size_t>(src.cols) * 4);
   }
+  void add_rows(Act& x, const std::vector<int32_t>& rows, const Act& y) override {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      float* d = F(x) + rows[i] * x.cols;
+      const float* s = F(y) + static_cast<int64_t>(i) * y.cols;
+      for (int64_t c = 0; c < x.cols; ++c) d[c] += s[c];
+    }
+  }
 
  private:
   BatchLayout layout_;

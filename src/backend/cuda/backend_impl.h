@@ -57,6 +57,7 @@ class CudaBackend final : public Backend {
   // Ops, by family file.
   void embed(const Weight& table, const std::vector<int32_t>& ids, float scale, Act& out) override;  // embed.cu
   void gather_rows(const Act& src, const std::vector<int32_t>& rows, Act& dst) override;           // embed.cu
+  void add_rows(Act& x, const std::vector<int32_t>& rows, const Act& y) override;                // lora_rows.cu
   void matmul(const Act& x, const Weight& w, Act& out) override;                                   // gemm.cu
   void matmul_shared_input(const Act& x, const Weight* const* w, Act* const* out, int n) override; // gemm.cu
   void gated_mlp_up(const Act& x, const Weight& wg, const Weight& wu, Act& gate, Act& up) override; // gemm.cu

@@ -38,6 +38,7 @@ namespace gf::cuda {
   X(KvWrite,         kv_write,          KvWriteArgs)            \
   X(Attention,       attention,         AttentionArgs)          \
   X(Gather,          gather,            GatherArgs)             \
+  X(AddRows,         add_rows,          AddRowsArgs)            \
   X(Sample,          sample,            SampleArgs)             \
   X(GemvShared,      gemv_shared,       GemvSharedArgs)         \
   X(GemvGated,       gemv_gated,        GemvGatedArgs)          \
@@ -64,6 +65,13 @@ struct EmbedArgs {
 struct GatherArgs {
   const float* src;
   float* dst;
+  int64_t rows, cols, rows_meta;
+  std::string shape() const { return rows_shape(rows); }
+};
+// lora_rows.cu: x row rows[i] += y row i
+struct AddRowsArgs {
+  float* x;
+  const float* y;
   int64_t rows, cols, rows_meta;
   std::string shape() const { return rows_shape(rows); }
 };
