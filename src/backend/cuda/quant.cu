@@ -87,17 +87,18 @@ __global__ __launch_bounds__(256) void k_qgemv(const uint8_t* __restrict__ W, in
   }
 }
 
-// W [N, K] quantized -> bf16: one thread per 32-element run.
+// W [N, K] quantized -> bf16: one thread per 4 elements (decode4), so a
+// warp reads and writes consecutive bytes.
 template <QType T>
 __global__ void k_dequant_bf16(const uint8_t* __restrict__ W, int64_t row_bytes, bf16* __restrict__ out, int64_t N, int64_t K) {
-  const int64_t runs = K / 32;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < N * runs; i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t r = i / runs, s = i % runs;
-    float w[32];
-    decode32<T>(W + r * row_bytes, s, w);
-    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + r * K + s * 32);
-#pragma unroll
-    for (int j = 0; j < 16; ++j) o[j] = __floats2bfloat162_rn(w[2 * j], w[2 * j + 1]);
+  const int64_t quads = K / 4;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < N * quads; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / quads, e = (i % quads) * 4;
+    float w[4];
+    decode4<T>(W + r * row_bytes, e, w);
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + r * K + e);
+    o[0] = __floats2bfloat162_rn(w[0], w[1]);
+    o[1] = __floats2bfloat162_rn(w[2], w[3]);
   }
 }
 
@@ -136,7 +137,7 @@ void launch(const ExecCtx& ctx, const QMatmulArgs& a) {
   }
   bf16* wb = ctx.scratch.weights16(static_cast<size_t>(a.N * a.K), ctx.stream);
   with_qtype(a.type, [&](auto t) {
-    k_dequant_bf16<decltype(t)::value><<<grid_for(a.N * a.K / 32), 256, 0, ctx.stream>>>(a.w, row_bytes, wb, a.N, a.K);
+    k_dequant_bf16<decltype(t)::value><<<grid_for(a.N * a.K / 4), 256, 0, ctx.stream>>>(a.w, row_bytes, wb, a.N, a.K);
   });
   const bf16* xb = a.x16;
   if (a.path == MatmulPath::Convert) {

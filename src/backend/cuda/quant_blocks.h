@@ -66,6 +66,21 @@ GF_QHD void scale_min(int j, const uint8_t* q, float* sc, float* m) {
   }
 }
 
+// The same from the super-block's first 16 bytes as little-endian words
+// (h[1..3] = bytes 4..15): shifts by j instead of indexing a byte array by j,
+// which would put the array in the GPU's (slow, per-thread) local memory.
+GF_QHD void scale_min_words(int j, const uint32_t* h, float* sc, float* m) {
+  if (j < 4) {
+    *sc = static_cast<float>((h[1] >> (8 * j)) & 63);
+    *m = static_cast<float>((h[2] >> (8 * j)) & 63);
+  } else {
+    const int sh = 8 * (j - 4);
+    const uint32_t lo = h[3] >> sh;
+    *sc = static_cast<float>((lo & 0xF) | (((h[1] >> sh) >> 6 & 3) << 4));
+    *m = static_cast<float>((lo >> 4 & 0xF) | (((h[2] >> sh) >> 6 & 3) << 4));
+  }
+}
+
 }  // namespace qblock
 
 // Bytes of one row of K elements (K a multiple of the block size).
@@ -111,6 +126,18 @@ GF_QHD void load_words(const uint8_t* p, uint32_t* w) {
 #else
   for (int i = 0; i < NW; ++i) w[i] = 0;
   for (int i = 0; i < N; ++i) w[i / 4] |= static_cast<uint32_t>(p[i]) << (8 * (i % 4));
+#endif
+}
+// 4 bytes at a 2-byte aligned p: one 4-byte load where p is 4-aligned (the
+// lanes of a warp share a super-block, so they take the same branch).
+GF_QHD uint32_t load_u32_a2(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  if ((reinterpret_cast<uintptr_t>(p) & 2) == 0) return *reinterpret_cast<const uint32_t*>(p);
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+  return h[0] | (static_cast<uint32_t>(h[1]) << 16);
+#else
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
+         (static_cast<uint32_t>(p[3]) << 24);
 #endif
 }
 GF_QHD int byte_of(const uint32_t* w, int i) { return static_cast<int>((w[i >> 2] >> ((i & 3) * 8)) & 0xFF); }
@@ -163,13 +190,8 @@ GF_QHD void decode32(const uint8_t* row, int64_t s, float* w) {
     load_words<16, 16>(p, head);
     load_words<32, 16>(p + (T == QType::Q4_K ? 16 : 48) + 32 * (j >> 1), q);
     if constexpr (T == QType::Q5_K) load_words<32, 16>(p + 16, qh);
-    const uint8_t scales[12] = {
-        static_cast<uint8_t>(byte_of(head, 4)),  static_cast<uint8_t>(byte_of(head, 5)),  static_cast<uint8_t>(byte_of(head, 6)),
-        static_cast<uint8_t>(byte_of(head, 7)),  static_cast<uint8_t>(byte_of(head, 8)),  static_cast<uint8_t>(byte_of(head, 9)),
-        static_cast<uint8_t>(byte_of(head, 10)), static_cast<uint8_t>(byte_of(head, 11)), static_cast<uint8_t>(byte_of(head, 12)),
-        static_cast<uint8_t>(byte_of(head, 13)), static_cast<uint8_t>(byte_of(head, 14)), static_cast<uint8_t>(byte_of(head, 15))};
     float sc, m;
-    scale_min(j, scales, &sc, &m);
+    scale_min_words(j, head, &sc, &m);
     const float d = half_of(head, 0) * sc, dm = half_of(head, 2) * m;
     const int shift = (j & 1) * 4;
     GF_QUNROLL
@@ -216,20 +238,16 @@ GF_QHD void decode4(const uint8_t* row, int64_t e, float* w) {
     load_words<2, 2>(p, dw);
     const float d = half_of(dw, 0);
     if constexpr (T == QType::Q8_0) {
-      uint32_t q[1];
-      load_words<4, 2>(p + 2 + off, q);
+      const uint32_t q[1] = {load_u32_a2(p + 2 + off)};
       GF_QUNROLL
       for (int i = 0; i < 4; ++i) w[i] = static_cast<float>(static_cast<int8_t>(byte_of(q, i))) * d;
     } else {
       constexpr int kQs = T == QType::Q4_0 ? 2 : 6;
-      uint32_t q[1];
-      load_words<4, 2>(p + kQs + (off & 15), q);
+      const uint32_t q[1] = {load_u32_a2(p + kQs + (off & 15))};
       const int shift = (off >> 4) * 4;
       uint32_t hbits = 0;
       if constexpr (T == QType::Q5_0) {
-        uint32_t qh[1];
-        load_words<4, 2>(p + 2, qh);
-        hbits = qh[0] >> off;
+        hbits = load_u32_a2(p + 2) >> off;
       }
       GF_QUNROLL
       for (int i = 0; i < 4; ++i) {
@@ -246,13 +264,8 @@ GF_QHD void decode4(const uint8_t* row, int64_t e, float* w) {
     load_words<16, 16>(p, head);
     load_words<4, 4>(p + (T == QType::Q4_K ? 16 : 48) + 32 * (j >> 1) + l0, q);
     if constexpr (T == QType::Q5_K) load_words<4, 4>(p + 16 + l0, qh);
-    const uint8_t scales[12] = {
-        static_cast<uint8_t>(byte_of(head, 4)),  static_cast<uint8_t>(byte_of(head, 5)),  static_cast<uint8_t>(byte_of(head, 6)),
-        static_cast<uint8_t>(byte_of(head, 7)),  static_cast<uint8_t>(byte_of(head, 8)),  static_cast<uint8_t>(byte_of(head, 9)),
-        static_cast<uint8_t>(byte_of(head, 10)), static_cast<uint8_t>(byte_of(head, 11)), static_cast<uint8_t>(byte_of(head, 12)),
-        static_cast<uint8_t>(byte_of(head, 13)), static_cast<uint8_t>(byte_of(head, 14)), static_cast<uint8_t>(byte_of(head, 15))};
     float sc, m;
-    scale_min(j, scales, &sc, &m);
+    scale_min_words(j, head, &sc, &m);
     const float d = half_of(head, 0) * sc, dm = half_of(head, 2) * m;
     const int shift = (j & 1) * 4;
     GF_QUNROLL
@@ -264,12 +277,11 @@ GF_QHD void decode4(const uint8_t* row, int64_t e, float* w) {
   } else if constexpr (T == QType::Q6_K) {
     const uint8_t* p = row + (e >> 8) * 210;
     const int j = static_cast<int>((e >> 5) & 7), h = j >> 2, k = j & 3, l0 = static_cast<int>(e & 31);
-    uint32_t ql[1], qh[1], sc[1], dd[1];
-    load_words<4, 2>(p + 64 * h + 32 * (k & 1) + l0, ql);
-    load_words<4, 2>(p + 128 + 32 * h + l0, qh);
-    load_words<2, 2>(p + 192 + 8 * h + 2 * k, sc);
+    const uint32_t ql[1] = {load_u32_a2(p + 64 * h + 32 * (k & 1) + l0)}, qh[1] = {load_u32_a2(p + 128 + 32 * h + l0)};
+    uint32_t sc[1], dd[1];
+    load_words<2, 2>(p + 192 + 8 * h + 2 * k, sc);  // the scales of this quarter's two halves
     load_words<2, 2>(p + 208, dd);
-    const float d = half_of(dd, 0) * static_cast<int8_t>(byte_of(sc, l0 >> 4));
+    const float d = half_of(dd, 0) * static_cast<int8_t>((sc[0] >> (8 * (l0 >> 4))) & 0xFF);
     const int nshift = (k >> 1) * 4;
     GF_QUNROLL
     for (int i = 0; i < 4; ++i) {
