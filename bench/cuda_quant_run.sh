@@ -56,5 +56,8 @@ done
 df -h /tmp | tail -1
 if [ "$STAGE" = ours ] && [ -n "${PROFILE:-}" ]; then  # per-op GPU time of decode (the CUDA backend's profiler)
   f=$(gguf ${PROFILE%%:*} ${PROFILE##*:})
-  LD_LIBRARY_PATH=$GF_LIBS GEMFORGE_CUDA_PROFILE=1 .device/bin/gemforge bench -m "$f" --backend cuda -p 16 -n 32 -r 1 2>&1 | tail -30
+  LD_LIBRARY_PATH=$GF_LIBS GEMFORGE_CUDA_PROFILE=1 .device/bin/gemforge bench -m "$f" --backend cuda -p 16 -n 32 -r 1 2>&1 | grep -E "M=1 |gemv|GPU time|^op " | head -20
+fi
+if [ "$STAGE" = ours ] && [ -n "${PROFILE:-}" ]; then  # the same without programmatic dependent launch
+  LD_LIBRARY_PATH=$GF_LIBS GEMFORGE_CUDA_PDL=0 .device/bin/gemforge bench -m "$f" --backend cuda -p 16 -n 64 -r 1 2>&1 | grep -E "tg64"
 fi

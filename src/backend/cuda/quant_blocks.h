@@ -128,8 +128,8 @@ GF_QHD void load_words(const uint8_t* p, uint32_t* w) {
   for (int i = 0; i < N; ++i) w[i / 4] |= static_cast<uint32_t>(p[i]) << (8 * (i % 4));
 #endif
 }
-// 4 bytes at a 2-byte aligned p: one 4-byte load where p is 4-aligned (the
-// lanes of a warp share a super-block, so they take the same branch).
+// 4 bytes at a 2-byte aligned p: one 4-byte load where p is 4-aligned. For
+// Q6_K, whose 210-byte super-blocks a warp's lanes share (one branch).
 GF_QHD uint32_t load_u32_a2(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)
   if ((reinterpret_cast<uintptr_t>(p) & 2) == 0) return *reinterpret_cast<const uint32_t*>(p);
@@ -238,16 +238,20 @@ GF_QHD void decode4(const uint8_t* row, int64_t e, float* w) {
     load_words<2, 2>(p, dw);
     const float d = half_of(dw, 0);
     if constexpr (T == QType::Q8_0) {
-      const uint32_t q[1] = {load_u32_a2(p + 2 + off)};
+      uint32_t q[1];  // (2-byte loads: the blocks of one warp alternate between 4-byte alignments)
+      load_words<4, 2>(p + 2 + off, q);
       GF_QUNROLL
       for (int i = 0; i < 4; ++i) w[i] = static_cast<float>(static_cast<int8_t>(byte_of(q, i))) * d;
     } else {
       constexpr int kQs = T == QType::Q4_0 ? 2 : 6;
-      const uint32_t q[1] = {load_u32_a2(p + kQs + (off & 15))};
+      uint32_t q[1];
+      load_words<4, 2>(p + kQs + (off & 15), q);
       const int shift = (off >> 4) * 4;
       uint32_t hbits = 0;
       if constexpr (T == QType::Q5_0) {
-        hbits = load_u32_a2(p + 2) >> off;
+        uint32_t qh[1];
+        load_words<4, 2>(p + 2, qh);
+        hbits = qh[0] >> off;
       }
       GF_QUNROLL
       for (int i = 0; i < 4; ++i) {
