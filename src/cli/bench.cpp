@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "backend/cpu/isa.h"
+#include "cli/bench_plot.h"
 #include "cli/command.h"
 #include "cli/model_options.h"
 #include "core/thread_pool.h"
@@ -37,7 +38,7 @@ struct BenchOptions {
   int batch_prompt = 32;
   int batch_gen = 64;
   bool no_graphs = false;
-  std::string json_out;
+  std::string json_out, plot_out;
 };
 
 struct Stat {
@@ -277,8 +278,7 @@ int run_bench(const BenchOptions& o) {
                                        {"prompt", o.batch_prompt}, {"gen", o.batch_gen}};
   }
   std::printf("peak RSS: %.1f MiB\n", rss_mib);
-  if (!o.json_out.empty()) std::ofstream(o.json_out) << js.dump(2) << "\n";
-  return 0;
+  return write_bench_result(js, device, o.json_out, o.plot_out);
 }
 
 CommandRegistration reg(60, [](CLI::App& root) {
@@ -293,6 +293,7 @@ CommandRegistration reg(60, [](CLI::App& root) {
   c->add_option("--batch-gen", o->batch_gen, "Decode steps per batched run")->capture_default_str();
   c->add_flag("--no-graphs", o->no_graphs, "CUDA: run decode steps without CUDA graphs");
   c->add_option("--json", o->json_out, "Also write the results as JSON");
+  c->add_option("--plot", o->plot_out, "With --batch: draw tokens/s against batch size as a PNG (needs matplotlib)");
   // `bench serve` (src/cli/bench_serve.cpp) is a subcommand of this one; then only it runs.
   c->callback([o, c] {
     if (c->get_subcommands().empty()) set_exit_code(run_bench(*o));
