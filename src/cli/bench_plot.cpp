@@ -1,6 +1,7 @@
 #include "cli/bench_plot.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -152,7 +153,8 @@ Result<std::string> bench_kind(const json& j) {
   if (j.contains("results") && j["results"].is_array()) return std::string("serve");
   if (j.contains("batch") && j["batch"].is_object()) return std::string("batch");
   if (j.contains("output_throughput") && j.contains("ttft")) return std::string("offline");
-  if (j.contains("tg128") || j.contains("pp512") || j.contains("device"))
+  auto bench_test = [](const std::string& k) { return k.size() > 2 && (k.rfind("pp", 0) == 0 || k.rfind("tg", 0) == 0) && std::isdigit(k[2]); };
+  if (std::any_of(j.items().begin(), j.items().end(), [&](const auto& kv) { return bench_test(kv.key()); }))
     return Err("a `bench` result without --batch rows; plot `bench --batch 1,8,32 --json F` results");
   return Err("not the --json output of bench serve, bench offline or bench --batch");
 }
