@@ -4,7 +4,9 @@ web chat of `gemforge serve` on the real Gemma 3 270M: the page asks for the API
 after a 401, a typed message streams in (the text grows over several polls) and equals
 the server's non-streamed greedy reply, Stop ends a long reply and the server cancels
 it (its generated-token counter stops), a reload finds the conversation in
-localStorage. Saves a screenshot of the page.
+localStorage, Regenerate and Edit give the server's replies, Gemma 4 thinking is
+shown folded, and the request carries the system prompt and sampling settings.
+Saves a screenshot of the page.
 Usage: web_chat_browser_test.py PATH/TO/gemforge SCREENSHOT.png"""
 import json, os, re, socket, subprocess, sys, time, urllib.request
 
@@ -128,6 +130,51 @@ try:
     os.makedirs(os.path.dirname(os.path.abspath(screenshot)), exist_ok=True)
     driver.save_screenshot(screenshot)
     print(f"screenshot: {screenshot}")
+
+    # 4. Regenerate the stopped reply (short now): a fresh reply in its place.
+    setting("max-tokens", 16)
+    driver.find_elements(By.XPATH, "//button[text()='Regenerate']")[-1].click()
+    wait(lambda: not streaming() and last_text(), "the regenerated reply")
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".msg")) == 4 and "stopped" not in last_text()
+
+    # 5. Edit the first message: the replies after it go, a new reply follows (the server's greedy one).
+    driver.find_elements(By.XPATH, "//button[text()='Edit']")[0].click()
+    area = driver.find_element(By.CSS_SELECTOR, ".msg.user textarea")
+    area.clear()
+    area.send_keys("Name one fish.")
+    driver.find_element(By.XPATH, "//button[text()='Save & send']").click()
+    wait(lambda: not streaming() and len(driver.find_elements(By.CSS_SELECTOR, ".msg")) == 2 and last_text(), "the reply to the edit")
+    whole = json.loads(api("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "Name one fish."}],
+                                                     "temperature": 0, "max_tokens": 16}))
+    assert last_text() == whole["choices"][0]["message"]["content"], (last_text(), whole)
+
+    # 6. Gemma 4 thinking (the 270M has none: the browser's fetch answers in its place, as a Gemma 4
+    # server streams it): reasoning_content is shown folded above the answer; the request carries
+    # the system prompt, the sampling settings and the thinking switch.
+    js("""window.sent = null;
+          const realFetch = window.fetch;
+          window.fetch = async (url, init) => {
+            if (!String(url).endsWith('/v1/chat/completions')) return realFetch(url, init);
+            window.sent = JSON.parse(init.body);
+            const deltas = [{role: 'assistant'}, {reasoning_content: 'Let me think'}, {reasoning_content: ' about it.'}, {content: 'Answer.'}];
+            const body = deltas.map((d) => 'data: ' + JSON.stringify({choices: [{index: 0, delta: d}]}) + '\\n\\n').join('') + 'data: [DONE]\\n\\n';
+            return new Response(new Blob([body]).stream(), {status: 200, headers: {'Content-Type': 'text/event-stream'}});
+          };""")
+    driver.find_element(By.ID, "system-prompt").send_keys("Be brief." + Keys.TAB)
+    driver.find_element(By.ID, "thinking").click()
+    driver.find_element(By.ID, "input").send_keys("Think first." + Keys.ENTER)
+    wait(lambda: not streaming() and last_text() == "Answer.", "the thinking reply")
+    details = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant details")[-1]
+    assert details.is_displayed() and details.get_attribute("open") is None, "thinking not shown folded"
+    assert js("const t = document.querySelectorAll('.msg.assistant .thinking'); return t[t.length - 1].textContent") == "Let me think about it."
+    sent = js("return window.sent")
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief."}, sent
+    assert sent["messages"][-1] == {"role": "user", "content": "Think first."} and len(sent["messages"]) == 4, sent
+    assert sent["temperature"] == 0 and sent["top_p"] == 0.95 and sent["max_tokens"] == 16 and sent["stream"] is True, sent
+    assert sent["chat_template_kwargs"] == {"enable_thinking": True}, sent
+    details.click()  # unfolds
+    assert details.get_attribute("open") is not None
+    print("regenerate, edit and folded thinking work")
     print("PASS")
 finally:
     if driver:
