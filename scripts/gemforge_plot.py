@@ -4,7 +4,7 @@ and `finetune`) into a PNG with matplotlib. gemforge decides what is plotted; th
 script only draws it. Installed beside the gemforge binary.
 
 Spec: {"title": str, "panels": [panel, ...]} where a panel is
-  {"kind": "line", "title", "xlabel", "ylabel", "xscale"?: "log", "xticks"?: [[x, label], ...],
+  {"kind": "line", "title", "xlabel", "ylabel", "xscale"?: "log", "xticks"?: [[x, label], ...], "ymin"?: y,
    "series": [{"label", "x": [...], "y": [...], "group"?: int, "style"?: "-" | "--" | ":"}]}
   {"kind": "bar", "title", "ylabel", "categories": [...], "series": [{"label", "y": [...]}]}
 Usage: gemforge_plot.py SPEC.json OUT.png    Exit 3: matplotlib is missing; 2: bad spec."""
@@ -50,6 +50,8 @@ def main():
         ax.set_title(p.get("title", ""))
         ax.set_xlabel(p.get("xlabel", ""))
         ax.set_ylabel(p.get("ylabel", ""))
+        if "ymin" in p:
+            ax.set_ylim(bottom=p["ymin"])
         ax.grid(True, alpha=0.3)
         if p["series"]:
             ax.legend(fontsize=8)

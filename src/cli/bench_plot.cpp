@@ -24,7 +24,8 @@ std::string number_label(double v) {
 }
 
 json line_panel(const std::string& title, const std::string& xlabel, const std::string& ylabel) {
-  return {{"kind", "line"}, {"title", title}, {"xlabel", xlabel}, {"ylabel", ylabel}, {"series", json::array()}};
+  // From zero: latencies and throughputs compared by eye need the axis' origin.
+  return {{"kind", "line"}, {"title", title}, {"xlabel", xlabel}, {"ylabel", ylabel}, {"ymin", 0}, {"series", json::array()}};
 }
 
 json series(const std::string& label, int group, const std::string& style) {
