@@ -73,6 +73,7 @@ try:
     driver.find_element(By.ID, "api-key").send_keys(KEY)
     driver.find_element(By.ID, "key-save").click()
     wait(lambda: driver.find_element(By.ID, "model-name").text == os.path.basename(model), "the model name")
+    assert not driver.find_element(By.ID, "model-select").is_displayed()  # one model: nothing to choose
 
     def setting(id_, value):
         el = driver.find_element(By.ID, id_)

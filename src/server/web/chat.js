@@ -44,9 +44,14 @@ async function fetchModel() {
     try { res = await fetch('/v1/models', { headers: headers() }); } catch (e) { showError('cannot reach the server: ' + e.message); return; }
     if (res.status === 401) { if (!(await askKey())) return; continue; }
     if (!res.ok) { showError('GET /v1/models: HTTP ' + res.status); return; }
-    const j = await res.json();
-    modelName = (j.data && j.data[0] && j.data[0].id) || modelName;
+    const ids = ((await res.json()).data || []).map((m) => m.id);
+    modelName = ids[0] || modelName;
     $('model-name').textContent = modelName;
+    // Several models (LoRA adapters beside the base): the request's "model" picks one.
+    const select = $('model-select');
+    select.textContent = '';
+    for (const id of ids) select.append(new Option(id, id));
+    select.hidden = ids.length < 2;
     showError('');
     return;
   }
@@ -287,6 +292,7 @@ $('input').addEventListener('keydown', (e) => {
 $('stop').addEventListener('click', () => { if (streaming) streaming.controller.abort(); });
 $('new-chat').addEventListener('click', () => { if (!streaming) { state.activeId = null; save(); render(); $('input').focus(); } });
 $('forget-key').addEventListener('click', () => localStorage.removeItem(KEY));
+$('model-select').addEventListener('change', (e) => { modelName = e.target.value; $('model-name').textContent = modelName; });
 for (const id of Object.keys(SETTING_FIELDS)) $(id).addEventListener('change', saveSettings);
 loadSettings();
 render();
