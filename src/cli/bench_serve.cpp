@@ -245,8 +245,7 @@ int run_bench_serve(const BenchServeOptions& o) {
       break;
     }
   const std::string server = o.host + ":" + std::to_string(o.port);
-  if (int rc = write_bench_result(json{{"server", server}, {"results", all}}, server, o.json_out, o.plot_out)) return rc;
-  return 0;
+  return write_bench_result(json{{"server", server}, {"results", all}}, server, o.json_out, o.plot_out);
 }
 
 CommandRegistration reg(61, [](CLI::App& root) {
