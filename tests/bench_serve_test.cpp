@@ -90,8 +90,17 @@ TEST(BenchServe, FreshSeededPromptsPerRateAndHitRateColumn) {
   for (int run = 0; run < 2; ++run) {
     FakeServer fake(/*metrics=*/run == 0);
     int rc = -1;
-    const std::string out = bench(fake.port(), "--request-rate 50,inf --num-prompts 6 --input-words 8 --output-tokens 2 --seed 3", path, &rc);
+    // The first run also draws its results (--plot; tests/plots_test.cpp checks the pictures).
+    const std::string png = test::temp_path("bench_serve.png");
+    const std::string out = bench(fake.port(), "--request-rate 50,inf --num-prompts 6 --input-words 8 --output-tokens 2 --seed 3" +
+                                                   (run == 0 ? " --plot " + png : std::string()), path, &rc);
     ASSERT_EQ(rc, 0) << out;
+    if (run == 0) {
+      EXPECT_EQ(test::read_bytes(png).substr(1, 3), "PNG");
+      const json spec = json::parse(test::read_bytes(test::temp_path("bench_serve.plot.json")));
+      EXPECT_EQ(spec["panels"][0]["series"][0]["x"], json({50.0, 100.0}));  // rate 50, then inf drawn at 2 x 50
+      std::remove(png.c_str());
+    }
     const auto r = rows(out);
     ASSERT_EQ(r.size(), 2u) << out;
     json j = json::parse(test::read_bytes(path));

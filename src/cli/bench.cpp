@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "backend/cpu/isa.h"
+#include "cli/bench_plot.h"
 #include "cli/command.h"
 #include "cli/model_options.h"
 #include "core/thread_pool.h"
@@ -37,7 +38,7 @@ struct BenchOptions {
   int batch_prompt = 32;
   int batch_gen = 64;
   bool no_graphs = false;
-  std::string json_out;
+  std::string json_out, plot_out;
 };
 
 struct Stat {
@@ -101,6 +102,7 @@ int run_bench(const BenchOptions& o) {
   auto secs = [](clock::time_point a) { return std::chrono::duration<double>(clock::now() - a).count(); };
   auto batches = parse_batches(o.batches);
   if (!batches.ok()) return fail(batches.status());
+  if (!o.plot_out.empty() && batches->empty()) return fail(Err("--plot draws the --batch results: add --batch, e.g. --batch 1,8,32"));
   const bool cuda = o.model.backend == "cuda";
   nlohmann::json js;
   double copy_gbps = 0, gemm_tflops = 0;
@@ -279,8 +281,7 @@ int run_bench(const BenchOptions& o) {
                                        {"prompt", o.batch_prompt}, {"gen", o.batch_gen}};
   }
   std::printf("peak RSS: %.1f MiB\n", rss_mib);
-  if (!o.json_out.empty()) std::ofstream(o.json_out) << js.dump(2) << "\n";
-  return 0;
+  return write_bench_result(js, device, o.json_out, o.plot_out);
 }
 
 CommandRegistration reg(60, [](CLI::App& root) {
@@ -295,6 +296,7 @@ CommandRegistration reg(60, [](CLI::App& root) {
   c->add_option("--batch-gen", o->batch_gen, "Decode steps per batched run")->capture_default_str();
   c->add_flag("--no-graphs", o->no_graphs, "CUDA: run decode steps without CUDA graphs");
   c->add_option("--json", o->json_out, "Also write the results as JSON");
+  c->add_option("--plot", o->plot_out, "With --batch: draw tokens/s against batch size as a PNG (needs matplotlib)");
   // `bench serve` (src/cli/bench_serve.cpp) is a subcommand of this one; then only it runs.
   c->callback([o, c] {
     if (c->get_subcommands().empty()) set_exit_code(run_bench(*o));

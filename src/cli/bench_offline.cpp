@@ -9,6 +9,7 @@
 #include <fstream>
 #include <random>
 
+#include "cli/bench_plot.h"
 #include "cli/bench_report.h"
 #include "cli/command.h"
 #include "cli/model_options.h"
@@ -26,7 +27,7 @@ struct BenchOfflineOptions {
   int parallel = 64;
   int chunk = 2048;
   double usd_per_hour = 0;
-  std::string json_out;
+  std::string json_out, plot_out;
   uint64_t seed = 1;
 };
 
@@ -105,8 +106,7 @@ int run_bench_offline(const BenchOfflineOptions& o) {
   s["input_tokens"] = o.input_tokens;
   s["output_tokens"] = o.output_tokens;
   s["parallel"] = o.parallel;
-  if (!o.json_out.empty()) std::ofstream(o.json_out) << s.dump(2) << "\n";
-  return 0;
+  return write_bench_result(s, (*be)->name(), o.json_out, o.plot_out);
 }
 
 CommandRegistration reg(62, [](CLI::App& root) {
@@ -124,6 +124,7 @@ CommandRegistration reg(62, [](CLI::App& root) {
   c->add_option("--chunk", o->chunk, "Prefill tokens per step (as serve)")->capture_default_str();
   c->add_option("--usd-per-hour", o->usd_per_hour, "Machine price, to report $ per million output tokens");
   c->add_option("--json", o->json_out, "Write the summary as JSON");
+  c->add_option("--plot", o->plot_out, "Draw the results as a PNG (needs matplotlib; several runs: bench plot)");
   c->add_option("--seed", o->seed, "Seed of the random prompts")->capture_default_str();
   c->callback([o] { set_exit_code(run_bench_offline(*o)); });
 });

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/bench_plot.h"
 #include "cli/bench_report.h"
 #include "cli/command.h"
 #include "cli/model_options.h"
@@ -44,7 +45,7 @@ struct BenchServeOptions {
   std::string prompt_file;
   int max_concurrency = 0;
   double usd_per_hour = 0;
-  std::string json_out;
+  std::string json_out, plot_out;
   uint64_t seed = 1;
 };
 
@@ -243,8 +244,8 @@ int run_bench_serve(const BenchServeOptions& o) {
                   all[i - 1]["output_throughput"].get<double>());
       break;
     }
-  if (!o.json_out.empty()) std::ofstream(o.json_out) << json{{"server", o.host + ":" + std::to_string(o.port)}, {"results", all}}.dump(2) << "\n";
-  return 0;
+  const std::string server = o.host + ":" + std::to_string(o.port);
+  return write_bench_result(json{{"server", server}, {"results", all}}, server, o.json_out, o.plot_out);
 }
 
 CommandRegistration reg(61, [](CLI::App& root) {
@@ -266,6 +267,7 @@ CommandRegistration reg(61, [](CLI::App& root) {
   c->add_option("--max-concurrency", o->max_concurrency, "Most requests in flight (0 = unbounded)")->capture_default_str();
   c->add_option("--usd-per-hour", o->usd_per_hour, "Machine price, to report $ per million output tokens");
   c->add_option("--json", o->json_out, "Write the results as JSON");
+  c->add_option("--plot", o->plot_out, "Draw the results as a PNG (needs matplotlib; several runs: bench plot)");
   c->add_option("--seed", o->seed, "Seed of the arrivals and the prompts (fresh prompts for every rate)")->capture_default_str();
   c->callback([o] { set_exit_code(run_bench_serve(*o)); });
 });

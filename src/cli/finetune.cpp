@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/loss_plot.h"
 #include "cli/model_options.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
@@ -147,6 +148,9 @@ int run_finetune(const FinetuneOptions& o) {
   });
   if (!s.ok()) return fail(s);
   std::fprintf(stderr, "finetune: wrote %s/adapter_config.json, adapter_model.safetensors and metrics.jsonl\n", o.out.c_str());
+  // The picture is a convenience: a missing plotting tool does not fail the training.
+  if (Status p = plot_loss(o.out); !p.ok()) std::fprintf(stderr, "finetune: warning: no loss.png: %s\n", p.message().c_str());
+  else std::fprintf(stderr, "finetune: wrote %s/loss.png\n", o.out.c_str());
   return 0;
 }
 
@@ -160,6 +164,7 @@ CommandRegistration reg(45, [](CLI::App& root) {
       "  {\"text\": \"...\"}                                                  loss on every token\n"
       "  {\"input_ids\": [2, 17, ...], \"loss_mask\": [0, 1, ...]}            already tokenized (mask optional)\n"
       "Output (--out DIR): adapter_config.json + adapter_model.safetensors (PEFT format), metrics.jsonl,\n"
+      "loss.png (train and eval loss at the end; needs matplotlib, else a warning),\n"
       "checkpoint-N/ every --save-every steps (the last --keep kept); --resume DIR continues one.\n"
       "Example: gemforge finetune -m gemma-3-270m --data train.jsonl --out lora --steps 200 --lr 2e-4 --rank 16 --alpha 32 --batch 4 --seq 512 --seed 1");
   add_model_options(c, o->model);

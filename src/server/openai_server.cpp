@@ -14,6 +14,7 @@
 
 #include "server/adapter_routes.h"
 #include "server/openai_api.h"
+#include "server/web_ui.h"
 #include "tokenizer/stream_decoder.h"
 
 namespace gf {
@@ -137,7 +138,7 @@ struct OpenAiServer::Impl {
       listen_fd = fd;
     });
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (opt.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+      if (opt.api_key.empty() || req.path == "/health" || find_web_asset(req.path)) return httplib::Server::HandlerResponse::Unhandled;
       if (req.get_header_value("Authorization") != "Bearer " + opt.api_key) {
         send_error(res, {401, "authentication_error", "missing or wrong API key (send Authorization: Bearer KEY)", ""});
         return httplib::Server::HandlerResponse::Handled;
@@ -152,6 +153,7 @@ struct OpenAiServer::Impl {
     svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { res.set_content(metrics_text(), "text/plain; version=0.0.4"); });
     svr.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
     svr.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
+    register_web_ui(svr);  // GET /: the chat page (server/web_ui.h)
     svr.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
       if (!res.body.empty()) return;
       ++http_errors;
