@@ -35,7 +35,7 @@ bool prefix_ok(const JsonSchema& s, const std::string& text) {
 TEST(JsonAutomaton, AnyObjectAcceptsValidJsonObjects) {
   const JsonSchema s = JsonSchema::any_object();
   for (const char* ok : {"{}", "{ }", "{\"a\":1}", "{\"a\": [1, -2.5e+3, 0, \"x\\n\\u00e9\", true, false, null, {\"b\": {}}]}",
-                         "{\n  \"k\": \"v\",\n  \"n\": -0.0E1\n}", "{\"\":[[],[{}]]}"})
+                         "{\n  \"k\": \"v\",\n  \"n\": -0.0E1\n}", "{ \"a\" : [ 1 , 2 ] }", "{\"\":[[],[{}]]}"})
     EXPECT_TRUE(accepts(s, ok)) << ok;
   for (const char* bad : {"[1]", "1", "\"x\"", "{\"a\" 1}", "{,}", "{\"a\":01}", "{\"a\":1,}", "{\"a\":1}}", "{\"a\":\"x\ny\"}",
                           "{\"a\":tru}", "{\"a\":.5}", "{\"a\":1.}", "{\"a\":-}", "{\"a\":\"\\x\"}", "{a:1}", "{\"a\":[1,]}"})
@@ -115,8 +115,12 @@ TEST(JsonAutomaton, TopLevelScalarsEnumsAnyOf) {
 
 TEST(JsonAutomaton, LimitsKeepTheTextFinite) {
   const JsonSchema s = JsonSchema::any_object();
-  EXPECT_FALSE(prefix_ok(s, "{" + std::string(JsonAutomaton::kMaxWhitespace + 1, ' ')));
-  EXPECT_TRUE(prefix_ok(s, "{" + std::string(JsonAutomaton::kMaxWhitespace, ' ')));
+  EXPECT_FALSE(prefix_ok(s, "{\n" + std::string(JsonAutomaton::kMaxWhitespace + 1, ' ')));
+  EXPECT_TRUE(prefix_ok(s, "{\n" + std::string(JsonAutomaton::kMaxWhitespace, ' ')));
+  EXPECT_FALSE(prefix_ok(s, "{  "));
+  EXPECT_FALSE(prefix_ok(s, "{\n\n"));
+  EXPECT_FALSE(prefix_ok(s, "{ \n"));
+  EXPECT_TRUE(prefix_ok(s, "{\n\t\"a\": 1 , \"b\":\n  2\n}"));
   EXPECT_FALSE(prefix_ok(s, "{\"a\":" + std::string(JsonAutomaton::kMaxDigits + 1, '1')));
   EXPECT_FALSE(prefix_ok(s, "{\"a\":" + std::string(JsonAutomaton::kMaxDepth + 1, '[')));
 }

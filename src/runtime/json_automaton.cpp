@@ -23,6 +23,14 @@ const std::string& JsonAutomaton::literal(const Frame& f, int i) const {
   return n.literals[static_cast<size_t>(i)];
 }
 
+bool JsonAutomaton::space(unsigned char c) {
+  // ws_: 0 none yet, 1 after a ' ', 2 + k after a '\n' and k spaces or tabs.
+  if (ws_ == 0 && (c == ' ' || c == '\n')) ws_ = c == ' ' ? 1 : 2;
+  else if (ws_ >= 2 && (c == ' ' || c == '\t') && ws_ - 2 < kMaxWhitespace) ++ws_;
+  else return false;
+  return true;
+}
+
 bool JsonAutomaton::step(unsigned char c) {
   if (!is_ws(c)) ws_ = 0;
   Frame& f = stack_.back();
@@ -35,7 +43,7 @@ bool JsonAutomaton::step(unsigned char c) {
     case Array: return array_step(f, c);
     case Root:
       if (f.phase != 0) return false;  // nothing follows the value: the reply ends
-      if (is_ws(c)) return ++ws_ <= kMaxWhitespace;
+      if (is_ws(c)) return space(c);
       f.phase = 1;
       stack_.push_back(Frame{Value, 0, 0, 0, static_cast<int16_t>(s_->root)});
       return value_start(c);
@@ -44,7 +52,7 @@ bool JsonAutomaton::step(unsigned char c) {
 }
 
 bool JsonAutomaton::value_start(unsigned char c) {
-  if (is_ws(c)) return ++ws_ <= kMaxWhitespace;
+  if (is_ws(c)) return space(c);
   int n = stack_.back().node;
   while (s_->nodes[static_cast<size_t>(n)].kind == SchemaNode::Union) {
     int pick = -1;
@@ -93,7 +101,7 @@ bool JsonAutomaton::value_start(unsigned char c) {
 }
 
 bool JsonAutomaton::object_step(Frame& f, unsigned char c) {
-  if (is_ws(c)) return ++ws_ <= kMaxWhitespace;
+  if (is_ws(c)) return space(c);
   const SchemaNode& s = s_->nodes[static_cast<size_t>(f.node)];
   const bool free_keys = s.props.empty() && s.values >= 0;
   const uint64_t left = first_bits(s.props.size()) & ~f.set;
@@ -143,7 +151,7 @@ bool JsonAutomaton::object_step(Frame& f, unsigned char c) {
 }
 
 bool JsonAutomaton::array_step(Frame& f, unsigned char c) {
-  if (is_ws(c)) return ++ws_ <= kMaxWhitespace;
+  if (is_ws(c)) return space(c);
   const SchemaNode& s = s_->nodes[static_cast<size_t>(f.node)];
   const bool counted = s.min_items > 0 || s.max_items >= 0;
   if (f.phase == 4) {  // after an item

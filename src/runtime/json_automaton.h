@@ -16,7 +16,9 @@ namespace gf {
 
 class JsonAutomaton {
  public:
-  static constexpr int kMaxWhitespace = 20;  // a longer run of whitespace is refused
+  // Whitespace between tokens is one ' ', or a '\n' and up to this many spaces
+  // or tabs (llama.cpp's JSON grammar): a sampled reply cannot drift into blank lines.
+  static constexpr int kMaxWhitespace = 20;
   static constexpr int kMaxDigits = 18;      // per part of a number
   static constexpr int kMaxDepth = 24;       // nested objects and arrays
 
@@ -48,6 +50,7 @@ class JsonAutomaton {
     uint32_t count = 0; // Array: items so far (capped)
     uint64_t set = 0;   // Object: properties seen; Lit: candidates left
   };
+  bool space(unsigned char c);  // whitespace where the grammar allows it
   bool value_start(unsigned char c);
   bool object_step(Frame& f, unsigned char c);
   bool array_step(Frame& f, unsigned char c);
