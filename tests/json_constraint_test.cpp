@@ -115,8 +115,11 @@ TEST(JsonAutomaton, TopLevelScalarsEnumsAnyOf) {
 
 TEST(JsonAutomaton, LimitsKeepTheTextFinite) {
   const JsonSchema s = JsonSchema::any_object();
-  EXPECT_FALSE(prefix_ok(s, "{\n" + std::string(JsonAutomaton::kMaxWhitespace + 1, ' ')));
-  EXPECT_TRUE(prefix_ok(s, "{\n" + std::string(JsonAutomaton::kMaxWhitespace, ' ')));
+  EXPECT_FALSE(prefix_ok(s, "{\n" + std::string(9, ' ')));  // 4 per level, the object's and the root's
+  EXPECT_TRUE(prefix_ok(s, "{\n" + std::string(8, ' ')));
+  const std::string deep = "{\"a\":[[[[[[[[";  // 10 levels
+  EXPECT_FALSE(prefix_ok(s, deep + "\n" + std::string(JsonAutomaton::kMaxWhitespace + 1, ' ')));
+  EXPECT_TRUE(prefix_ok(s, deep + "\n" + std::string(JsonAutomaton::kMaxWhitespace, ' ')));
   EXPECT_FALSE(prefix_ok(s, "{  "));
   EXPECT_FALSE(prefix_ok(s, "{\n\n"));
   EXPECT_FALSE(prefix_ok(s, "{ \n"));

@@ -1,5 +1,7 @@
 #include "runtime/json_automaton.h"
 
+#include <algorithm>
+
 namespace gf {
 namespace {
 
@@ -26,7 +28,7 @@ const std::string& JsonAutomaton::literal(const Frame& f, int i) const {
 bool JsonAutomaton::space(unsigned char c) {
   // ws_: 0 none yet, 1 after a ' ', 2 + k after a '\n' and k spaces or tabs.
   if (ws_ == 0 && (c == ' ' || c == '\n')) ws_ = c == ' ' ? 1 : 2;
-  else if (ws_ >= 2 && (c == ' ' || c == '\t') && ws_ - 2 < kMaxWhitespace) ++ws_;
+  else if (ws_ >= 2 && (c == ' ' || c == '\t') && ws_ - 2 < std::min<int>(kMaxWhitespace, 4 * static_cast<int>(stack_.size()))) ++ws_;
   else return false;
   return true;
 }

@@ -16,8 +16,9 @@ namespace gf {
 
 class JsonAutomaton {
  public:
-  // Whitespace between tokens is one ' ', or a '\n' and up to this many spaces
-  // or tabs (llama.cpp's JSON grammar): a sampled reply cannot drift into blank lines.
+  // Whitespace between tokens is one ' ', or a '\n' and an indent of up to 4
+  // per nesting level and at most this many spaces or tabs (after llama.cpp's
+  // JSON grammar): a sampled reply cannot drift into blank space.
   static constexpr int kMaxWhitespace = 20;
   static constexpr int kMaxDigits = 18;      // per part of a number
   static constexpr int kMaxDepth = 24;       // nested objects and arrays
