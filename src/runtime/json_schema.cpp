@@ -29,7 +29,8 @@ class Compiler {
     if (j.contains("enum") || j.contains("const")) return literal(j, path);
     if (j.contains("anyOf")) {
       const json& a = j["anyOf"];
-      if (!a.is_array() || a.empty()) return Err(path + ".anyOf: must be a non-empty array of schemas");
+      // Alternatives differ in their first character: there cannot be more than a few.
+      if (!a.is_array() || a.empty() || a.size() > 8) return Err(path + ".anyOf: must be an array of 1 to 8 schemas");
       std::vector<int> alts;
       for (size_t i = 0; i < a.size(); ++i) {
         GF_ASSIGN_OR_RETURN(int n, node(a[i], path + ".anyOf[" + std::to_string(i) + "]", depth + 1));
