@@ -51,11 +51,18 @@ void JsonConstraint::mask(float* logits, int64_t vocab) {
     if (id >= 0 && id < vocab) ends.emplace_back(id, end ? logits[id] : 0.0f);
   const float ninf = -std::numeric_limits<float>::infinity();
   bool any = false;
-  for (int64_t i = 0; i < vocab; ++i) {
-    const size_t w = static_cast<size_t>(i) / 64;
-    const bool ok = w < bits->size() && ((*bits)[w] >> (i % 64) & 1);
-    any |= ok;
-    if (!ok) logits[i] = ninf;
+  for (int64_t base = 0; base < vocab; base += 64) {  // a word at a time: most are all set or all clear
+    const size_t w = static_cast<size_t>(base / 64);
+    const uint64_t b = w < bits->size() ? (*bits)[w] : 0;
+    const int64_t end = std::min<int64_t>(base + 64, vocab);
+    any |= b != 0;
+    if (b == ~uint64_t{0}) continue;
+    if (b == 0) {
+      std::fill(logits + base, logits + end, ninf);
+      continue;
+    }
+    for (int64_t i = base; i < end; ++i)
+      if (!(b >> (i - base) & 1)) logits[i] = ninf;
   }
   // Once complete the reply may end; at a dead end (a limit reached, e.g.
   // nesting) it must end rather than draw from nothing.
