@@ -148,9 +148,9 @@ try:
     with open(os.path.join(fixtures, "tokenizers", "tok_gemma3_shared.jsonl")) as f:
         cases = [json.loads(line) for line in f][:60]
     for case in cases:
-        st, out = post("/tokenize", {"content": case["text"], "parse_special": False})
+        st, out = post("/tokenize", {"content": case["text"]})
         assert st == 200 and out["tokens"] == case["ids"], (case["text"], out)
-        assert post("/tokenize", {"content": case["text"], "add_special": True, "parse_special": False})[1]["tokens"] == case["ids_with_special"]
+        assert post("/tokenize", {"content": case["text"], "add_special": True})[1]["tokens"] == case["ids_with_special"]
         assert post("/detokenize", {"tokens": case["ids"]})[1]["content"] == case["decoded"], case["text"]
     st, out = post("/tokenize", {"content": "Hello world", "with_pieces": True})
     assert st == 200 and "".join(t["piece"] for t in out["tokens"]) == "Hello world", out

@@ -63,7 +63,7 @@ std::variant<std::string, ApiError> detokenize_json(const std::string& body, con
       return bad("\"tokens\" must be token ids in [0, " + std::to_string(tok.vocab_size()) + ")", "tokens");
     ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
   }
-  return json_text(json{{"content", tok.decode(ids, true)}});
+  return json_text(json{{"content", tok.decode(ids, false)}});
 }
 
 ApiError embeddings_refusal() {

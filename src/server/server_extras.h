@@ -19,7 +19,7 @@ namespace gf {
 // "with_pieces": false} -> {"tokens": [ids]} (with_pieces: [{"id", "piece"}], the
 // piece a string, or its bytes as numbers when they are not UTF-8 on their own).
 std::variant<std::string, ApiError> tokenize_json(const std::string& body, const Tokenizer& tok);
-// POST /detokenize: {"tokens": [ids]} -> {"content": "..."} (control tokens left out).
+// POST /detokenize: {"tokens": [ids]} -> {"content": "..."} (control tokens written out, as Hugging Face decodes).
 std::variant<std::string, ApiError> detokenize_json(const std::string& body, const Tokenizer& tok);
 // What /v1/embeddings answers: 501, a generation model has no embeddings endpoint.
 ApiError embeddings_refusal();
