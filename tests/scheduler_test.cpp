@@ -54,7 +54,12 @@ class FakeRunner : public ModelRunner {
         for (int64_t j = 0; j < n; ++j) rows[static_cast<size_t>(j * kVocab + next_token(*c.kv, c.start + j + 1))] = 5.0f;
       }
       c.kv->length += n;
-      if (c.picks && !c.all_logits) out.chunks[i].next.id = next_token(*c.kv, c.kv->length);
+      if (c.picks && !c.all_logits && c.sampling.host) {  // the host picks from the row (as the Decoder returns it)
+        out.chunks[i].next.logits.assign(kVocab, 0.0f);
+        out.chunks[i].next.logits[static_cast<size_t>(next_token(*c.kv, c.kv->length))] = 5.0f;
+      } else if (c.picks && !c.all_logits) {
+        out.chunks[i].next.id = next_token(*c.kv, c.kv->length);
+      }
     }
     return out;
   }
@@ -458,6 +463,76 @@ TEST(Scheduler, FinishReasons) {
     EXPECT_EQ(r->error, "server shutting down");
   }
   EXPECT_FALSE(core.has_work());
+}
+
+// n > 1: the forks start from the first choice's prompt blocks (no prefix
+// cache involved) and reply as if run alone; the prompt is computed once but
+// for the last partial block.
+TEST(Scheduler, ForksShareThePromptBlocks) {
+  for (bool prefix : {false, true}) {
+    FakeRunner runner(64, 4);
+    EngineCore core(runner, options(8, 512, prefix));
+    auto r = request(prompt_of(18, 3), 5);
+    for (int k = 0; k < 2; ++k) r->forks.push_back(request(r->prompt, 5));
+    core.add(r);
+    run(core);
+    const auto want = alone(r->prompt, 5);
+    EXPECT_EQ(ids(*r), want);
+    for (const auto& f : r->forks) {
+      EXPECT_EQ(ids(*f), want);
+      EXPECT_EQ(f->finish_reason, FinishReason::Length);
+    }
+    const EngineMetrics m = core.metrics();
+    EXPECT_EQ(m.forked_prompt_tokens_total, 2 * 16);  // (18 - 1) / 4 full blocks each
+    // 18 prompt tokens and 4 decodes once, then each fork's last 2 prompt tokens and 4 decodes.
+    EXPECT_EQ(m.computed_tokens_total, 18 + 4 + 2 * (2 + 4));
+    if (!prefix) EXPECT_EQ(runner.blocks().free_blocks(), 64);  // every shared reference dropped
+  }
+}
+
+TEST(Scheduler, ForksEndWithACancelledFirstChoice) {
+  FakeRunner runner(64, 4);
+  EngineCore core(runner, options());
+  auto r = request(prompt_of(9, 1), 5);
+  r->forks.push_back(request(r->prompt, 5));
+  r->cancelled = true;
+  core.add(r);
+  run(core);
+  EXPECT_EQ(r->finish_reason, FinishReason::Cancelled);
+  EXPECT_TRUE(r->forks[0]->done);
+  EXPECT_EQ(r->forks[0]->finish_reason, FinishReason::Cancelled);
+}
+
+// A constraint (structured outputs) and logit_bias act on the row the host samples.
+class EvenOnly final : public TokenConstraint {
+ public:
+  explicit EvenOnly(std::vector<int32_t>* seen) : seen_(seen) {}
+  void mask(float* logits, int64_t vocab) override {
+    for (int64_t i = 1; i < vocab; i += 2) logits[i] = -INFINITY;
+  }
+  void accept(int32_t id) override { seen_->push_back(id); }
+  std::unique_ptr<TokenConstraint> clone() const override { return std::make_unique<EvenOnly>(seen_); }
+
+ private:
+  std::vector<int32_t>* seen_;
+};
+
+TEST(Scheduler, ConstraintAndLogitBiasShapeTheDraw) {
+  FakeRunner runner(64, 4);
+  EngineCore core(runner, options());
+  std::vector<int32_t> seen;
+  auto c = request(prompt_of(6, 2), 8);
+  c->constraint = std::make_unique<EvenOnly>(&seen);
+  const auto free_reply = alone(c->prompt, 8);
+  auto b = request(prompt_of(6, 2), 8);
+  b->sampling.logit_bias = {{free_reply[0], -100.0f}};
+  core.add(c);
+  core.add(b);
+  run(core);
+  ASSERT_EQ(ids(*c).size(), 8u);
+  for (int32_t id : ids(*c)) EXPECT_EQ(id % 2, 0);
+  EXPECT_EQ(seen, ids(*c));
+  EXPECT_NE(ids(*b)[0], free_reply[0]);  // banned
 }
 
 }  // namespace

@@ -142,7 +142,7 @@ MALFORMED = [  # (method, path, raw body or None); every one must get a 4xx
     ("POST", "/v1/completions", b'{"prompt": "hi", "max_tokens": "ten"}'),
     ("POST", "/v1/completions", b'{"prompt": "hi", "temprature": 0.5}'),
     ("POST", "/v1/completions", b'{"prompt": "hi", "temperature": -1}'),
-    ("POST", "/v1/completions", b'{"prompt": "hi", "n": 2}'),
+    ("POST", "/v1/completions", b'{"prompt": "hi", "n": 17}'),
     ("POST", "/v1/completions", b'{"prompt": "def f(", "suffix": "return 1"}'),
     ("POST", "/v1/completions", b'{"prompt": "hi", "logprobs": 99}'),
     ("POST", "/v1/completions", b'{"prompt": "hi", "stop": [1, 2]}'),

@@ -17,8 +17,12 @@ int32_t argmax(const float* x, int64_t n) {
 int32_t sample_row(const float* logits, int64_t vocab, const RowSampling& p, std::vector<std::pair<float, int32_t>>& cand) {
   if (p.temperature <= 0.0f) return argmax(logits, vocab);
   // Candidates: top-k first (cheap partial sort), then softmax, top-p, min-p.
-  cand.resize(static_cast<size_t>(vocab));
-  for (int64_t i = 0; i < vocab; ++i) cand[static_cast<size_t>(i)] = {logits[i], static_cast<int32_t>(i)};
+  // Banned tokens (-inf: logit_bias, structured outputs) have no probability:
+  // leaving them out changes nothing but the cost of the sort.
+  cand.clear();
+  for (int64_t i = 0; i < vocab; ++i)
+    if (logits[i] != -INFINITY) cand.emplace_back(logits[i], static_cast<int32_t>(i));
+  if (cand.empty()) return argmax(logits, vocab);
   auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
   size_t k = cand.size();
   if (p.top_k > 0 && static_cast<size_t>(p.top_k) < k) k = static_cast<size_t>(p.top_k);

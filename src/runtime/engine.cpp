@@ -47,6 +47,10 @@ Status Engine::submit(const std::shared_ptr<EngineRequest>& r) {
   std::lock_guard<std::mutex> lk(mu_);
   if (inbox_.size() + static_cast<size_t>(core_->metrics().waiting) >= opt_.max_waiting) return Err("queue full");
   r->submitted_at = now_seconds();
+  for (auto& f : r->forks) {  // the other choices of n > 1 (same prompt)
+    f->max_tokens = r->max_tokens;
+    f->submitted_at = r->submitted_at;
+  }
   inbox_.push_back(r);
   ++requests_total_;
   cv_.notify_one();

@@ -13,6 +13,7 @@ bool EngineCore::step(StepPlan* ran) {
   publish();
   if (!sched_.has_running()) return false;
   StepPlan plan = sched_.schedule();
+  live_.computed_tokens_total += plan.num_tokens;
   auto out = runner_.execute(plan);
   if (out.ok()) {
     out_.process(plan, *out);

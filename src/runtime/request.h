@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/sampler.h"
+#include "runtime/token_constraint.h"
 
 namespace gf {
 
@@ -50,6 +51,11 @@ struct EngineRequest {
   // model), and what marks the adapter in use while the request lives.
   int adapter = 0;
   std::shared_ptr<const void> adapter_use;
+  // Structured outputs: masks every draw (the request is sampled on the host).
+  std::unique_ptr<TokenConstraint> constraint;
+  // n > 1: the other choices, same prompt. They wait until this request's
+  // prompt is in the cache, then share its full KV blocks (see Scheduler).
+  std::vector<std::shared_ptr<EngineRequest>> forks;
 
   // Output, filled by the engine thread; read under `mu`.
   struct Token {
@@ -92,6 +98,8 @@ struct EngineMetrics {
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0, requests_total = 0, preemptions_total = 0;
   int64_t prefix_hit_tokens_total = 0, prefix_cached_blocks = 0;
   int64_t prefix_query_tokens_total = 0;  // prompt tokens looked up in the prefix cache (hit rate = hit / query)
+  int64_t forked_prompt_tokens_total = 0;  // prompt tokens a choice of n > 1 took from its sibling's prefill
+  int64_t computed_tokens_total = 0;       // tokens run through the model (prefill and decode)
 };
 
 double now_seconds();

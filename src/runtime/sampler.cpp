@@ -1,12 +1,13 @@
 #include "runtime/sampler.h"
 
 #include <cstddef>
+#include <limits>
 #include <unordered_map>
 
 namespace gf {
 
 bool Sampler::needs_logits() const {
-  return p_.repetition_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f;
+  return p_.repetition_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f || !p_.logit_bias.empty();
 }
 
 RowSampling Sampler::row(uint64_t draw, int top_logprobs) const {
@@ -23,6 +24,8 @@ RowSampling Sampler::row(uint64_t draw, int top_logprobs) const {
 }
 
 int32_t Sampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>& history, uint64_t draw) {
+  for (const auto& [id, b] : p_.logit_bias)
+    if (id >= 0 && id < vocab) logits[id] = b <= -100.0f ? -std::numeric_limits<float>::infinity() : logits[id] + b;
   if (needs_logits()) {  // penalties over the recent history
     size_t from = 0;
     if (p_.penalty_last_n >= 0 && history.size() > static_cast<size_t>(p_.penalty_last_n)) from = history.size() - static_cast<size_t>(p_.penalty_last_n);

@@ -23,12 +23,14 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // OpenAI-style, subtracted per occurrence
   int penalty_last_n = 64;          // window of history the penalties look at (-1 = all)
   uint64_t seed = 0;
+  // OpenAI's logit_bias: added to a token's logit before sampling (-100 or less bans it).
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& p) : p_(p) {}
-  // Penalties need the history: only the host can apply them.
+  // Penalties need the history, and logit_bias the row: only the host can apply them.
   bool needs_logits() const;
   // The backend op's description of draw number `draw` (host = needs_logits()).
   RowSampling row(uint64_t draw, int top_logprobs = -1) const;

@@ -12,6 +12,7 @@ Scheduler::Scheduler(BlockPool& pool, const EngineOptions& opt, EngineMetrics& m
 
 uint64_t Scheduler::add(std::shared_ptr<EngineRequest> r) {
   auto s = std::make_unique<Sequence>(next_id_++, std::move(r));
+  for (auto& f : s->req->forks) s->forks.push_back(std::make_unique<Sequence>(next_id_++, f));
   if (s->req->prompt_logprobs >= 0) {  // the first prompt token has no log-prob
     std::lock_guard<std::mutex> lk(s->req->mu);
     s->req->prompt_lp.assign(1, EngineRequest::Token{s->req->prompt[0], std::nanf(""), {}});
@@ -23,6 +24,7 @@ uint64_t Scheduler::add(std::shared_ptr<EngineRequest> r) {
 }
 
 void Scheduler::finish(Sequence& s, FinishReason reason, const std::string& error) {
+  if (!s.forks.empty()) end_forks(s, reason, error);
   if (opt_.prefix_caching && (reason == FinishReason::Stop || reason == FinishReason::Length))
     prefix_.remember(s.tokens, s.kv, s.req->adapter);
   pool_.release(s.kv);
@@ -67,7 +69,7 @@ void Scheduler::admit() {
       break;
     }
     reserved += need;
-    if (cacheable) {  // counted once per admission, not per attempt
+    if (cacheable && !s.forked) {  // counted once per admission, not per attempt
       m_.prefix_query_tokens_total += static_cast<int64_t>(s.tokens.size());
       m_.prefix_hit_tokens_total += s.kv.length;
     }
@@ -141,7 +143,10 @@ StepPlan Scheduler::schedule() {
     c.ids.assign(s.tokens.begin() + s.kv.length, s.tokens.begin() + s.kv.length + takes[i]);
     c.all_logits = s.wants_prompt_logits();
     c.picks = takes[i] == todo;
-    if (c.picks && !c.all_logits) c.sampling = s.sampler.row(static_cast<uint64_t>(s.generated), s.req->top_logprobs);
+    if (c.picks && !c.all_logits) {
+      c.sampling = s.sampler.row(static_cast<uint64_t>(s.generated), s.req->top_logprobs);
+      c.sampling.host |= s.req->constraint != nullptr;  // the mask is applied on the host
+    }
     plan.num_tokens += takes[i];
     plan.chunks.push_back(std::move(c));
   }
@@ -149,6 +154,8 @@ StepPlan Scheduler::schedule() {
 }
 
 void Scheduler::retire_finished() {
+  for (auto& s : running_)
+    if (!s->forks.empty() && s->kv.length >= static_cast<int64_t>(s->req->prompt.size())) fork(*s);
   for (size_t i = 0; i < running_.size();) {
     Sequence& s = *running_[i];
     if (s.finish != FinishReason::None) {

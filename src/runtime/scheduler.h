@@ -39,6 +39,9 @@ struct Sequence {
   std::optional<int32_t> pending;  // sampled, not yet fed
   int64_t prompt_lp_done = 0;      // entries of req->prompt_lp filled (prompt_logprobs >= 0)
   FinishReason finish = FinishReason::None;  // set by output processing; retire_finished() ends it
+  // n > 1: the other choices, waiting for this sequence's prompt to be in the cache.
+  std::vector<std::unique_ptr<Sequence>> forks;
+  bool forked = false;  // this choice starts from a sibling's blocks
 
   bool wants_prompt_logits() const {
     return req->prompt_logprobs >= 0 && prompt_lp_done < static_cast<int64_t>(req->prompt.size());
@@ -105,6 +108,12 @@ class Scheduler {
 
  private:
   void finish(Sequence& s, FinishReason reason, const std::string& error = "");
+  // s's prompt is in the cache: its forks share its full prompt blocks (read
+  // only from now on, so no copy is needed) and queue to compute the rest,
+  // at most a block, themselves (scheduler_fork.cpp).
+  void fork(Sequence& s);
+  // s ends before it forked: its forks end the same way (or fork, if it ended normally).
+  void end_forks(Sequence& s, FinishReason reason, const std::string& error);
   void preempt_newest();
   std::vector<int64_t> split_budget() const;
   int64_t blocks_needed(const std::vector<int64_t>& takes) const;

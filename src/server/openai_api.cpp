@@ -39,7 +39,8 @@ std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, con
                                      const RequestDefaults& defaults) {
   static const std::set<std::string> common = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
                                                 "min_p", "stop", "seed", "n", "presence_penalty", "frequency_penalty",
-                                                "repetition_penalty", "stream", "stream_options", "logprobs", "top_logprobs", "user"};
+                                                "repetition_penalty", "stream", "stream_options", "logprobs", "top_logprobs", "user",
+                                                "response_format", "logit_bias", "stop_token_ids"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!common.count(it.key()) && !extra.count(it.key())) return bad("unknown field \"" + it.key() + "\"", it.key());
   auto num = [&](const char* k, double lo, double hi, auto& out) -> std::optional<ApiError> {
@@ -74,9 +75,7 @@ std::optional<ApiError> parse_common(const json& j, bool chat, GenParams& p, con
   double seed = defaults.seed ? static_cast<double>(static_cast<int64_t>(*defaults.seed)) : static_cast<double>(std::random_device{}());
   if (auto e = num("seed", -9.2e18, 9.2e18, seed)) return e;
   p.sampling.seed = static_cast<uint64_t>(static_cast<int64_t>(seed));
-  if (j.contains("n") && !j["n"].is_null()) {
-    if (!j["n"].is_number_integer() || int_value(j["n"]) != 1) return bad("only n = 1 is supported", "n");
-  }
+  if (auto e = parse_extras(j, chat, p)) return e;
   if (!j.contains("stop") || j["stop"].is_null()) p.stop = defaults.stop;
   if (j.contains("stop") && !j["stop"].is_null()) {
     if (j["stop"].is_string()) p.stop.push_back(j["stop"]);
@@ -348,7 +347,7 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& bo
   if (!j.is_object()) return bad("the body must be a JSON object");
   OpenAiRequest r;
   if (j.contains("model") && j["model"].is_string()) r.model = j["model"].get<std::string>();
-  if (auto e = parse_common(j, is_chat, r.params, is_chat ? chat_request_fields() : std::set<std::string>{"prompt", "echo", "suffix"},
+  if (auto e = parse_common(j, is_chat, r.params, is_chat ? chat_request_fields() : std::set<std::string>{"prompt", "echo", "suffix", "best_of"},
                               defaults))
     return *e;
   if (is_chat) {
@@ -364,6 +363,7 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(const std::string& bo
     return *e;
   }
   if (r.params.stream && r.prompts.size() > 1) return bad("\"stream\" takes one prompt per request", "prompt");
+  if (auto e = check_token_ids(r.params, tok)) return *e;
   return r;
 }
 
@@ -429,7 +429,7 @@ json ResponseWriter::logprobs(int32_t token, float logprob, const std::vector<st
 
 std::string ResponseWriter::sse_role() const {
   json c = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
-            {"choices", {{{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}}}}};
+            {"choices", {{{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}}}}};
   return "data: " + json_text(c) + "\n\n";
 }
 
@@ -439,10 +439,10 @@ std::string ResponseWriter::sse_delta(const std::string& text, const json& finis
     c["object"] = "chat.completion.chunk";
     json delta = json::object();
     if (!text.empty()) delta["content"] = text;
-    c["choices"] = {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}, {"logprobs", logprobs}}};
+    c["choices"] = {{{"index", index}, {"delta", delta}, {"finish_reason", finish}, {"logprobs", logprobs}}};
   } else {
     c["object"] = "text_completion";
-    c["choices"] = {{{"index", 0}, {"text", text}, {"finish_reason", finish}, {"logprobs", logprobs}}};
+    c["choices"] = {{{"index", index}, {"text", text}, {"finish_reason", finish}, {"logprobs", logprobs}}};
   }
   return "data: " + json_text(c) + "\n\n";
 }
@@ -468,7 +468,7 @@ std::string ResponseWriter::sse_chat_delta(const std::string& content, const std
   if (!reasoning.empty()) delta["reasoning_content"] = reasoning;
   if (tool_calls.is_array() && !tool_calls.empty()) delta["tool_calls"] = tool_calls;
   json c = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
-            {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}, {"logprobs", logprobs}}}}};
+            {"choices", {{{"index", index}, {"delta", delta}, {"finish_reason", finish}, {"logprobs", logprobs}}}}};
   return "data: " + json_text(c) + "\n\n";
 }
 

@@ -12,6 +12,7 @@
 // context-length check, which needs the engine).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -20,6 +21,7 @@
 #include <variant>
 #include <vector>
 
+#include "runtime/json_schema.h"
 #include "runtime/request.h"
 #include "runtime/sampler.h"
 #include "server/gemma4_output.h"
@@ -45,7 +47,17 @@ struct GenParams {
   bool include_usage = false;
   int top_logprobs = -1;
   bool echo = false;  // completions: the prompt's text (and log-probs) before the reply
+  // openai_extras.cpp:
+  int n = 1;                          // choices per prompt (they share its prefill)
+  std::vector<int32_t> stop_ids;      // "stop_token_ids" (vLLM's name): end the reply, not shown
+  std::shared_ptr<const JsonSchema> schema;  // "response_format": json_object or json_schema
+  std::string schema_key;             // the schema's text: requests with the same one share a grammar
 };
+
+// "n", "best_of", "response_format", "logit_bias", "stop_token_ids" (called by parse_common).
+std::optional<ApiError> parse_extras(const nlohmann::json& j, bool chat, GenParams& p);
+// The token ids those fields name exist in the vocabulary (called by parse_openai_request).
+std::optional<ApiError> check_token_ids(const GenParams& p, const Tokenizer& tok);
 
 // What a request that leaves a sampling field out gets (OpenAI's defaults
 // unless `serve` was given other ones).
@@ -134,6 +146,13 @@ struct ResponseWriter {
   int64_t created;
   std::string model;
   bool is_chat;
+  int index = 0;  // the choice its chunks are for (n > 1)
+
+  ResponseWriter for_choice(int i) const {
+    ResponseWriter c = *this;
+    c.index = i;
+    return c;
+  }
 
   // One token's logprobs (chat: {"content": [..]}; completions: one entry of each list, with
   // "text_offset" when text_offset >= 0). A NaN logprob (an echoed prompt's first token) is null.

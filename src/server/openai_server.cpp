@@ -15,6 +15,7 @@
 #include "server/adapter_routes.h"
 #include "server/openai_api.h"
 #include "server/web_ui.h"
+#include "server/server_extras.h"
 #include "tokenizer/stream_decoder.h"
 
 namespace gf {
@@ -128,9 +129,10 @@ struct OpenAiServer::Impl {
   std::map<std::string, Histogram> hists;
   std::atomic<int64_t> http_errors{0};
   int listen_fd = -1;
+  GrammarCache grammars;  // structured outputs
 
   Impl(Engine& e, const Tokenizer& t, const ChatFormat* c, std::vector<int32_t> eos, ServerOptions o)
-      : engine(e), tok(t), chat(c), eos_ids(std::move(eos)), opt(std::move(o)) {
+      : engine(e), tok(t), chat(c), eos_ids(std::move(eos)), opt(std::move(o)), grammars(t) {
     svr.new_task_queue = [n = opt.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     svr.set_payload_max_length(opt.max_body_bytes);
     svr.set_socket_options([this](socket_t fd) {
@@ -154,6 +156,7 @@ struct OpenAiServer::Impl {
     svr.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
     svr.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
     register_web_ui(svr);  // GET /: the chat page (server/web_ui.h)
+    add_extra_routes();
     svr.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
       if (!res.body.empty()) return;
       ++http_errors;
@@ -162,6 +165,17 @@ struct OpenAiServer::Impl {
                        s == 404 ? "no such endpoint" : s == 413 ? "request body too large" : "request failed", ""});
       res.status = s;
     });
+  }
+
+  // /tokenize, /detokenize (llama-server's), /v1/embeddings refused.
+  void add_extra_routes() {
+    auto reply = [](httplib::Response& res, const std::variant<std::string, ApiError>& out) {
+      if (const auto* e = std::get_if<ApiError>(&out)) return send_error(res, *e);
+      res.set_content(std::get<std::string>(out), "application/json");
+    };
+    svr.Post("/tokenize", [this, reply](const httplib::Request& req, httplib::Response& res) { reply(res, tokenize_json(req.body, tok)); });
+    svr.Post("/detokenize", [this, reply](const httplib::Request& req, httplib::Response& res) { reply(res, detokenize_json(req.body, tok)); });
+    svr.Post("/v1/embeddings", [](const httplib::Request&, httplib::Response& res) { send_error(res, embeddings_refusal()); });
   }
 
   void observe(const char* name, double v) {
@@ -182,7 +196,9 @@ struct OpenAiServer::Impl {
       << "# TYPE gemforge_preemptions_total counter\ngemforge_preemptions_total " << m.preemptions_total << "\n"
       << "# TYPE gemforge_prefix_cache_hit_tokens_total counter\ngemforge_prefix_cache_hit_tokens_total " << m.prefix_hit_tokens_total << "\n"
       << "# TYPE gemforge_prefix_cache_query_tokens_total counter\ngemforge_prefix_cache_query_tokens_total " << m.prefix_query_tokens_total << "\n"
-      << "# TYPE gemforge_prefix_cache_blocks gauge\ngemforge_prefix_cache_blocks " << m.prefix_cached_blocks << "\n";
+      << "# TYPE gemforge_prefix_cache_blocks gauge\ngemforge_prefix_cache_blocks " << m.prefix_cached_blocks << "\n"
+      << "# TYPE gemforge_forked_prompt_tokens_total counter\ngemforge_forked_prompt_tokens_total " << m.forked_prompt_tokens_total << "\n"
+      << "# TYPE gemforge_computed_tokens_total counter\ngemforge_computed_tokens_total " << m.computed_tokens_total << "\n";
     std::lock_guard<std::mutex> lk(hist_mu);
     for (const char* name : {kTtft, kTpot, kE2e}) {
       const Histogram& h = hists[name];
@@ -202,28 +218,37 @@ struct OpenAiServer::Impl {
       if (static_cast<int64_t>(in.ids.size()) >= engine.max_context())
         return send_error(res, bad("the prompt has " + std::to_string(in.ids.size()) + " tokens; this server's context is " +
                                        std::to_string(engine.max_context()) + " tokens", is_chat ? "messages" : "prompt"));
-    std::vector<std::shared_ptr<EngineRequest>> rs;
+    // One engine request per choice, prompt-major; the first choice of each
+    // prompt leads and the others fork from its prefill (EngineRequest::forks).
+    std::vector<std::shared_ptr<EngineRequest>> rs, leaders;
     for (const PromptIn& in : q.prompts) {
-      auto r = std::make_shared<EngineRequest>();
-      r->prompt = in.ids;
-      r->stop_ids = eos_ids;
-      r->stop_ids.insert(r->stop_ids.end(), q.extra_stop_ids.begin(), q.extra_stop_ids.end());
-      r->max_tokens = p.max_tokens;
-      if (auto e = bind_model(q.model, opt.model_name, opt.adapters, *r)) return send_error(res, *e);
-      r->sampling = p.sampling;
-      r->top_logprobs = p.top_logprobs;
-      if (p.echo && p.top_logprobs >= 0) {
-        r->prompt_logprobs = p.top_logprobs;
-        r->emit_stop_token = true;  // echoed log-probs cover every token, the one that ended the reply too
+      for (int k = 0; k < p.n; ++k) {
+        auto r = std::make_shared<EngineRequest>();
+        r->prompt = in.ids;
+        r->stop_ids = eos_ids;
+        r->stop_ids.insert(r->stop_ids.end(), q.extra_stop_ids.begin(), q.extra_stop_ids.end());
+        r->stop_ids.insert(r->stop_ids.end(), p.stop_ids.begin(), p.stop_ids.end());
+        r->max_tokens = p.max_tokens;
+        if (auto e = bind_model(q.model, opt.model_name, opt.adapters, *r)) return send_error(res, *e);
+        r->sampling = p.sampling;
+        r->sampling.seed += static_cast<uint64_t>(k);  // distinct choices, each reproducible from the seed
+        r->top_logprobs = p.top_logprobs;
+        if (p.schema) r->constraint = grammars.constraint(p, r->stop_ids);
+        if (p.echo && p.top_logprobs >= 0) {
+          r->prompt_logprobs = p.top_logprobs;
+          r->emit_stop_token = true;  // echoed log-probs cover every token, the one that ended the reply too
+        }
+        if (k == 0) leaders.push_back(r);
+        else leaders.back()->forks.push_back(r);
+        rs.push_back(r);
       }
-      rs.push_back(r);
     }
     // echo with max_tokens 0 and no log-probs: the answer is the prompt itself.
     const bool run = p.max_tokens > 0 || p.top_logprobs >= 0;
-    for (size_t i = 0; run && i < rs.size(); ++i) {
-      Status s = engine.submit(rs[i]);
+    for (size_t i = 0; run && i < leaders.size(); ++i) {
+      Status s = engine.submit(leaders[i]);
       if (s.ok()) continue;
-      for (size_t k = 0; k < i; ++k) rs[k]->cancelled = true;
+      for (auto& r : rs) r->cancelled = true;
       if (s.message() == "queue full") {
         res.set_header("Retry-After", "1");
         return send_error(res, {503, "server_busy", "too many requests are waiting; retry later", ""});
@@ -238,82 +263,105 @@ struct OpenAiServer::Impl {
     const ResponseWriter w{tok, random_id(is_chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)),
                             rs[0]->adapter ? q.model : opt.model_name, is_chat};
     if (!p.stream) return respond_whole(res, rs, q.prompts, p, w, q.gemma4_output);
-    auto r = rs[0];
     const std::string echo_text = p.echo ? q.prompts[0].echo_text : std::string();
-    const int64_t prompt_tokens = static_cast<int64_t>(r->prompt.size());
+    const int64_t prompt_tokens = static_cast<int64_t>(rs[0]->prompt.size());
     res.set_header("Cache-Control", "no-cache");
     struct StreamState {
       bool started = false;  // the chat role chunk / the echoed prompt is sent
+      bool finished = false;  // the choice's last chunk is sent
       ReplyText sd;
       OffsetCounter off;
       int calls_sent = 0;  // tool calls streamed so far (the next one's index)
       StreamState(const Tokenizer& t, const GenParams& p, int64_t base, bool g4) : sd(t, p.stop, g4), off(t, base) {}
     };
     const bool g4 = q.gemma4_output;
-    auto st = std::make_shared<StreamState>(tok, p, utf8_chars(echo_text), g4);
-    res.set_chunked_content_provider("text/event-stream", [this, r, p, w, prompt_tokens, st, echo_text, g4](size_t, httplib::DataSink& sink) {
+    auto sts = std::make_shared<std::vector<std::unique_ptr<StreamState>>>();
+    for (size_t i = 0; i < rs.size(); ++i) sts->push_back(std::make_unique<StreamState>(tok, p, utf8_chars(echo_text), g4));
+    res.set_chunked_content_provider("text/event-stream", [this, rs, p, w, prompt_tokens, sts, echo_text, g4](size_t, httplib::DataSink& sink) {
       auto send = [&](const std::string& event) { return sink.write(event.data(), event.size()); };
-      if (!st->started) {
-        if (w.is_chat) {
-          if (!send(w.sse_role())) { r->cancelled = true; return false; }
-        } else if (p.echo) {
-          // The prompt first, with its log-probs once the prefill has computed them.
-          json lp = nullptr;
-          if (r->prompt_logprobs >= 0) {
-            std::unique_lock<std::mutex> lk(r->mu);
-            r->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return r->done || r->prompt_lp.size() == r->prompt.size(); });
-            if (r->prompt_lp.size() == r->prompt.size()) lp = prompt_logprobs_json(w, *r);
-            else if (!r->done) {
-              lk.unlock();
-              if (!sink.is_writable()) { r->cancelled = true; return false; }
-              return true;  // not yet
-            }
-          }
-          if (!send(w.sse_delta(echo_text, nullptr, lp))) { r->cancelled = true; return false; }
-        }
-        st->started = true;
-      }
-      std::vector<EngineRequest::Token> toks;
-      bool done;
-      FinishReason reason;
-      std::string error;
-      {
-        std::unique_lock<std::mutex> lk(r->mu);
-        r->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return r->done || !r->tokens.empty(); });
-        toks.assign(r->tokens.begin(), r->tokens.end());
-        r->tokens.clear();
-        done = r->done;
-        reason = r->finish_reason;
-        error = r->error;
-      }
-      if (!sink.is_writable()) { r->cancelled = true; return false; }  // client went away: free its blocks
-      // One chunk: text (or content, reasoning and tool calls) with log-probs and finish_reason.
-      auto chunk = [&](const Gemma4Delta& d, const json& finish, const json& lp) {
-        if (!g4) return w.sse_delta(d.content, finish, lp);
-        const json calls = tool_calls_json(d.tool_calls, true, st->calls_sent);
-        st->calls_sent += static_cast<int>(d.tool_calls.size());
-        return w.sse_chat_delta(d.content, d.reasoning, calls, finish, lp);
+      auto drop = [&] {  // the client went away: free the choices' blocks
+        for (auto& r : rs) r->cancelled = true;
+        return false;
       };
-      for (const auto& t : toks) {
-        const int64_t at = st->off.next(t);
-        const Gemma4Delta d = t.stop ? Gemma4Delta() : st->sd.push(t.id);
-        json lp = nullptr;
-        if (p.top_logprobs >= 0) lp = w.logprobs(t.id, t.logprob, t.top, w.is_chat ? -1 : at);
-        if ((!d.empty() || p.top_logprobs >= 0) && !send(chunk(d, nullptr, lp))) { r->cancelled = true; return false; }
-        if (st->sd.stopped()) {
-          r->cancelled = true;
-          done = true;
-          reason = FinishReason::Stop;
-          break;
+      bool all_done = true, waited = false;
+      for (size_t i = 0; i < rs.size(); ++i) {
+        StreamState* st = (*sts)[i].get();
+        if (st->finished) continue;
+        const std::shared_ptr<EngineRequest>& r = rs[i];
+        const ResponseWriter wi = w.for_choice(static_cast<int>(i));
+        if (!st->started) {
+          if (wi.is_chat) {
+            if (!send(wi.sse_role())) return drop();
+          } else if (p.echo) {
+            // The prompt first, with its log-probs once the prefill has computed them.
+            json lp = nullptr;
+            if (r->prompt_logprobs >= 0) {
+              std::unique_lock<std::mutex> lk(r->mu);
+              r->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return r->done || r->prompt_lp.size() == r->prompt.size(); });
+              if (r->prompt_lp.size() == r->prompt.size()) lp = prompt_logprobs_json(wi, *r);
+              else if (!r->done) {
+                lk.unlock();
+                if (!sink.is_writable()) return drop();
+                return true;  // not yet
+              }
+            }
+            if (!send(wi.sse_delta(echo_text, nullptr, lp))) return drop();
+          }
+          st->started = true;
         }
+        std::vector<EngineRequest::Token> toks;
+        bool done;
+        FinishReason reason;
+        std::string error;
+        {
+          std::unique_lock<std::mutex> lk(r->mu);
+          // Wait on the first unfinished choice only: the others are polled.
+          if (!waited) r->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return r->done || !r->tokens.empty(); });
+          waited = true;
+          toks.assign(r->tokens.begin(), r->tokens.end());
+          r->tokens.clear();
+          done = r->done;
+          reason = r->finish_reason;
+          error = r->error;
+        }
+        if (!sink.is_writable()) return drop();
+        // One chunk: text (or content, reasoning and tool calls) with log-probs and finish_reason.
+        auto chunk = [&](const Gemma4Delta& d, const json& finish, const json& lp) {
+          if (!g4) return wi.sse_delta(d.content, finish, lp);
+          const json calls = tool_calls_json(d.tool_calls, true, st->calls_sent);
+          st->calls_sent += static_cast<int>(d.tool_calls.size());
+          return wi.sse_chat_delta(d.content, d.reasoning, calls, finish, lp);
+        };
+        for (const auto& t : toks) {
+          const int64_t at = st->off.next(t);
+          const Gemma4Delta d = t.stop ? Gemma4Delta() : st->sd.push(t.id);
+          json lp = nullptr;
+          if (p.top_logprobs >= 0) lp = wi.logprobs(t.id, t.logprob, t.top, wi.is_chat ? -1 : at);
+          if ((!d.empty() || p.top_logprobs >= 0) && !send(chunk(d, nullptr, lp))) return drop();
+          if (st->sd.stopped()) {
+            r->cancelled = true;
+            done = true;
+            reason = FinishReason::Stop;
+            break;
+          }
+        }
+        if (!done) {
+          all_done = false;
+          continue;
+        }
+        const Gemma4Delta tail = st->sd.finish();
+        if (!error.empty() && reason == FinishReason::Error) send(wi.sse_error(error));
+        else send(chunk(tail, st->sd.finish_reason(reason), nullptr));
+        st->finished = true;
+        record(*r);
       }
-      if (!done) return true;
-      const Gemma4Delta tail = st->sd.finish();
-      if (!error.empty() && reason == FinishReason::Error) send(w.sse_error(error));
-      else send(chunk(tail, st->sd.finish_reason(reason), nullptr));
-      if (p.include_usage) send(w.sse_usage(prompt_tokens, r->completion_tokens));
+      if (!all_done) return true;
+      if (p.include_usage) {
+        int64_t completion = 0;
+        for (const auto& r : rs) completion += r->completion_tokens;
+        send(w.sse_usage(prompt_tokens, completion));
+      }
       send(ResponseWriter::sse_done());
-      record(*r);
       sink.done();
       return true;
     });
@@ -408,13 +456,14 @@ struct OpenAiServer::Impl {
     std::vector<ChoiceOut> choices;
     int64_t prompt_tokens = 0, completion_tokens = 0;
     for (size_t i = 0; i < rs.size(); ++i) {
-      auto c = collect(rs[i], p, w, p.echo ? prompts[i].echo_text : std::string(), gemma4);
+      // n choices per prompt: prompt i / n (echo takes n = 1).
+      auto c = collect(rs[i], p, w, p.echo ? prompts[i / static_cast<size_t>(p.n)].echo_text : std::string(), gemma4);
       if (!c.ok()) {
         for (auto& r : rs) r->cancelled = true;
         return send_error(res, {500, "api_error", c.message(), ""});
       }
       choices.push_back(std::move(*c));
-      prompt_tokens += static_cast<int64_t>(rs[i]->prompt.size());
+      if (i % static_cast<size_t>(p.n) == 0) prompt_tokens += static_cast<int64_t>(rs[i]->prompt.size());  // once per prompt
       completion_tokens += rs[i]->completion_tokens;
     }
     res.set_content(w.whole(choices, prompt_tokens, completion_tokens), "application/json");
