@@ -62,31 +62,22 @@ __global__ __launch_bounds__(256) void k_qgemv(const uint8_t* __restrict__ W, in
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
-  auto fma4 = [&](const float* w, int e) {
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float4 v = *reinterpret_cast<const float4*>(x + (int64_t)m * K + e);
-      acc[m] += w[0] * v.x + w[1] * v.y + w[2] * v.z + w[3] * v.w;
-    }
-  };
   bool waited = false;
-  int e0 = lane * 4;
-  // U groups, all in range: no branch between their loads, so they are all
-  // in flight at once (with a bound check per group the loads went out one
-  // round trip at a time).
-  for (; e0 + 128 * (U - 1) < K; e0 += 128 * U) {
+  for (int e0 = lane * 4; e0 < K; e0 += 128 * U) {
     float w[U][4];
 #pragma unroll
-    for (int u = 0; u < U; ++u) decode4<T>(wr, e0 + 128 * u, w[u]);
+    for (int u = 0; u < U; ++u)
+      if (e0 + 128 * u < K) decode4<T>(wr, e0 + 128 * u, w[u]);
     if (!waited) pdl_wait(), waited = true;
 #pragma unroll
-    for (int u = 0; u < U; ++u) fma4(w[u], e0 + 128 * u);
-  }
-  for (; e0 < K; e0 += 128) {
-    float w[4];
-    decode4<T>(wr, e0, w);
-    if (!waited) pdl_wait(), waited = true;
-    fma4(w, e0);
+    for (int u = 0; u < U; ++u) {
+      if (e0 + 128 * u >= K) break;
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float4 v = *reinterpret_cast<const float4*>(x + (int64_t)m * K + e0 + 128 * u);
+        acc[m] += w[u][0] * v.x + w[u][1] * v.y + w[u][2] * v.z + w[u][3] * v.w;
+      }
+    }
   }
   if (!waited) pdl_wait();
 #pragma unroll
