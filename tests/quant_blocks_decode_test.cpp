@@ -1,6 +1,5 @@
-// The CUDA backend's block decoders (backend/cuda/quant_blocks.h: decode32 and
-// decode4, the code
-// every GPU kernel that reads GGUF blocks runs) against the CPU's oracle,
+// The CUDA backend's block decoder (backend/cuda/quant_blocks.h: decode4, the
+// code every GPU kernel that reads GGUF blocks runs) against the CPU's oracle,
 // formats/dequant.h (itself checked against llama.cpp's gguf-py in
 // quant_kernels_test): random blocks of every type the GPU keeps, and the
 // real 270M file's tensors. Runs without a GPU (the header is plain C++).
@@ -46,27 +45,13 @@ void decode_row4(QType t, const uint8_t* row, int64_t K, float* out) {
   }
 }
 
-void decode_row(QType t, const uint8_t* row, int64_t K, float* out) {
-  for (int64_t s = 0; s < K / 32; ++s) {
-    switch (t) {
-      case QType::Q4_0: cuda::decode32<QType::Q4_0>(row, s, out + 32 * s); break;
-      case QType::Q5_0: cuda::decode32<QType::Q5_0>(row, s, out + 32 * s); break;
-      case QType::Q8_0: cuda::decode32<QType::Q8_0>(row, s, out + 32 * s); break;
-      case QType::Q4_K: cuda::decode32<QType::Q4_K>(row, s, out + 32 * s); break;
-      case QType::Q5_K: cuda::decode32<QType::Q5_K>(row, s, out + 32 * s); break;
-      case QType::Q6_K: cuda::decode32<QType::Q6_K>(row, s, out + 32 * s); break;
-      case QType::BF16: FAIL();
-    }
-  }
-}
-
 // Equal up to one rounding (the host compiler may contract d * q - m into an fma).
 void expect_same(const std::vector<float>& want, const std::vector<float>& got, const std::string& what) {
   ASSERT_EQ(want.size(), got.size());
   int bad = 0;
   for (size_t i = 0; i < want.size(); ++i)
     if (std::fabs(want[i] - got[i]) > 1e-6f * std::fabs(want[i]) + 1e-6f && ++bad < 5)
-      ADD_FAILURE() << what << " element " << i << ": oracle " << want[i] << ", decode32 " << got[i];
+      ADD_FAILURE() << what << " element " << i << ": oracle " << want[i] << ", decode4 " << got[i];
   EXPECT_EQ(bad, 0) << what;
 }
 
@@ -91,10 +76,8 @@ TEST(QuantBlocksDecode, RandomBlocksOfEveryTypeEqualTheOracle) {
       std::vector<float> want(K), got(K);
       const uint8_t* row = data.data() + r * row_bytes;
       ASSERT_TRUE(dequantize_row(c.dtype, row, want.data(), K).ok());
-      decode_row(c.qtype, row, K, got.data());
-      expect_same(want, got, std::string(dtype_name(c.dtype)) + " row " + std::to_string(r));
       decode_row4(c.qtype, row, K, got.data());
-      expect_same(want, got, std::string(dtype_name(c.dtype)) + " row " + std::to_string(r) + " by 4");
+      expect_same(want, got, std::string(dtype_name(c.dtype)) + " row " + std::to_string(r));
     }
   }
 }
@@ -111,10 +94,8 @@ TEST(QuantBlocksDecode, RealGemma3_270mTensorsEqualTheOracle) {
       const uint8_t* row = t.data + r * cuda::qtype_row_bytes(q, K);
       std::vector<float> want(K), got(K);
       ASSERT_TRUE(dequantize_row(t.dtype, row, want.data(), K).ok());
-      decode_row(q, row, K, got.data());
-      expect_same(want, got, t.name);
       decode_row4(q, row, K, got.data());
-      expect_same(want, got, t.name + " by 4");
+      expect_same(want, got, t.name);
     }
     ++checked;
   }

@@ -63,6 +63,10 @@ void launch_gemv(const ExecCtx& ctx, const float* x, int64_t M, int64_t K, const
 
 }  // namespace
 
+void launch_f32_to_bf16(cudaStream_t stream, const float* x, bf16* y, int64_t n) {
+  k_f32_to_bf16<<<grid_for(n), 256, 0, stream>>>(x, y, n);
+}
+
 // ---------------------------------------------------------------- cuBLASLt
 
 void Gemm::init() {
@@ -129,7 +133,7 @@ void launch(const ExecCtx& ctx, const MatmulArgs& a) {
     xb = a.x16;
   } else {
     bf16* s = ctx.scratch.bf16s(static_cast<size_t>(a.M * a.K), ctx.stream);
-    k_f32_to_bf16<<<grid_for(a.M * a.K), 256, 0, ctx.stream>>>(a.x, s, a.M * a.K);
+    launch_f32_to_bf16(ctx.stream, a.x, s, a.M * a.K);
     xb = s;
   }
   ctx.gemm.run(ctx.stream, xb, a.w, a.out, a.M, a.N, a.K);

@@ -39,4 +39,7 @@ class Gemm {
   std::map<std::tuple<int64_t, int64_t, int64_t>, Plan> plans_;
 };
 
+// y = bf16(x), n values: a GEMM input without a ready bf16 shadow (gemm.cu).
+void launch_f32_to_bf16(cudaStream_t stream, const float* x, bf16* y, int64_t n);
+
 }  // namespace gf::cuda

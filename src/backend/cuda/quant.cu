@@ -102,23 +102,18 @@ __global__ void k_dequant_bf16(const uint8_t* __restrict__ W, int64_t row_bytes,
   }
 }
 
-// out[t] = table[ids[t]] * scale for a quantized table.
+// out[t] = table[ids[t]] * scale for a quantized table: 4 elements per thread.
 template <QType T>
 __global__ void k_embed_q(const uint8_t* __restrict__ table, int64_t row_bytes, const int* __restrict__ ids, float scale,
                           float* __restrict__ out, int64_t H) {
   const int t = blockIdx.x;
   const uint8_t* row = table + (int64_t)ids[t] * row_bytes;
-  for (int64_t s = threadIdx.x; s < H / 32; s += blockDim.x) {
-    float w[32];
-    decode32<T>(row, s, w);
+  for (int64_t e = threadIdx.x * 4; e < H; e += blockDim.x * 4) {
+    float w[4];
+    decode4<T>(row, e, w);
 #pragma unroll
-    for (int j = 0; j < 32; ++j) out[t * H + s * 32 + j] = w[j] * scale;
+    for (int j = 0; j < 4; ++j) out[t * H + e + j] = w[j] * scale;
   }
-}
-
-__global__ void k_to_bf16(const float* __restrict__ x, bf16* __restrict__ y, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    y[i] = __float2bfloat16(x[i]);
 }
 
 }  // namespace
@@ -142,7 +137,7 @@ void launch(const ExecCtx& ctx, const QMatmulArgs& a) {
   const bf16* xb = a.x16;
   if (a.path == MatmulPath::Convert) {
     bf16* s = ctx.scratch.bf16s(static_cast<size_t>(a.M * a.K), ctx.stream);
-    k_to_bf16<<<grid_for(a.M * a.K), 256, 0, ctx.stream>>>(a.x, s, a.M * a.K);
+    launch_f32_to_bf16(ctx.stream, a.x, s, a.M * a.K);
     xb = s;
   }
   ctx.gemm.run(ctx.stream, xb, wb, a.out, a.M, a.N, a.K);

@@ -1,9 +1,9 @@
 // GGUF block-quantized weights as the CUDA backend keeps them: the file's
-// blocks, unchanged, in device memory. decode32<T>(row, s, w) gives the 32
-// float values of the s-th run of 32 elements of a row; every kernel that
-// reads quantized weights (GEMV, dequantize-to-bf16, embedding rows) goes
-// through it. The layouts are ggml's (formats/ggml_blocks.h). This header is
-// plain C++ outside nvcc, so the CPU tests check decode32 against
+// blocks, unchanged, in device memory. decode4<T>(row, e, w) gives the 4
+// float values of elements e .. e+3 of a row; every kernel that reads
+// quantized weights (GEMV, dequantize-to-bf16, embedding rows) goes through
+// it. The layouts are ggml's (formats/ggml_blocks.h). This header is
+// plain C++ outside nvcc, so the CPU tests check decode4 against
 // formats/dequant.h (tests/cuda_quant_blocks_test.cpp).
 #pragma once
 #include <cstdint>
@@ -55,18 +55,8 @@ GF_QHD float half(const uint8_t* p) {
 #endif
 }
 
-// The 6-bit scale and min of sub-block j of a Q4_K / Q5_K super-block (as ggml's get_scale_min_k4).
-GF_QHD void scale_min(int j, const uint8_t* q, float* sc, float* m) {
-  if (j < 4) {
-    *sc = static_cast<float>(q[j] & 63);
-    *m = static_cast<float>(q[j + 4] & 63);
-  } else {
-    *sc = static_cast<float>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    *m = static_cast<float>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-  }
-}
-
-// The same from the super-block's first 16 bytes as little-endian words
+// The 6-bit scale and min of sub-block j of a Q4_K / Q5_K super-block (as
+// ggml's get_scale_min_k4), from its first 16 bytes as little-endian words
 // (h[1..3] = bytes 4..15): shifts by j instead of indexing a byte array by j,
 // which would put the array in the GPU's (slow, per-thread) local memory.
 GF_QHD void scale_min_words(int j, const uint32_t* h, float* sc, float* m) {
@@ -144,83 +134,6 @@ GF_QHD int byte_of(const uint32_t* w, int i) { return static_cast<int>((w[i >> 2
 GF_QHD float half_of(const uint32_t* w, int i) {  // the float16 at byte i (even)
   const uint8_t b[2] = {static_cast<uint8_t>(byte_of(w, i)), static_cast<uint8_t>(byte_of(w, i + 1))};
   return qblock::half(b);
-}
-
-// w[0..31] = elements 32*s .. 32*s+31 of a row of type T. Rows start 16-byte
-// aligned (device allocations; K a multiple of the block size): Q4_K and Q5_K
-// blocks (144, 176 bytes) stay 16-byte aligned, the others only 2-byte.
-template <QType T>
-GF_QHD void decode32(const uint8_t* row, int64_t s, float* w) {
-  using namespace qblock;
-  if constexpr (T == QType::Q4_0) {
-    uint32_t b[5];
-    load_words<18, 2>(row + s * 18, b);
-    const float d = half_of(b, 0);
-    GF_QUNROLL
-    for (int j = 0; j < 16; ++j) {
-      w[j] = static_cast<float>((byte_of(b, 2 + j) & 0xF) - 8) * d;
-      w[j + 16] = static_cast<float>((byte_of(b, 2 + j) >> 4) - 8) * d;
-    }
-  } else if constexpr (T == QType::Q5_0) {
-    uint32_t b[6];
-    load_words<22, 2>(row + s * 22, b);
-    const float d = half_of(b, 0);
-    const uint32_t qh = (b[0] >> 16) | (b[1] << 16);  // bytes 2-5
-    GF_QUNROLL
-    for (int j = 0; j < 16; ++j) {
-      const int lo = (byte_of(b, 6 + j) & 0xF) | (((qh >> j) & 1) << 4);
-      const int hi = (byte_of(b, 6 + j) >> 4) | (((qh >> (j + 16)) & 1) << 4);
-      w[j] = static_cast<float>(lo - 16) * d;
-      w[j + 16] = static_cast<float>(hi - 16) * d;
-    }
-  } else if constexpr (T == QType::Q8_0) {
-    uint32_t b[9];
-    load_words<34, 2>(row + s * 34, b);
-    const float d = half_of(b, 0);
-    GF_QUNROLL
-    for (int j = 0; j < 32; ++j) w[j] = static_cast<float>(static_cast<int8_t>(byte_of(b, 2 + j))) * d;
-  } else if constexpr (T == QType::Q4_K || T == QType::Q5_K) {
-    // Super-block of 256: d, dmin, 12 bytes of 6-bit scales/mins, (Q5_K: 32
-    // bytes of 5th bits,) 128 bytes of nibbles: sub-blocks 2g and 2g+1 are
-    // the low and high nibbles of bytes 32g .. 32g+31.
-    constexpr int kBytes = T == QType::Q4_K ? 144 : 176;
-    const int j = static_cast<int>(s & 7);
-    const uint8_t* p = row + (s >> 3) * kBytes;
-    uint32_t head[4], q[8], qh[8];
-    load_words<16, 16>(p, head);
-    load_words<32, 16>(p + (T == QType::Q4_K ? 16 : 48) + 32 * (j >> 1), q);
-    if constexpr (T == QType::Q5_K) load_words<32, 16>(p + 16, qh);
-    float sc, m;
-    scale_min_words(j, head, &sc, &m);
-    const float d = half_of(head, 0) * sc, dm = half_of(head, 2) * m;
-    const int shift = (j & 1) * 4;
-    GF_QUNROLL
-    for (int l = 0; l < 32; ++l) {
-      int v = (byte_of(q, l) >> shift) & 0xF;
-      if constexpr (T == QType::Q5_K) v |= ((byte_of(qh, l) >> j) & 1) << 4;
-      w[l] = d * static_cast<float>(v) - dm;
-    }
-  } else if constexpr (T == QType::Q6_K) {
-    // ql[128], qh[64], int8 scales[16], d. Sub-block j: half h = j / 4 (ql
-    // + 64h, qh + 32h, scales + 8h), quarter k = j % 4: low nibbles of ql[l]
-    // (k 0) or ql[l + 32] (k 1), high nibbles (k 2, 3), with bits 2k, 2k+1
-    // of qh[l]; scale index 2k + l / 16.
-    const int j = static_cast<int>(s & 7), h = j >> 2, k = j & 3;
-    const uint8_t* p = row + (s >> 3) * 210;
-    uint32_t ql[8], qh[8], sc[1], dd[1];
-    load_words<32, 2>(p + 64 * h + 32 * (k & 1), ql);
-    load_words<32, 2>(p + 128 + 32 * h, qh);
-    load_words<2, 2>(p + 192 + 8 * h + 2 * k, sc);
-    load_words<2, 2>(p + 208, dd);
-    const float d = half_of(dd, 0);
-    const int nshift = (k >> 1) * 4;
-    const float d0 = d * static_cast<int8_t>(byte_of(sc, 0)), d1 = d * static_cast<int8_t>(byte_of(sc, 1));
-    GF_QUNROLL
-    for (int l = 0; l < 32; ++l) {
-      const int v = ((byte_of(ql, l) >> nshift) & 0xF) | (((byte_of(qh, l) >> (2 * k)) & 3) << 4);
-      w[l] = (l < 16 ? d0 : d1) * static_cast<float>(v - 32);
-    }
-  }
 }
 
 // w[0..3] = elements e .. e+3 (e a multiple of 4) of a row of type T: the
