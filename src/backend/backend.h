@@ -15,6 +15,8 @@
 
 namespace gf {
 
+class Collective;
+
 // A dense 2-D activation [rows, cols] in backend memory. The backend decides
 // the element type (float32 on CPU); the decoder never dereferences data.
 struct Act {
@@ -118,6 +120,15 @@ class Backend {
   // x row rows[i] += y row i (distinct rows): a LoRA term added to the rows of
   // its adapter. The default round-trips through the host.
   virtual void add_rows(Act& x, const std::vector<int32_t>& rows, const Act& y);
+
+  // Tensor parallelism (backend/collective.h): every rank of comm makes the
+  // same calls in the same order. The defaults pass host copies to comm; a
+  // backend whose collective reads its memory in place overrides them.
+  // x = the sum of every rank's x (the same bits on every rank).
+  virtual Status all_reduce_sum(Act& x, Collective& comm);
+  // out [rows, sum of cols] = the ranks' parts side by side in rank order;
+  // rank r's part is [rows, cols[r]].
+  virtual Status all_gather_cols(const Act& part, const std::vector<int64_t>& cols, Collective& comm, Act& out);
 
   // Fused steps of the decoder. Each is defined as the composition of the ops
   // above (backend.cpp, which the CPU reference uses unchanged); a backend

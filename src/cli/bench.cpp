@@ -137,7 +137,7 @@ int run_bench(const BenchOptions& o) {
     be = std::move(*b);
   }
   auto t_up = clock::now();
-  auto dec = Decoder::create(*m, *be);
+  auto dec = create_decoder(*m, *be, o.model);
   if (!dec.ok()) return fail(dec.status());
   std::fprintf(stderr, "weights on the %s backend in %.1f s\n", be->name().c_str(), secs(t_up));
   if (be->name() == "cpu") std::fprintf(stderr, "CPU kernels: %s (GEMFORGE_CPU_ISA)\n", cpu::isa_name(cpu::active_isa()));
@@ -288,6 +288,7 @@ CommandRegistration reg(60, [](CLI::App& root) {
   auto o = std::make_shared<BenchOptions>();
   auto* c = root.add_subcommand("bench", "Prompt-processing and generation speed (like llama-bench)");
   add_model_options(c, o->model);
+  add_tp_option(c, o->model);
   c->add_option("-p,--prompt", o->prompt, "Prompt tokens for the pp test (0 = skip)")->capture_default_str();
   c->add_option("-n,--gen", o->gen, "Generated tokens for the tg test (0 = skip)")->capture_default_str();
   c->add_option("-r,--reps", o->reps, "Repetitions (after one warm-up)")->capture_default_str();

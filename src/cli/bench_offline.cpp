@@ -65,7 +65,7 @@ int run_bench_offline(const BenchOfflineOptions& o) {
   if (!m.ok()) return fail(m.status());
   auto be = make_backend_from_options(o.model);
   if (!be.ok()) return fail(be.status());
-  auto dec = Decoder::create(*m, **be);
+  auto dec = create_decoder(*m, **be, o.model);
   if (!dec.ok()) return fail(dec.status());
   auto engine = Engine::create(**dec, engine_options(o.kv_tokens, o.parallel, o.chunk, static_cast<size_t>(o.num_prompts) + 1));
   if (!engine.ok()) return fail(engine.status());
@@ -116,6 +116,7 @@ CommandRegistration reg(62, [](CLI::App& root) {
   if (!bench) return;
   CLI::App* c = bench->add_subcommand("offline", "The serving engine without HTTP: a fixed batch of prompts, output tok/s (upper bound of bench serve)");
   add_model_options(c, o->model);
+  add_tp_option(c, o->model);
   c->add_option("--num-prompts", o->num_prompts, "Requests, all submitted at once")->capture_default_str();
   c->add_option("--input-tokens", o->input_tokens, "Prompt tokens per request (random ids after <bos>)")->capture_default_str();
   c->add_option("--output-tokens", o->output_tokens, "Tokens generated per request (greedy, stop tokens ignored)")->capture_default_str();

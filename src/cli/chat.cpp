@@ -137,6 +137,7 @@ CommandRegistration reg(20, [](CLI::App& root) {
   auto* c = root.add_subcommand("chat", "Interactive multi-turn chat in the model's chat format");
   add_model_options(c, o->model);
   add_lora_option(c, o->model);
+  add_tp_option(c, o->model);
   c->add_option("--system", o->system, "System prompt (Gemma 3+)");
   c->add_option("-p,--prompt", o->prompt, "Answer this one message and exit");
   c->add_flag("--think", o->think, "Gemma 4: think before answering (the thinking is shown dimmed, and left out of the conversation)");

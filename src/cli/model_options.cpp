@@ -46,7 +46,22 @@ Result<std::string> default_model_path() {
              "or pass -m MODEL, or set GEMFORGE_MODEL");
 }
 
+namespace {
+// What --tp runs with, checked before the model loads.
+Status check_tp_options(const ModelOptions& o) {
+  if (o.tp < 1) return Err("--tp must be at least 1, not " + std::to_string(o.tp));
+  if (o.tp == 1) return Ok();
+  if (o.backend != "cpu")
+    return Err("--tp " + std::to_string(o.tp) + " with --backend " + o.backend +
+               ": multi-GPU tensor parallelism is not available in this build (no NCCL collective yet); "
+               "use --tp 1, or --backend cpu for tensor parallelism over CPU threads");
+  if (!o.lora.empty()) return Err("--lora does not run with --tp yet: use --tp 1 with --lora");
+  return Ok();
+}
+}  // namespace
+
 Result<Model> load_model_from_options(const ModelOptions& o, bool allow_default) {
+  GF_RETURN_IF_ERROR(check_tp_options(o));
   if (o.threads > 0) set_num_threads(o.threads);
   if (!o.synthetic.empty() && !o.model.empty()) return Err("give either -m or --synthetic, not both");
   if (!o.synthetic.empty()) {
@@ -88,7 +103,17 @@ void add_lora_option(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--lora", o.lora, "LoRA adapter folder (PEFT format: adapter_config.json + adapter_model.safetensors), applied unmerged");
 }
 
+void add_tp_option(CLI::App* cmd, ModelOptions& o) {
+  cmd->add_option("--tp", o.tp, "Tensor parallelism: split the model over N ranks (heads, MLP, vocabulary), one thread each "
+                                "(CPU backend)")
+      ->capture_default_str();
+}
+
 Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, const ModelOptions& o) {
+  if (o.tp != 1) {
+    GF_RETURN_IF_ERROR(check_tp_options(o));
+    return Decoder::create_parallel(m, be, o.tp, [&o] { return make_backend_from_options(o); });
+  }
   if (o.lora.empty()) return Decoder::create(m, be);
   GF_ASSIGN_OR_RETURN(LoadedAdapter a, train::load_adapter_view(o.lora, m.spec));
   auto d = Decoder::create(m, be, a.view);

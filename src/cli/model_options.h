@@ -22,10 +22,14 @@ struct ModelOptions {
   int threads = 0;
   std::string backend = "cpu";
   std::string lora;  // a LoRA adapter folder (PEFT format), applied unmerged
+  int tp = 1;        // tensor-parallel ranks
 };
 
 // --lora DIR, for the commands that run the model (run, chat, score, perplexity, serve).
 void add_lora_option(CLI::App* cmd, ModelOptions& o);
+
+// --tp N, for the commands that run the model.
+void add_tp_option(CLI::App* cmd, ModelOptions& o);
 
 // -m, --synthetic, --seed-weights, --backend, --threads.
 void add_model_options(CLI::App* cmd, ModelOptions& o);
@@ -42,7 +46,8 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& s);
 
 // The backend named by --backend (cpu, or cuda when built with CUDA).
 Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o);
-// The decoder over m on be, with o.lora's adapter when given.
+// The decoder over m on be, with o.lora's adapter when given; with --tp N,
+// the driver of N ranks (be is rank 0's backend, the others get their own).
 Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, const ModelOptions& o);
 
 // The chat template a model folder or GGUF ships (chat_template.jinja,

@@ -85,6 +85,7 @@ CommandRegistration reg(35, [](CLI::App& root) {
   auto* c = root.add_subcommand("perplexity", "Perplexity of a text file (chunked like llama-perplexity)");
   add_model_options(c, o->model);
   add_lora_option(c, o->model);
+  add_tp_option(c, o->model);
   c->add_option("FILE", o->file, "Text file")->required();
   c->add_option("-c,--ctx-size", o->ctx, "Tokens per chunk; the second half of each chunk is scored")->capture_default_str();
   c->add_option("--chunks", o->chunks, "Score at most this many chunks (default: all)");

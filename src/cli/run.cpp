@@ -122,6 +122,7 @@ CommandRegistration reg(10, [](CLI::App& root) {
   auto* c = root.add_subcommand("run", "Generate text from a prompt (streamed), or continue token ids");
   add_model_options(c, o->model);
   add_lora_option(c, o->model);
+  add_tp_option(c, o->model);
   c->add_option("-p,--prompt", o->prompt, "Prompt text");
   c->add_option("--prompt-ids", o->prompt_ids, "Prompt as comma-separated token ids");
   c->add_option("--chat", o->chat, "Send the prompt as a user turn: auto (when the model has a chat template), on, off")

@@ -87,6 +87,7 @@ CommandRegistration reg(30, [](CLI::App& root) {
   auto* c = root.add_subcommand("score", "Per-token log-probabilities of a prompt; optionally write all logits");
   add_model_options(c, o->model);
   add_lora_option(c, o->model);
+  add_tp_option(c, o->model);
   c->add_option("-p,--text", o->text, "Text to score (tokenized with BOS, control tokens kept as text)");
   c->add_option("--ids", o->ids, "Comma-separated token ids, e.g. 2,17,301 (instead of -p)");
   c->add_option("--logits-out", o->logits_out, "Write logits [T, V] float32 as tensor \"logits\" to this .safetensors file");

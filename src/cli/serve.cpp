@@ -85,6 +85,7 @@ CommandRegistration reg(40, [](CLI::App& root) {
   auto o = std::make_shared<ServeOptions>();
   auto* c = root.add_subcommand("serve", "OpenAI-compatible server (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics)");
   add_model_options(c, o->model);
+  add_tp_option(c, o->model);
   c->add_option("--lora", o->loras,
                  "LoRA adapter (PEFT folder), unmerged: DIR adapts every request; NAME=DIR (repeatable) serves it beside the base "
                  "model to requests whose \"model\" is NAME");

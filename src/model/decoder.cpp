@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/collective.h"
 #include "core/half.h"
+#include "model/shard.h"
 
 namespace gf {
 
@@ -28,9 +30,13 @@ std::vector<int32_t> identity_rows(int64_t n) {
 }
 }  // namespace
 
-Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be, const Adapter& adapter) {
+Result<std::unique_ptr<Decoder>> Decoder::create(const Model& m, Backend& be, const Adapter& adapter, Collective* comm) {
   GF_RETURN_IF_ERROR(m.spec.check_supported());
+  if (m.tp.world > 1 && (!comm || comm->world() != m.tp.world || comm->rank() != m.tp.rank))
+    return Err("a tensor-parallel shard (rank " + std::to_string(m.tp.rank) + " of " + std::to_string(m.tp.world) +
+               ") needs the collective of that rank");
   std::unique_ptr<Decoder> d(new Decoder(m, be));
+  if (m.tp.world > 1) d->comm_ = comm;
   const ModelSpec& s = m.spec;
   GF_ASSIGN_OR_RETURN(d->embed_, be.upload_matrix(*m.embed));
   if (m.lm_head == m.embed) d->lm_head_ = d->embed_;
@@ -94,7 +100,11 @@ Result<std::unique_ptr<KvCache>> Decoder::new_cache(int64_t capacity) {
 }
 
 Result<std::unique_ptr<PagedKvCache>> Decoder::new_paged_cache(int64_t num_blocks, int block_size) {
-  return PagedKvCache::create(*be_, spec(), num_blocks, block_size);
+  // Under create_parallel, one part per rank (rank order), sharing the block accounting.
+  std::vector<PagedKvCache::Part> parts = {{be_, &model_->spec}};
+  if (group_)
+    for (const Decoder* d : peers()) parts.push_back({d->be_, &d->model_->spec});
+  return PagedKvCache::create(parts, num_blocks, block_size);
 }
 
 Status Decoder::check_fits(const std::vector<int32_t>& ids, const KvCache& cache) {
@@ -136,10 +146,11 @@ struct Decoder::Scratch {
   Backend& be;
   const ModelSpec& s;
   int64_t T;
+  size_t kv_part;  // this rank's part of the cache
   Act x, h, q, k, v, att, g, u;
   std::vector<Act> ple;  // Gemma 4: per layer [T, P]
 
-  Scratch(Backend& b, const ModelSpec& spec, int64_t tokens) : be(b), s(spec), T(tokens) {
+  Scratch(Backend& b, const ModelSpec& spec, int64_t tokens, size_t part) : be(b), s(spec), T(tokens), kv_part(part) {
     int64_t max_q = 0, max_kv = 0, max_i = 0;
     for (const auto& l : s.layers) {
       max_q = std::max<int64_t>(max_q, static_cast<int64_t>(l.num_heads) * l.head_dim);
@@ -172,7 +183,7 @@ struct Decoder::Scratch {
 };
 
 // x += post_norm(o(attention(rope(qk_norm(q)), K, V))); then h = pre_ffw_norm(x).
-void Decoder::attention_block(int li, PagedKvCache& cache, Scratch& sc) {
+Status Decoder::attention_block(int li, PagedKvCache& cache, Scratch& sc) {
   const ModelSpec& s = spec();
   Backend& be = *be_;
   const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
@@ -186,7 +197,7 @@ void Decoder::attention_block(int li, PagedKvCache& cache, Scratch& sc) {
     project(li, Projection::Q, sc.h, w.q, ql);
     if (q_norm) be.rmsnorm(ql, q_norm, ls.head_dim, eps);
     be.rope(ql, ls.head_dim, w.inv_freq);
-    be.attention(ql, cache.pool(static_cast<size_t>(li)), attention_params(ls), al);
+    be.attention(ql, cache.pool(static_cast<size_t>(li), sc.kv_part), attention_params(ls), al);
   } else {
     const Weight* qkv_w[3] = {&w.q, &w.k, &w.v};
     Act* qkv_out[3] = {&ql, &kl, &vl};
@@ -197,16 +208,18 @@ void Decoder::attention_block(int li, PagedKvCache& cache, Scratch& sc) {
     // Gemma 4 k_eq_v: the value is the raw k projection (before k_norm and RoPE).
     if (ls.k_eq_v) be.gather_rows(kl, identity_rows(sc.T), vl);
     if (ls.v_norm) be.rmsnorm(vl, nullptr, ls.head_dim, eps);
-    KvPool& pool = cache.pool(static_cast<size_t>(li));
+    KvPool& pool = cache.pool(static_cast<size_t>(li), sc.kv_part);
     be.attention_inputs(ql, kl, vl, q_norm, ls.qk_norm ? &w.k_norm : nullptr, ls.head_dim, eps, w.inv_freq, pool);
     be.attention(ql, pool, attention_params(ls), al);
   }
   project(li, Projection::O, al, w.o, sc.h);
+  GF_RETURN_IF_ERROR(reduce(sc.h));  // row-parallel o: the ranks' heads summed
   be.residual_add_norm(sc.x, sc.h, ls.sandwich_norms ? &w.post_attn_norm : nullptr, &w.pre_ffw_norm, eps, sc.h);
+  return Ok();
 }
 
 // x += post_norm(down(gelu_tanh(gate(h)) * up(h))) [+ the MoE block beside it]; Gemma 1-3 then h = next input_norm(x).
-void Decoder::mlp_block(int li, Scratch& sc) {
+Status Decoder::mlp_block(int li, Scratch& sc) {
   const ModelSpec& s = spec();
   Backend& be = *be_;
   const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
@@ -220,9 +233,11 @@ void Decoder::mlp_block(int li, Scratch& sc) {
     be.gated_mlp_up(sc.h, w.gate, w.up, gl, ul);
   }
   project(li, Projection::Down, gl, w.down, sc.h);
-  if (ls.moe) moe_block(li, sc);
+  GF_RETURN_IF_ERROR(reduce(sc.h));  // row-parallel down: the ranks' MLP parts summed
+  if (ls.moe) moe_block(li, sc);  // whole on every rank (shard.h)
   const Weight* next = !ends_with_extras(ls) && li + 1 < s.num_layers ? &layers_[static_cast<size_t>(li) + 1].input_norm : nullptr;
   be.residual_add_norm(sc.x, sc.h, ls.sandwich_norms ? &w.post_ffw_norm : nullptr, next, s.rms_norm_eps, sc.h);
+  return Ok();
 }
 
 // Gemma 4 MoE beside the dense MLP (whose output is in h; x is the residual r):
@@ -341,9 +356,8 @@ std::vector<Act> Decoder::per_layer_inputs(const std::vector<int32_t>& ids, cons
   return out;
 }
 
-Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output) {
+Result<Decoder::StepInput> Decoder::plan_step(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output) {
   const ModelSpec& s = spec();
-  Backend& be = *be_;
   if (steps.empty()) return Err("forward: empty batch");
   const int bs = cache.block_size();
 
@@ -364,15 +378,15 @@ Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& step
   for (auto& st : steps) GF_RETURN_IF_ERROR(cache.reserve(*st.seq, st.seq->length + static_cast<int64_t>(st.ids.size())));
 
   // Token layout of the step.
-  BatchLayout layout;
-  std::vector<int32_t> ids, logit_rows;
+  StepInput in;
+  BatchLayout& layout = in.layout;
   for (size_t si = 0; si < steps.size(); ++si) {
     const SeqStep& st = steps[si];
     const int64_t start = st.seq->length;
     for (size_t j = 0; j < st.ids.size(); ++j) {
       const int64_t p = start + static_cast<int64_t>(j);
-      if (output[si] && (st.all_logits || j + 1 == st.ids.size())) logit_rows.push_back(static_cast<int32_t>(ids.size()));
-      ids.push_back(st.ids[j]);
+      if (output[si] && (st.all_logits || j + 1 == st.ids.size())) in.logit_rows.push_back(static_cast<int32_t>(in.ids.size()));
+      in.ids.push_back(st.ids[j]);
       layout.positions.push_back(static_cast<int32_t>(p));
       layout.token_seq.push_back(static_cast<int32_t>(si));
       layout.slots.push_back(st.seq->blocks[static_cast<size_t>(p / bs)] * bs + static_cast<int32_t>(p % bs));
@@ -380,20 +394,52 @@ Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& step
     layout.block_tables.push_back(st.seq->blocks);
     layout.seq_lens.push_back(static_cast<int32_t>(start + static_cast<int64_t>(st.ids.size())));
   }
-  be.begin_batch(layout);
+  return in;
+}
 
-  const int64_t T = static_cast<int64_t>(ids.size());
+Status Decoder::embed_tokens(const std::vector<int32_t>& ids, Act& x) {
+  const float scale = spec().embed_scale;
+  if (!comm_) {
+    be_->embed(embed_, ids, scale, x);
+    return Ok();
+  }
+  // Vocabulary-parallel: each token's row is on one rank, zeros on the others (their sum is exact).
+  const int64_t begin = model_->tp.vocab_begin, end = begin + model_->embed->rows();
+  std::vector<int32_t> local, rows;
+  for (size_t t = 0; t < ids.size(); ++t)
+    if (ids[t] >= begin && ids[t] < end) {
+      local.push_back(static_cast<int32_t>(ids[t] - begin));
+      rows.push_back(static_cast<int32_t>(t));
+    }
+  const std::vector<float> zeros(static_cast<size_t>(x.rows * x.cols), 0.0f);
+  be_->upload(x, zeros.data());
+  if (!local.empty()) {
+    Act part = be_->alloc(static_cast<int64_t>(local.size()), x.cols);
+    be_->embed(embed_, local, scale, part);
+    be_->add_rows(x, rows, part);
+    be_->release(part);
+  }
+  return reduce(x);
+}
+
+Status Decoder::reduce(Act& x) { return comm_ ? be_->all_reduce_sum(x, *comm_) : Ok(); }
+
+Result<Act> Decoder::run_step(const StepInput& in, PagedKvCache& cache, size_t kv_part) {
+  const ModelSpec& s = spec();
+  Backend& be = *be_;
+  be.begin_batch(in.layout);
+  const int64_t T = static_cast<int64_t>(in.ids.size());
   const int64_t H = s.hidden_size;
-  Scratch sc(be, s, T);
-  be.embed(embed_, ids, s.embed_scale, sc.x);
-  sc.ple = per_layer_inputs(ids, sc.x);
+  Scratch sc(be, s, T, kv_part);
+  GF_RETURN_IF_ERROR(embed_tokens(in.ids, sc.x));
+  sc.ple = per_layer_inputs(in.ids, sc.x);
   // h holds the normed input of each block: the first layer's here, the
   // others' from the residual step that ends the layer before.
   if (s.num_layers > 0) be.rmsnorm_to(sc.x, layers_[0].input_norm, s.rms_norm_eps, sc.h);
   for (int li = 0; li < s.num_layers; ++li) {
     const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
-    attention_block(li, cache, sc);
-    mlp_block(li, sc);
+    GF_RETURN_IF_ERROR(attention_block(li, cache, sc));
+    GF_RETURN_IF_ERROR(mlp_block(li, sc));
     if (ls.per_layer_input) per_layer_input_step(li, sc);
     const float scalar = layers_[static_cast<size_t>(li)].layer_scalar;
     if (ls.layer_scalar && scalar != 1.0f) be.scale(sc.x, scalar);
@@ -401,23 +447,43 @@ Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& step
     if (ends_with_extras(ls) && li + 1 < s.num_layers)
       be.rmsnorm_to(sc.x, layers_[static_cast<size_t>(li) + 1].input_norm, s.rms_norm_eps, sc.h);
   }
-  for (auto& st : steps) st.seq->length += static_cast<int64_t>(st.ids.size());
-  Act x_out = sc.take_x();
+  Act x = sc.take_x();
   sc.release();
-  Act& x = x_out;
   // Final norm and LM head on the rows that need logits only.
-  if (logit_rows.empty()) {
+  if (in.logit_rows.empty()) {
     be.release(x);
     return Act{};
   }
-  Act rows = be.alloc(static_cast<int64_t>(logit_rows.size()), H);
-  be.gather_rows(x, logit_rows, rows);
+  Act rows = be.alloc(static_cast<int64_t>(in.logit_rows.size()), H);
+  be.gather_rows(x, in.logit_rows, rows);
   be.release(x);
   be.rmsnorm(rows, &final_norm_, H, s.rms_norm_eps);
   Act logits = be.alloc(rows.rows, s.vocab_size);
-  be.matmul(rows, lm_head_, logits);
+  Status gathered = Ok();
+  if (!comm_) {
+    be.matmul(rows, lm_head_, logits);
+  } else {
+    // Vocabulary-parallel: each rank's columns of the logits, gathered on every rank.
+    Act part = be.alloc(rows.rows, model_->lm_head->rows());
+    be.matmul(rows, lm_head_, part);
+    std::vector<int64_t> cols;
+    for (int r = 0; r < comm_->world(); ++r) cols.push_back(vocab_shard(s.vocab_size, r, comm_->world()).rows);
+    gathered = be.all_gather_cols(part, cols, *comm_, logits);
+    be.release(part);
+  }
   be.release(rows);
+  if (!gathered.ok()) {
+    be.release(logits);
+    return gathered.error();
+  }
   if (s.final_softcap > 0) be.softcap(logits, s.final_softcap);
+  return logits;
+}
+
+Result<Act> Decoder::step_logits(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output) {
+  GF_ASSIGN_OR_RETURN(StepInput in, plan_step(cache, steps, output));
+  GF_ASSIGN_OR_RETURN(Act logits, run_ranks(in, cache));
+  for (auto& st : steps) st.seq->length += static_cast<int64_t>(st.ids.size());
   return logits;
 }
 

@@ -5,6 +5,7 @@
 // for one sequence (run, score, chat).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -16,6 +17,8 @@
 #include "model/model.h"
 
 namespace gf {
+
+class Collective;
 
 // One sequence's part of a batched step.
 struct SeqStep {
@@ -47,10 +50,25 @@ class Decoder {
  public:
   // Uploads the model's weights (and an adapter's, applied unmerged) to the
   // backend. The model must outlive the decoder; the adapter is copied.
-  static Result<std::unique_ptr<Decoder>> create(const Model& model, Backend& backend, const Adapter& adapter = {});
+  // One rank of a tensor-parallel group: `model` is the rank's shard
+  // (shard_model) and comm its link to the other ranks, whose decoders the
+  // caller steps at the same time with the same inputs.
+  static Result<std::unique_ptr<Decoder>> create(const Model& model, Backend& backend, const Adapter& adapter = {},
+                                                 Collective* comm = nullptr);
+  // Tensor parallelism over `world` ranks in this process
+  // (tensor_parallel.cpp): a decoder per rank over its shard of `model`, rank
+  // 0 on `backend` and the caller's thread, each other rank on a backend from
+  // make_backend and a thread of its own. The returned decoder is the
+  // driver: each step is planned once (blocks, layout) and run by every rank.
+  using BackendFactory = std::function<Result<std::unique_ptr<Backend>>()>;
+  static Result<std::unique_ptr<Decoder>> create_parallel(const Model& model, Backend& backend, int world,
+                                                          const BackendFactory& make_backend);
   ~Decoder();
 
+  // The model's spec; under tensor parallelism the layer table holds rank 0's
+  // heads and MLP width (model/shard.h).
   const ModelSpec& spec() const { return model_->spec; }
+  int tp_world() const { return model_->tp.world; }
   Backend& backend() { return *be_; }
 
   // A single-sequence cache holding up to `capacity` tokens.
@@ -123,8 +141,8 @@ class Decoder {
   // The step's scratch activations, shaped per layer by the blocks below.
   struct Scratch;
   // The blocks of one layer (gemma.cpp's TransformerLayer names them the same way).
-  void attention_block(int li, PagedKvCache& cache, Scratch& sc);
-  void mlp_block(int li, Scratch& sc);
+  Status attention_block(int li, PagedKvCache& cache, Scratch& sc);
+  Status mlp_block(int li, Scratch& sc);
   void moe_block(int li, Scratch& sc);
   void per_layer_input_step(int li, Scratch& sc);
   // out = x W^T of projection p, plus its LoRA term when adapted (decoder_lora.cpp).
@@ -143,9 +161,29 @@ class Decoder {
   // caller releases the returned Act (rows = 0 when no step has output).
   static Status check_fits(const std::vector<int32_t>& ids, const KvCache& cache);
   Result<Act> step_logits(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output);
+  // A step as every rank runs it: planned once (ids checked, blocks reserved).
+  struct StepInput {
+    BatchLayout layout;
+    std::vector<int32_t> ids, logit_rows;
+  };
+  Result<StepInput> plan_step(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output);
+  // This rank's run of a planned step on its part `kv_part` of the cache: the
+  // logits of in.logit_rows, gathered from every rank (rows = 0 when none).
+  Result<Act> run_step(const StepInput& in, PagedKvCache& cache, size_t kv_part);
+  // run_step on every rank of the group (just this one without a group); the driver's logits.
+  Result<Act> run_ranks(const StepInput& in, PagedKvCache& cache);
+  // Tensor parallelism: x = the embedding rows of ids, looked up in this
+  // rank's vocabulary rows and summed over the ranks; x = all-reduced x.
+  Status embed_tokens(const std::vector<int32_t>& ids, Act& x);
+  Status reduce(Act& x);
 
   const Model* model_;
   Backend* be_;
+  Collective* comm_ = nullptr;  // tensor parallelism: this rank's link to the others (null: one rank)
+  // The driver's (create_parallel): the shards, the other ranks' decoders and their threads.
+  struct Group;
+  std::shared_ptr<Group> group_;
+  std::vector<Decoder*> peers() const;  // the group's other ranks, in rank order
   Weight embed_, lm_head_, final_norm_;
   Weight ple_embed_, ple_model_proj_, ple_proj_norm_;  // Gemma 4 PLE
   std::vector<LayerWeights> layers_;

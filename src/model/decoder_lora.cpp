@@ -12,6 +12,8 @@ namespace gf {
 
 Result<Decoder::LoraSet> Decoder::upload_lora(const Adapter& adapter) {
   const ModelSpec& s = spec();
+  if (!adapter.empty() && tp_world() > 1)
+    return Err("LoRA adapters do not run with tensor parallelism yet: use --tp 1 with --lora");
   LoraSet set;
   set.a.resize(static_cast<size_t>(s.num_layers) * kNumProjections);
   set.b.resize(set.a.size());

@@ -15,20 +15,30 @@
 namespace gf {
 
 // The block accounting plus the memory: one KvPool per layer that has its own K/V.
+// Under tensor parallelism the cache has a part per rank (each rank's KV
+// heads, on its backend) and one block accounting for all: every rank writes
+// the same slots.
 class PagedKvCache : public BlockPool {
  public:
-  static Result<std::unique_ptr<PagedKvCache>> create(Backend& be, const ModelSpec& spec, int64_t num_blocks, int block_size);
+  struct Part {
+    Backend* be;
+    const ModelSpec* spec;  // the rank's shard: its layers' KV heads
+  };
+  static Result<std::unique_ptr<PagedKvCache>> create(const std::vector<Part>& parts, int64_t num_blocks, int block_size);
+  static Result<std::unique_ptr<PagedKvCache>> create(Backend& be, const ModelSpec& spec, int64_t num_blocks, int block_size) {
+    return create({{&be, &spec}}, num_blocks, block_size);
+  }
   ~PagedKvCache();
   PagedKvCache(const PagedKvCache&) = delete;
   PagedKvCache& operator=(const PagedKvCache&) = delete;
 
-  // The pool layer `layer` reads and writes (KV-shared layers map to their source).
-  KvPool& pool(size_t layer) { return pools_[pool_of_layer_[layer]]; }
+  // The pool layer `layer` reads and writes in part `part` (KV-shared layers map to their source).
+  KvPool& pool(size_t layer, size_t part = 0) { return pools_[part][pool_of_layer_[layer]]; }
 
  private:
-  PagedKvCache(Backend& be, int64_t n, int bs) : BlockPool(n, bs), be_(&be) {}
-  Backend* be_;
-  std::vector<KvPool> pools_;
+  PagedKvCache(std::vector<Part> parts, int64_t n, int bs) : BlockPool(n, bs), parts_(std::move(parts)), pools_(parts_.size()) {}
+  std::vector<Part> parts_;
+  std::vector<std::vector<KvPool>> pools_;  // per part, per pool
   std::vector<size_t> pool_of_layer_;
 };
 

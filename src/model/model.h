@@ -52,6 +52,14 @@ struct Model {
   std::vector<std::shared_ptr<const void>> keep_alive;  // mmaps and owned buffers behind the views
   std::string tokenizer_path;               // tokenizer.json folder or GGUF; empty if none
   bool has_chat_template = false;           // instruction-tuned: the source ships a chat template
+  // Tensor parallelism (model/shard.h): this Model is rank `rank` of
+  // `world`'s part of the full one; embed and lm_head hold the vocabulary
+  // rows from vocab_begin on.
+  struct TensorSlice {
+    int rank = 0;
+    int world = 1;
+    int64_t vocab_begin = 0;
+  } tp;
 
   uint64_t weight_bytes() const;
 };

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/collective.h"
 #include "backend/cpu/attention.h"
 #include "backend/cpu/elementwise.h"
 #include "backend/cpu/matmul.h"
@@ -173,6 +174,8 @@ class CpuBackend final : public Backend {
       for (int64_t c = 0; c < x.cols; ++c) d[c] += s[c];
     }
   }
+  // In place: the in-process collective reads host memory.
+  Status all_reduce_sum(Act& x, Collective& comm) override { return comm.all_reduce_sum(F(x), x.rows * x.cols); }
 
  private:
   BatchLayout layout_;
