@@ -103,6 +103,7 @@ int run_bench(const BenchOptions& o) {
   auto batches = parse_batches(o.batches);
   if (!batches.ok()) return fail(batches.status());
   if (!o.plot_out.empty() && batches->empty()) return fail(Err("--plot draws the --batch results: add --batch, e.g. --batch 1,8,32"));
+  if (Status st = check_tp_options(o.model); !st.ok()) return fail(st);
   const bool cuda = o.model.backend == "cuda";
   nlohmann::json js;
   double copy_gbps = 0, gemm_tflops = 0;

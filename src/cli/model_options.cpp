@@ -46,8 +46,6 @@ Result<std::string> default_model_path() {
              "or pass -m MODEL, or set GEMFORGE_MODEL");
 }
 
-namespace {
-// What --tp runs with, checked before the model loads.
 Status check_tp_options(const ModelOptions& o) {
   if (o.tp < 1) return Err("--tp must be at least 1, not " + std::to_string(o.tp));
   if (o.tp == 1) return Ok();
@@ -58,7 +56,6 @@ Status check_tp_options(const ModelOptions& o) {
   if (!o.lora.empty()) return Err("--lora does not run with --tp yet: use --tp 1 with --lora");
   return Ok();
 }
-}  // namespace
 
 Result<Model> load_model_from_options(const ModelOptions& o, bool allow_default) {
   GF_RETURN_IF_ERROR(check_tp_options(o));

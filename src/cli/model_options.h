@@ -30,6 +30,9 @@ void add_lora_option(CLI::App* cmd, ModelOptions& o);
 
 // --tp N, for the commands that run the model.
 void add_tp_option(CLI::App* cmd, ModelOptions& o);
+// What --tp runs with (the CPU backend, no --lora), checked before the model
+// loads (load_model_from_options does).
+Status check_tp_options(const ModelOptions& o);
 
 // -m, --synthetic, --seed-weights, --backend, --threads.
 void add_model_options(CLI::App* cmd, ModelOptions& o);

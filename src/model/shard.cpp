@@ -93,17 +93,18 @@ Result<Model> shard_model(const Model& full, int rank, int world) {
     LayerSpec& ls = m.spec.layers[static_cast<size_t>(i)];
     LayerTensors& t = m.layers[static_cast<size_t>(i)];
     GF_ASSIGN_OR_RETURN(HeadShard h, head_shard(ls, i, rank, world));
-    if (ls.intermediate_size % world)
-      return Err("--tp " + str(world) + ": layer " + str(i) + "'s MLP width " + str(ls.intermediate_size) + " is not a multiple of " + str(world));
-    const int64_t hd = ls.head_dim, inter = ls.intermediate_size / world;
+    // The MLP's parts need not be equal: each output row of gate/up is whole on its rank.
+    const int64_t hd = ls.head_dim, i0 = int64_t{ls.intermediate_size} * rank / world,
+                  inter = int64_t{ls.intermediate_size} * (rank + 1) / world - i0;
+    if (inter == 0) return Err("--tp " + str(world) + ": layer " + str(i) + "'s MLP width " + str(ls.intermediate_size) + " is less than the ranks");
     t.q = row_slice(*st, *t.q, h.q_begin * hd, h.q_heads * hd);
     // A layer that reads another's KV (Gemma 4 sharing) has no k/v of its own.
     if (t.k) t.k = row_slice(*st, *t.k, h.kv_begin * hd, h.kv_heads * hd);
     if (t.v) t.v = row_slice(*st, *t.v, h.kv_begin * hd, h.kv_heads * hd);
     GF_ASSIGN_OR_RETURN(t.o, col_slice(*st, *t.o, h.q_begin * hd, h.q_heads * hd, world));
-    t.gate = row_slice(*st, *t.gate, rank * inter, inter);
-    t.up = row_slice(*st, *t.up, rank * inter, inter);
-    GF_ASSIGN_OR_RETURN(t.down, col_slice(*st, *t.down, rank * inter, inter, world));
+    t.gate = row_slice(*st, *t.gate, i0, inter);
+    t.up = row_slice(*st, *t.up, i0, inter);
+    GF_ASSIGN_OR_RETURN(t.down, col_slice(*st, *t.down, i0, inter, world));
     ls.num_heads = h.q_heads;
     ls.num_kv_heads = h.kv_heads;
     ls.intermediate_size = static_cast<int>(inter);

@@ -1,6 +1,7 @@
 // Tensor parallelism in the Megatron style: what rank r of `world` holds.
 //  - q, k, v, gate and up: the rows of its heads / its part of the MLP
-//    (column-parallel: each output element is computed whole on one rank);
+//    (column-parallel: each output element is computed whole on one rank;
+//    the MLP's parts are near-equal, they need not divide evenly);
 //  - o and down: the matching columns (row-parallel: each rank's output is a
 //    partial sum that the decoder all-reduces);
 //  - embedding and LM head: the rows of its vocabulary range

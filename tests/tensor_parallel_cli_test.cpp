@@ -1,0 +1,149 @@
+// --tp on the command line, run as real processes: score's logits and run's
+// greedy ids with tp = 2 and 4 against tp = 1 and the Hugging Face reference,
+// serve and bench with --tp, and the errors for a --tp that cannot work.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <csignal>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "formats/safetensors.h"
+#include "reference_fixture.h"
+#include "test_util.h"
+
+namespace gf {
+namespace {
+
+std::string bin() { return GEMFORGE_BINARY; }
+
+std::string join(const std::vector<int32_t>& v, const char* sep) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + std::to_string(v[i]);
+  return s;
+}
+
+// score --logits-out on the baseline kernels (float32 products: the 1e-5 bound holds, see tensor_parallel_test.cpp).
+std::vector<float> score_logits(const std::string& fixture, const std::vector<int32_t>& ids, int tp) {
+  const std::string path = test::temp_path("tp" + std::to_string(tp) + "_" + fixture + ".safetensors");
+  int rc = -1;
+  std::string out = test::run_command("GEMFORGE_CPU_ISA=baseline " + bin() + " score -m " + test::hf_tiny(fixture) + " --ids " +
+                                          join(ids, ",") + " --logits-out " + path + " --tp " + std::to_string(tp) + " 2>&1",
+                                      &rc);
+  EXPECT_EQ(rc, 0) << out;
+  auto f = SafetensorsFile::open(path);
+  if (!f.ok()) return {};
+  std::vector<float> logits = test::read_tensor<float>(*f, "logits");
+  std::remove(path.c_str());
+  return logits;
+}
+
+TEST(TensorParallelCli, ScoreLogitsMatchOneRank) {
+  for (const char* fx : {"gemma2", "gemma1-mqa"}) {  // 2 KV heads; 1 KV head (replicated)
+    test::Reference ref = test::load_reference(test::hf_tiny(fx));
+    const std::vector<float> one = score_logits(fx, ref.input_ids, 1);
+    ASSERT_EQ(one.size(), ref.logits.size()) << fx;
+    for (int tp : {2, 4}) {
+      const std::vector<float> got = score_logits(fx, ref.input_ids, tp);
+      ASSERT_EQ(got.size(), one.size()) << fx << " tp " << tp;
+      EXPECT_LE(test::max_rel_err(got.data(), one.data(), one.size()), 1e-5) << fx << " tp " << tp;
+      EXPECT_LE(test::max_rel_err(got.data(), ref.logits.data(), one.size()), 1e-3) << fx << " tp " << tp;
+    }
+  }
+}
+
+TEST(TensorParallelCli, RunGreedyIdsMatchReference) {
+  for (const char* fx : {"gemma2", "gemma3-4b-like"}) {
+    test::Reference ref = test::load_reference(test::hf_tiny(fx));
+    int rc = -1;
+    std::string out = test::run_command(bin() + " run -m " + test::hf_tiny(fx) + " --prompt-ids " + join(ref.input_ids, ",") +
+                                            " -n 16 --temp 0 --print-ids --tp 2",
+                                        &rc);
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_EQ(out, join(ref.greedy_ids, " ") + "\n") << fx;
+  }
+}
+
+TEST(TensorParallelCli, ErrorsNameWhatDoesNotDivide) {
+  struct Bad {
+    std::string args, message;
+  };
+  const std::string m = " -m " + test::hf_tiny("gemma2");
+  for (const Bad& b : std::vector<Bad>{
+           {"score" + m + " --ids 2,3 --tp 3", "--tp 3: layer 0 has 4 query heads and 2 KV heads, and 3 does not divide the query heads"},
+           {"score" + m + " --ids 2,3 --tp 8", "fewer query heads than ranks: use a --tp of at most 4"},
+           {"score" + m + " --ids 2,3 --tp 0", "--tp must be at least 1"},
+           {"run" + m + " --prompt-ids 2,3 --tp 2 --backend cuda", "multi-GPU tensor parallelism is not available in this build"},
+           {"bench" + m + " -p 4 -n 2 --tp 2 --backend cuda", "multi-GPU tensor parallelism is not available in this build"},
+           {"score" + m + " --ids 2,3 --tp 2 --lora /nonexistent", "--lora does not run with --tp yet"},
+       }) {
+    int rc = -1;
+    std::string out = test::run_command(bin() + " " + b.args + " 2>&1", &rc);
+    EXPECT_EQ(rc, 1) << b.args << "\n" << out;
+    EXPECT_NE(out.find(b.message), std::string::npos) << b.args << "\n" << out;
+  }
+}
+
+TEST(TensorParallelCli, BenchRuns) {
+  int rc = -1;
+  std::string out = test::run_command(bin() + " bench -m " + test::hf_tiny("gemma3-1b-like") + " -p 16 -n 8 -r 1 -t 2 --tp 2 2>&1", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("tg"), std::string::npos) << out;
+}
+
+int free_port() {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+// `serve --tp N` on a free port: the completion of a prompt of ids (greedy) and its log-probs.
+nlohmann::json serve_completion(int tp) {
+  const int port = free_port();
+  const std::string pid_file = test::temp_path("serve_tp" + std::to_string(tp) + ".pid");
+  const std::string cmd = bin() + " serve -m " + test::hf_tiny("gemma3-1b-like") + " --tokenizer " + test::fixtures() +
+                          "/tokenizers/gemma3_tokenizer.json.xz -t 2 --port " + std::to_string(port) + " --tp " + std::to_string(tp) +
+                          " >/dev/null 2>&1 & echo $! > " + pid_file;
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  const pid_t pid = std::stoi(test::read_bytes(pid_file));
+  httplib::Client cli("127.0.0.1", port);
+  bool up = false;
+  for (int i = 0; i < 300 && !up; ++i) {
+    auto r = cli.Get("/health");
+    up = r && r->status == 200;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  nlohmann::json reply;
+  if (up) {
+    const nlohmann::json req = {{"prompt", {2, 10, 11, 12, 300, 301}}, {"max_tokens", 8}, {"temperature", 0}, {"logprobs", 2}};
+    auto r = cli.Post("/v1/completions", req.dump(), "application/json");
+    if (r && r->status == 200) reply = nlohmann::json::parse(r->body);
+  }
+  kill(pid, SIGTERM);
+  std::remove(pid_file.c_str());
+  EXPECT_TRUE(up) << "serve --tp " << tp << " did not answer /health";
+  return reply;
+}
+
+TEST(TensorParallelCli, ServeAnswersAsOneRank) {
+  const nlohmann::json one = serve_completion(1), two = serve_completion(2);
+  ASSERT_TRUE(one.contains("choices") && two.contains("choices")) << one.dump() << "\n" << two.dump();
+  EXPECT_EQ(two["choices"][0]["text"], one["choices"][0]["text"]);
+  const auto& lp1 = one["choices"][0]["logprobs"]["token_logprobs"];
+  const auto& lp2 = two["choices"][0]["logprobs"]["token_logprobs"];
+  ASSERT_EQ(lp1.size(), lp2.size());
+  for (size_t i = 0; i < lp1.size(); ++i) EXPECT_NEAR(lp2[i].get<double>(), lp1[i].get<double>(), 1e-3) << i;
+}
+
+}  // namespace
+}  // namespace gf
