@@ -40,16 +40,18 @@ std::string join(const std::vector<int32_t>& v, const char* sep) {
   return s;
 }
 
+// Also split over two ranks (--tp 2, tensor_parallel_test.cpp): the same ids.
 TEST(Cli, RunPrintsGreedyIds) {
-  for (const char* fx : {"gemma2", "gemma3-4b-like"}) {
-    Ref r = reference(fx);
-    int rc = -1;
-    std::string out = test::run_command(bin() + " run -m " + test::hf_tiny(fx) + " --prompt-ids " + join(r.input_ids, ",") +
-                                            " -n 16 --temp 0 --print-ids",
-                                        &rc);
-    ASSERT_EQ(rc, 0) << out;
-    EXPECT_EQ(out, join(r.greedy_ids, " ") + "\n") << fx;
-  }
+  for (const char* fx : {"gemma2", "gemma3-4b-like"})
+    for (const char* tp : {"1", "2"}) {
+      Ref r = reference(fx);
+      int rc = -1;
+      std::string out = test::run_command(bin() + " run -m " + test::hf_tiny(fx) + " --prompt-ids " + join(r.input_ids, ",") +
+                                              " -n 16 --temp 0 --print-ids --tp " + tp,
+                                          &rc);
+      ASSERT_EQ(rc, 0) << out;
+      EXPECT_EQ(out, join(r.greedy_ids, " ") + "\n") << fx << " --tp " << tp;
+    }
 }
 
 TEST(Cli, ScoreWritesLogits) {

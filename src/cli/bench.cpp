@@ -236,11 +236,13 @@ int run_bench(const BenchOptions& o) {
   js["model"] = m->source;
   js["size_bytes"] = m->weight_bytes();
   js["backend"] = be->name();
+  js["tp"] = o.model.tp;
   js["threads"] = num_threads();
+  const std::string backend = be->name() + (o.model.tp > 1 ? " tp" + std::to_string(o.model.tp) : "");
   if (be->name() == "cpu") js["cpu_isa"] = cpu::isa_name(cpu::active_isa());
   js["peak_rss_mib"] = rss_mib;
   auto line = [&](const std::string& test, const Stat& s, double ms, const std::string& note) {
-    std::printf("| %-24s | %9s | %7s | %-10s | %10.2f ± %5.2f | %9.3f | %-28s |\n", mname.c_str(), size, be->name().c_str(),
+    std::printf("| %-24s | %9s | %7s | %-10s | %10.2f ± %5.2f | %9.3f | %-28s |\n", mname.c_str(), size, backend.c_str(),
                 test.c_str(), s.mean, s.sd, ms, note.c_str());
   };
   if (!pp.empty()) {

@@ -101,6 +101,7 @@ int run_bench_offline(const BenchOfflineOptions& o) {
   for (const auto& r : *rs)
     if (!r.ok) return fail(Err("a request failed: " + (r.error.empty() ? std::string("no tokens") : r.error)));
   s["backend"] = (*be)->name();
+  s["tp"] = o.model.tp;
   s["model"] = m->source;
   s["num_prompts"] = o.num_prompts;
   s["input_tokens"] = o.input_tokens;
