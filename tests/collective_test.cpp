@@ -1,7 +1,8 @@
-// The in-process collective (backend/collective.h) and the rank threads
-// (core/rank_threads.h): sums added in rank order and bit-identical on every
-// rank, gathers in rank order, broadcasts from any root, size mismatches
-// reported on every rank, and many calls in a row (the double-buffered result).
+// The collectives (backend/collective.h), in-process and over TCP, and the
+// rank threads (core/rank_threads.h): sums added in rank order and
+// bit-identical on every rank (and between the two kinds), gathers in rank
+// order, broadcasts from any root, size mismatches reported on every rank,
+// and many calls in a row (the thread kind's double-buffered result).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -10,6 +11,7 @@
 
 #include "backend/collective.h"
 #include "core/rank_threads.h"
+#include "test_util.h"
 
 namespace gf {
 namespace {
@@ -21,14 +23,30 @@ std::vector<float> values(int rank, int64_t n, int call) {
   return v;
 }
 
-// Runs fn(rank, collective) for every rank of a thread group at once.
-Status run_group(int world, const std::function<Status(int, Collective&)>& fn) {
-  auto comms = make_thread_collectives(world);
+enum class Kind { Threads, Tcp };
+
+// Runs fn(rank, collective) for every rank of a group at once: threads of
+// this process sharing memory, or ranks meeting over TCP on loopback (each
+// connecting from its own thread, as separate processes would).
+Status run_group(Kind kind, int world, const std::function<Status(int, Collective&)>& fn) {
   RankThreads threads(world);
-  return threads.run([&](int r) { return fn(r, *comms[static_cast<size_t>(r)]); });
+  if (kind == Kind::Threads) {
+    auto comms = make_thread_collectives(world);
+    return threads.run([&](int r) { return fn(r, *comms[static_cast<size_t>(r)]); });
+  }
+  const int port = test::free_port();
+  return threads.run([&](int r) -> Status {
+    GF_ASSIGN_OR_RETURN(auto c, connect_tcp_collective("127.0.0.1", port, r, world, 20));
+    return fn(r, *c);
+  });
 }
 
-TEST(ThreadCollective, AllReduceSumsInRankOrderIdenticallyOnEveryRank) {
+class CollectiveTest : public ::testing::TestWithParam<Kind> {
+ protected:
+  Status run_group(int world, const std::function<Status(int, Collective&)>& fn) { return gf::run_group(GetParam(), world, fn); }
+};
+
+TEST_P(CollectiveTest, AllReduceSumsInRankOrderIdenticallyOnEveryRank) {
   for (int world : {1, 2, 3, 4}) {
     for (int64_t n : {0, 1, 3, 7, 1000}) {
       std::vector<std::vector<float>> got(static_cast<size_t>(world));
@@ -50,7 +68,7 @@ TEST(ThreadCollective, AllReduceSumsInRankOrderIdenticallyOnEveryRank) {
   }
 }
 
-TEST(ThreadCollective, AllGatherPlacesPartsInRankOrder) {
+TEST_P(CollectiveTest, AllGatherPlacesPartsInRankOrder) {
   const int world = 3;
   const int64_t n = 5;
   std::vector<std::vector<float>> out(world, std::vector<float>(world * n));
@@ -64,7 +82,7 @@ TEST(ThreadCollective, AllGatherPlacesPartsInRankOrder) {
       for (int64_t i = 0; i < n; ++i) EXPECT_EQ(out[static_cast<size_t>(r)][static_cast<size_t>(src * n + i)], values(src, n, 0)[static_cast<size_t>(i)]);
 }
 
-TEST(ThreadCollective, BroadcastFromEveryRoot) {
+TEST_P(CollectiveTest, BroadcastFromEveryRoot) {
   const int world = 4;
   for (int root = 0; root < world; ++root) {
     std::vector<std::vector<float>> x(world);
@@ -82,7 +100,7 @@ TEST(ThreadCollective, BroadcastFromEveryRoot) {
   EXPECT_FALSE(bad.ok());
 }
 
-TEST(ThreadCollective, MismatchedSizesFailOnEveryRankAndTheGroupGoesOn) {
+TEST_P(CollectiveTest, MismatchedSizesFailOnEveryRankAndTheGroupGoesOn) {
   const int world = 3;
   std::vector<std::string> errors(world);
   Status st = run_group(world, [&](int r, Collective& c) -> Status {
@@ -100,7 +118,7 @@ TEST(ThreadCollective, MismatchedSizesFailOnEveryRankAndTheGroupGoesOn) {
 
 // Ranks run at different speeds through thousands of calls of changing sizes:
 // a rank starting call k+1 must not disturb one still reading call k.
-TEST(ThreadCollective, ManyCallsInARow) {
+TEST_P(CollectiveTest, ManyCallsInARow) {
   const int world = 4;
   Status st = run_group(world, [&](int r, Collective& c) -> Status {
     for (int call = 0; call < 2000; ++call) {
@@ -120,6 +138,33 @@ TEST(ThreadCollective, ManyCallsInARow) {
     return Ok();
   });
   EXPECT_TRUE(st.ok()) << st.message();
+}
+
+// Every root, and bytes of any length.
+TEST_P(CollectiveTest, BroadcastBytes) {
+  for (int root = 0; root < 3; ++root) {
+    std::vector<std::string> got(3);
+    Status st = run_group(3, [&](int r, Collective& c) {
+      got[static_cast<size_t>(r)] = r == root ? std::string(1000 + root, static_cast<char>('a' + root)) : "stale";
+      return c.broadcast_bytes(got[static_cast<size_t>(r)], root);
+    });
+    ASSERT_TRUE(st.ok()) << st.message();
+    for (const auto& g : got) EXPECT_EQ(g, std::string(1000 + root, static_cast<char>('a' + root)));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, CollectiveTest, ::testing::Values(Kind::Threads, Kind::Tcp),
+                         [](const auto& info) { return std::string(info.param == Kind::Threads ? "Threads" : "Tcp"); });
+
+// A rank that never comes: the others give up with a message naming the rendezvous.
+TEST(TcpCollective, RendezvousTimesOut) {
+  const int port = test::free_port();
+  auto c = connect_tcp_collective("127.0.0.1", port, 0, 2, 0.5);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.message().find("not every rank of 2 reached 127.0.0.1:" + std::to_string(port)), std::string::npos) << c.message();
+  auto bad = connect_tcp_collective("127.0.0.1", port, 2, 2, 0.5);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("--node-rank 2 is not a rank of --nnodes 2"), std::string::npos) << bad.message();
 }
 
 TEST(RankThreads, RunsEveryRankConcurrentlyAndReportsTheLowestError) {

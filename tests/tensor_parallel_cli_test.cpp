@@ -3,8 +3,6 @@
 // --tp, and the errors for a --tp that cannot work. (run --tp: cli_test.cpp.)
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <chrono>
 #include <csignal>
@@ -83,21 +81,9 @@ TEST(TensorParallelCli, BenchRuns) {
   EXPECT_NE(out.find("tg"), std::string::npos) << out;
 }
 
-int free_port() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
-}
-
 // `serve --tp N` on a free port: the completion of a prompt of ids (greedy) and its log-probs.
 nlohmann::json serve_completion(int tp) {
-  const int port = free_port();
+  const int port = test::free_port();
   const std::string pid_file = test::temp_path("serve_tp" + std::to_string(tp) + ".pid");
   const std::string cmd = bin() + " serve -m " + test::hf_tiny("gemma3-1b-like") + " --tokenizer " + test::fixtures() +
                           "/tokenizers/gemma3_tokenizer.json.xz -t 2 --port " + std::to_string(port) + " --tp " + std::to_string(tp) +

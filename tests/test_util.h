@@ -1,5 +1,7 @@
 // Helpers shared by tests: fixture paths and temp files.
 #pragma once
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +44,19 @@ inline std::string run_command(const std::string& cmd, int* rc = nullptr) {
   int status = pclose(p);
   if (rc) *rc = WEXITSTATUS(status);
   return out;
+}
+
+// A loopback TCP port that was free a moment ago (for a server or a rendezvous).
+inline int free_port() {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  close(s);
+  return ntohs(a.sin_port);
 }
 
 }  // namespace gf::test

@@ -18,6 +18,7 @@ struct Shared {
   std::vector<const float*> in;
   std::vector<int64_t> n;
   std::vector<float> result[2];
+  const std::string* bytes = nullptr;  // broadcast_bytes: the root's
 };
 
 class ThreadCollective final : public Collective {
@@ -53,6 +54,15 @@ class ThreadCollective final : public Collective {
     if (root < 0 || root >= world_) return Err("broadcast from rank " + std::to_string(root) + " of " + std::to_string(world_));
     GF_RETURN_IF_ERROR(publish(x, n, "broadcast"));
     if (rank_ != root) std::copy_n(s_->in[static_cast<size_t>(root)], n, x);
+    s_->barrier.arrive_and_wait();
+    return Ok();
+  }
+
+  Status broadcast_bytes(std::string& bytes, int root) override {
+    if (root < 0 || root >= world_) return Err("broadcast from rank " + std::to_string(root) + " of " + std::to_string(world_));
+    if (rank_ == root) s_->bytes = &bytes;
+    s_->barrier.arrive_and_wait();
+    if (rank_ != root) bytes = *s_->bytes;
     s_->barrier.arrive_and_wait();
     return Ok();
   }
