@@ -1,6 +1,7 @@
 // --tp on the command line, run as real processes: score's logits with tp = 2
-// and 4 against tp = 1 and the Hugging Face reference, serve and bench with
-// --tp, and the errors for a --tp that cannot work. (run --tp: cli_test.cpp.)
+// and 4 against tp = 1 and the Hugging Face reference, two processes meeting
+// on loopback (--nnodes 2), serve and bench with --tp, and the errors for a
+// --tp that cannot work. (run --tp: cli_test.cpp.)
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -26,11 +27,11 @@ std::string join(const std::vector<int32_t>& v, const char* sep) {
 }
 
 // score --logits-out on the baseline kernels (float32 products: the 1e-5 bound holds, see tensor_parallel_test.cpp).
-std::vector<float> score_logits(const std::string& fixture, const std::vector<int32_t>& ids, int tp) {
-  const std::string path = test::temp_path("tp" + std::to_string(tp) + "_" + fixture + ".safetensors");
+std::vector<float> score_logits(const std::string& fixture, const std::vector<int32_t>& ids, const std::string& tp_args) {
+  const std::string path = test::temp_path("tp_" + fixture + ".safetensors");
   int rc = -1;
   std::string out = test::run_command("GEMFORGE_CPU_ISA=baseline " + bin() + " score -m " + test::hf_tiny(fixture) + " --ids " +
-                                          join(ids, ",") + " --logits-out " + path + " --tp " + std::to_string(tp) + " 2>&1",
+                                          join(ids, ",") + " --logits-out " + path + " " + tp_args + " 2>&1",
                                       &rc);
   EXPECT_EQ(rc, 0) << out;
   auto f = SafetensorsFile::open(path);
@@ -43,15 +44,39 @@ std::vector<float> score_logits(const std::string& fixture, const std::vector<in
 TEST(TensorParallelCli, ScoreLogitsMatchOneRank) {
   for (const char* fx : {"gemma2", "gemma1-mqa"}) {  // 2 KV heads; 1 KV head (replicated)
     test::Reference ref = test::load_reference(test::hf_tiny(fx));
-    const std::vector<float> one = score_logits(fx, ref.input_ids, 1);
+    const std::vector<float> one = score_logits(fx, ref.input_ids, "");
     ASSERT_EQ(one.size(), ref.logits.size()) << fx;
     for (int tp : {2, 4}) {
-      const std::vector<float> got = score_logits(fx, ref.input_ids, tp);
+      const std::vector<float> got = score_logits(fx, ref.input_ids, "--tp " + std::to_string(tp));
       ASSERT_EQ(got.size(), one.size()) << fx << " tp " << tp;
       EXPECT_LE(test::max_rel_err(got.data(), one.data(), one.size()), 1e-5) << fx << " tp " << tp;
       EXPECT_LE(test::max_rel_err(got.data(), ref.logits.data(), one.size()), 1e-3) << fx << " tp " << tp;
     }
   }
+}
+
+// Two processes on loopback (--nnodes 2): the same bits as two threads (both
+// collectives add in rank order), and the following process exits cleanly.
+TEST(TensorParallelCli, TwoProcessesMatchTwoThreads) {
+  test::Reference ref = test::load_reference(test::hf_tiny("gemma2"));
+  const std::string rendezvous = " --nnodes 2 --master-addr 127.0.0.1 --master-port " + std::to_string(test::free_port());
+  const std::string follower_rc = test::temp_path("follower.rc");
+  const std::string follower = "GEMFORGE_CPU_ISA=baseline " + bin() + " score -m " + test::hf_tiny("gemma2") + " --ids " +
+                               join(ref.input_ids, ",") + rendezvous + " --node-rank 1 >/dev/null 2>&1; echo $? > " + follower_rc;
+  ASSERT_EQ(std::system(("(" + follower + ") &").c_str()), 0);
+  const std::vector<float> two_processes = score_logits("gemma2", ref.input_ids, rendezvous + " --node-rank 0");
+  const std::vector<float> two_threads = score_logits("gemma2", ref.input_ids, "--tp 2");
+  const std::vector<float> one = score_logits("gemma2", ref.input_ids, "");
+  ASSERT_EQ(two_processes.size(), one.size());
+  EXPECT_EQ(two_processes, two_threads);
+  EXPECT_LE(test::max_rel_err(two_processes.data(), one.data(), one.size()), 1e-5);
+  std::string rc;
+  for (int i = 0; i < 100 && rc.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    rc = test::read_bytes(follower_rc);
+  }
+  EXPECT_EQ(rc, "0\n");
+  std::remove(follower_rc.c_str());
 }
 
 TEST(TensorParallelCli, ErrorsNameWhatDoesNotDivide) {
@@ -66,6 +91,8 @@ TEST(TensorParallelCli, ErrorsNameWhatDoesNotDivide) {
            {"run" + m + " --prompt-ids 2,3 --tp 2 --backend cuda", "multi-GPU tensor parallelism is not available in this build"},
            {"bench" + m + " -p 4 -n 2 --tp 2 --backend cuda", "multi-GPU tensor parallelism is not available in this build"},
            {"score" + m + " --ids 2,3 --tp 2 --lora /nonexistent", "--lora does not run with --tp yet"},
+           {"score" + m + " --ids 2,3 --nnodes 2 --tp 4", "--nnodes 2 runs one rank per process: leave --tp out"},
+           {"score" + m + " --ids 2,3 --nnodes 2 --node-rank 2", "--node-rank 2 is not a rank of --nnodes 2"},
        }) {
     int rc = -1;
     std::string out = test::run_command(bin() + " " + b.args + " 2>&1", &rc);

@@ -1,11 +1,13 @@
 #include "cli/model_options.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
 #include <nlohmann/json.hpp>
 
+#include "backend/collective.h"
 #include "core/mapped_file.h"
 #include "train/lora_io.h"
 #include "formats/gguf.h"
@@ -48,9 +50,13 @@ Result<std::string> default_model_path() {
 
 Status check_tp_options(const ModelOptions& o) {
   if (o.tp < 1) return Err("--tp must be at least 1, not " + std::to_string(o.tp));
-  if (o.tp == 1) return Ok();
+  if (o.nnodes < 1) return Err("--nnodes must be at least 1, not " + std::to_string(o.nnodes));
+  if (o.nnodes > 1 && o.tp != 1 && o.tp != o.nnodes)
+    return Err("--nnodes " + std::to_string(o.nnodes) + " runs one rank per process: leave --tp out (or give --tp " +
+               std::to_string(o.nnodes) + ")");
+  if (o.tp == 1 && o.nnodes == 1) return Ok();
   if (o.backend != "cpu")
-    return Err("--tp " + std::to_string(o.tp) + " with --backend " + o.backend +
+    return Err("tensor parallelism over " + std::to_string(std::max(o.tp, o.nnodes)) + " ranks with --backend " + o.backend +
                ": multi-GPU tensor parallelism is not available in this build (no NCCL collective yet); "
                "use --tp 1, or --backend cpu for tensor parallelism over CPU threads");
   if (!o.lora.empty()) return Err("--lora does not run with --tp yet: use --tp 1 with --lora");
@@ -104,9 +110,26 @@ void add_tp_option(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--tp", o.tp, "Tensor parallelism: split the model over N ranks (heads, MLP, vocabulary), one thread each "
                                 "(CPU backend)")
       ->capture_default_str();
+  cmd->add_option("--nnodes", o.nnodes, "Tensor parallelism over processes: the number of ranks, one process each, started "
+                                        "with the same command and a --node-rank each")
+      ->capture_default_str();
+  cmd->add_option("--node-rank", o.node_rank, "This process's rank (0 leads: it runs the command, the others follow)")
+      ->capture_default_str();
+  cmd->add_option("--master-addr", o.master_addr, "Where the ranks meet: rank 0 listens there")->capture_default_str();
+  cmd->add_option("--master-port", o.master_port, "The port rank 0 listens on")->capture_default_str();
 }
 
 Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, const ModelOptions& o) {
+  if (o.nnodes > 1) {
+    GF_RETURN_IF_ERROR(check_tp_options(o));
+    std::fprintf(stderr, "rank %d of %d: meeting at %s:%d\n", o.node_rank, o.nnodes, o.master_addr.c_str(), o.master_port);
+    GF_ASSIGN_OR_RETURN(auto comm, connect_tcp_collective(o.master_addr, o.master_port, o.node_rank, o.nnodes));
+    GF_ASSIGN_OR_RETURN(auto dec, Decoder::create_process_rank(m, be, std::move(comm)));
+    if (dec->leads()) return dec;
+    const Status st = dec->follow();
+    dec.reset();
+    std::exit(st.ok() ? 0 : fail(st));
+  }
   if (o.tp != 1) {
     GF_RETURN_IF_ERROR(check_tp_options(o));
     return Decoder::create_parallel(m, be, o.tp, [&o] { return make_backend_from_options(o); });

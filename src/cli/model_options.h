@@ -23,12 +23,17 @@ struct ModelOptions {
   std::string backend = "cpu";
   std::string lora;  // a LoRA adapter folder (PEFT format), applied unmerged
   int tp = 1;        // tensor-parallel ranks
+  // Tensor parallelism over processes (one rank each), met like torchrun's.
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
 };
 
 // --lora DIR, for the commands that run the model (run, chat, score, perplexity, serve).
 void add_lora_option(CLI::App* cmd, ModelOptions& o);
 
-// --tp N, for the commands that run the model.
+// --tp N and --nnodes/--node-rank/--master-addr/--master-port, for the commands that run the model.
 void add_tp_option(CLI::App* cmd, ModelOptions& o);
 // What --tp runs with (the CPU backend, no --lora), checked before the model
 // loads (load_model_from_options does).
@@ -51,6 +56,9 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& s);
 Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o);
 // The decoder over m on be, with o.lora's adapter when given; with --tp N,
 // the driver of N ranks (be is rank 0's backend, the others get their own).
+// With --nnodes N, this process's rank of N processes: rank 0 returns the
+// leading decoder; any other rank runs the leader's steps here until the
+// leader ends, then the process exits.
 Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, const ModelOptions& o);
 
 // The chat template a model folder or GGUF ships (chat_template.jinja,

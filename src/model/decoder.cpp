@@ -10,6 +10,7 @@
 namespace gf {
 
 Decoder::~Decoder() {
+  if (leads_) (void)tell_followers({});  // quit
   auto free = [&](Weight& w) { be_->free_weight(w); };
   free(embed_);
   if (lm_head_.device != embed_.device || lm_head_.host.data != embed_.host.data) free(lm_head_);
@@ -104,7 +105,9 @@ Result<std::unique_ptr<PagedKvCache>> Decoder::new_paged_cache(int64_t num_block
   std::vector<PagedKvCache::Part> parts = {{be_, &model_->spec}};
   if (group_)
     for (const Decoder* d : peers()) parts.push_back({d->be_, &d->model_->spec});
-  return PagedKvCache::create(parts, num_blocks, block_size);
+  GF_ASSIGN_OR_RETURN(auto cache, PagedKvCache::create(parts, num_blocks, block_size));
+  if (leads_) GF_RETURN_IF_ERROR(announce_cache(*cache));
+  return cache;
 }
 
 Status Decoder::check_fits(const std::vector<int32_t>& ids, const KvCache& cache) {
@@ -356,7 +359,7 @@ std::vector<Act> Decoder::per_layer_inputs(const std::vector<int32_t>& ids, cons
   return out;
 }
 
-Result<Decoder::StepInput> Decoder::plan_step(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output) {
+Result<StepInput> Decoder::plan_step(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output) {
   const ModelSpec& s = spec();
   if (steps.empty()) return Err("forward: empty batch");
   const int bs = cache.block_size();

@@ -15,6 +15,7 @@
 #include "model/adapter.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "model/rank_message.h"
 
 namespace gf {
 
@@ -63,6 +64,15 @@ class Decoder {
   using BackendFactory = std::function<Result<std::unique_ptr<Backend>>()>;
   static Result<std::unique_ptr<Decoder>> create_parallel(const Model& model, Backend& backend, int world,
                                                           const BackendFactory& make_backend);
+  // One rank of a group of processes (comm from connect_tcp_collective), over
+  // its shard of `model`. Rank 0 leads: callers use it as any decoder and it
+  // sends every step (and cache) to the others, which run follow(); its
+  // caches must not outlive it (freeing one tells the followers).
+  static Result<std::unique_ptr<Decoder>> create_process_rank(const Model& model, Backend& backend, std::unique_ptr<Collective> comm);
+  bool leads() const { return leads_; }
+  // A following rank: runs the steps the leader sends until the leader's
+  // decoder ends (ok) or the group fails.
+  Status follow();
   ~Decoder();
 
   // The model's spec; under tensor parallelism the layer table holds rank 0's
@@ -161,11 +171,6 @@ class Decoder {
   // caller releases the returned Act (rows = 0 when no step has output).
   static Status check_fits(const std::vector<int32_t>& ids, const KvCache& cache);
   Result<Act> step_logits(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output);
-  // A step as every rank runs it: planned once (ids checked, blocks reserved).
-  struct StepInput {
-    BatchLayout layout;
-    std::vector<int32_t> ids, logit_rows;
-  };
   Result<StepInput> plan_step(PagedKvCache& cache, std::vector<SeqStep>& steps, const std::vector<bool>& output);
   // This rank's run of a planned step on its part `kv_part` of the cache: the
   // logits of in.logit_rows, gathered from every rank (rows = 0 when none).
@@ -184,6 +189,13 @@ class Decoder {
   struct Group;
   std::shared_ptr<Group> group_;
   std::vector<Decoder*> peers() const;  // the group's other ranks, in rank order
+  // A multi-process group's leader: broadcasts its messages to the followers.
+  bool leads_ = false;
+  uint32_t next_cache_id_ = 0;
+  std::map<const PagedKvCache*, uint32_t> cache_ids_;
+  Status tell_followers(const RankMessage& m);
+  // The leader's new cache: the followers make theirs (and free it with it).
+  Status announce_cache(PagedKvCache& cache);
   Weight embed_, lm_head_, final_norm_;
   Weight ple_embed_, ple_model_proj_, ple_proj_norm_;  // Gemma 4 PLE
   std::vector<LayerWeights> layers_;

@@ -22,6 +22,7 @@ Result<std::unique_ptr<PagedKvCache>> PagedKvCache::create(const std::vector<Par
 }
 
 PagedKvCache::~PagedKvCache() {
+  if (on_free_) on_free_();
   for (size_t p = 0; p < parts_.size(); ++p)
     for (auto& pool : pools_[p]) parts_[p].be->free_kv(pool);
 }

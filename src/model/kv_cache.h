@@ -4,6 +4,7 @@
 // blocks are reference-counted (BlockPool) so sequences can share a prompt prefix.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -32,6 +33,9 @@ class PagedKvCache : public BlockPool {
   PagedKvCache(const PagedKvCache&) = delete;
   PagedKvCache& operator=(const PagedKvCache&) = delete;
 
+  // Called by the destructor (a multi-process leader tells its followers to free theirs).
+  void set_on_free(std::function<void()> f) { on_free_ = std::move(f); }
+
   // The pool layer `layer` reads and writes in part `part` (KV-shared layers map to their source).
   KvPool& pool(size_t layer, size_t part = 0) { return pools_[part][pool_of_layer_[layer]]; }
 
@@ -40,6 +44,7 @@ class PagedKvCache : public BlockPool {
   std::vector<Part> parts_;
   std::vector<std::vector<KvPool>> pools_;  // per part, per pool
   std::vector<size_t> pool_of_layer_;
+  std::function<void()> on_free_;
 };
 
 }  // namespace gf
