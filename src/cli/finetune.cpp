@@ -1,5 +1,6 @@
 // gemforge finetune -m MODEL --data train.jsonl --out DIR: LoRA supervised
-// fine-tuning on the CPU (float32; src/train). Writes DIR/adapter_config.json
+// fine-tuning (src/train) on the CPU (float32) or, with --backend cuda, on the
+// GPU (bf16 frozen weights, float32 activations and adapters). Writes DIR/adapter_config.json
 // and DIR/adapter_model.safetensors in PEFT's format, DIR/metrics.jsonl (one
 // object per step) and DIR/checkpoint-N folders with --save-every.
 #include <cmath>
@@ -46,15 +47,15 @@ std::string duration(double s) {
 }
 
 int run_finetune(const FinetuneOptions& o) {
-  if (o.model.backend != "cpu")
-    return fail(Err("finetune runs on --backend cpu for now (float32); the CUDA trainer is not written yet"));
   if (o.truncate && o.drop_long) return fail(Err("--truncate and --drop-long exclude each other"));
   if (o.seq < 2) return fail(Err("--seq must be at least 2"));
   if (!o.eval_data.empty() && o.eval_fraction > 0) return fail(Err("give --eval-data or --eval-fraction, not both"));
   if (o.eval_fraction < 0 || o.eval_fraction >= 1) return fail(Err("--eval-fraction must be in [0, 1)"));
   auto m = load_model_from_options(o.model, false);
   if (!m.ok()) return fail(m.status());
-  auto lm = train::LoraModel::create(*m);
+  auto ops = make_train_ops_from_options(o.model);
+  if (!ops.ok()) return fail(ops.status());
+  auto lm = train::LoraModel::create(*m, std::move(ops).value());
   if (!lm.ok()) return fail(lm.status());
 
   // Tokenizer and chat format, where the model ships them (fixtures do not: input_ids lines only).
@@ -156,7 +157,7 @@ int run_finetune(const FinetuneOptions& o) {
 
 CommandRegistration reg(45, [](CLI::App& root) {
   auto o = std::make_shared<FinetuneOptions>();
-  auto* c = root.add_subcommand("finetune", "LoRA fine-tuning (CPU, float32); writes a PEFT adapter");
+  auto* c = root.add_subcommand("finetune", "LoRA fine-tuning (CPU float32, or --backend cuda); writes a PEFT adapter");
   c->footer(
       "\nData (--data, --eval-data): JSON Lines, one example per line:\n"
       "  {\"messages\": [{\"role\": \"user\", ...}, {\"role\": \"assistant\", ...}]}  loss on assistant turns\n"

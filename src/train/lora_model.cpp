@@ -48,6 +48,7 @@ Result<std::unique_ptr<LoraModel>> LoraModel::create(const Model& m, bool f32_we
 
 Result<std::unique_ptr<LoraModel>> LoraModel::create(const Model& m, std::unique_ptr<TrainOps> ops) {
   const ModelSpec& s = m.spec;
+  if (!ops) return Err("finetune: no training ops");
   GF_RETURN_IF_ERROR(s.check_supported());
   if (!m.embed || !m.lm_head || m.layers.size() != static_cast<size_t>(s.num_layers)) return Err("finetune: the model's weights are not bound");
   for (int i = 0; i < s.num_layers; ++i) {

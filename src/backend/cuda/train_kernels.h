@@ -1,0 +1,53 @@
+// Launchers of the LoRA training kernels (train_kernels.cu, train_attention.cu)
+// for CudaTrainOps (train_ops.cu). All on `stream`; float32 activations,
+// bf16 frozen tables; shapes as in backend/train_ops.h. Checks of the launch
+// are the caller's (cudaGetLastError after each).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/common.cuh"
+
+namespace gf::cuda::train {
+
+void copy_block(cudaStream_t st, float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t rows, int64_t cols);
+void add(cudaStream_t st, float* y, const float* x, int64_t n);
+void scale(cudaStream_t st, float* x, float s, int64_t n);
+// out[t, :] = float(table[ids[t], :]) * s, table [*, width].
+void embed(cudaStream_t st, const bf16* table, int64_t width, const int32_t* ids, int64_t T, float s, float* out);
+void gelu_mul(cudaStream_t st, float* g, const float* u, int64_t n);
+void gelu_mul_bwd(cudaStream_t st, const float* g, const float* u, const float* dm, int64_t n, float* dg, float* du);
+void dropout(cudaStream_t st, const float* x, const uint8_t* keep, float keep_scale, float* xd, int64_t n);
+void rmsnorm_fwd(cudaStream_t st, const float* x, const float* w, int64_t n_groups, int64_t group, float eps, float* y, float* r);
+void rmsnorm_bwd(cudaStream_t st, const float* x, const float* w, const float* r, const float* dy, int64_t n_groups, int64_t group,
+                 float* dx, bool accumulate);
+// pos: per token its position (the segment's token index).
+void rope(cudaStream_t st, float* x, int64_t T, int64_t width, int hd, const float* inv_freq, const int32_t* pos, bool inverse);
+// out [n, H] bf16 = xf[rows[i], :]
+void gather_rows_bf16(cudaStream_t st, const float* xf, int64_t H, const int32_t* rows, int64_t n, bf16* out);
+// dxf[rows[i], :] = d[i, :]
+void scatter_rows(cudaStream_t st, const float* d, int64_t H, const int32_t* rows, int64_t n, float* dxf);
+// Per row i of logits [n, V]: soft-cap (cap > 0), nll[i] = logsumexp -
+// logit[target[i]]; with dl: dl[i, v] = bf16(grad_scale * (softmax - onehot) *
+// (1 - (l/cap)^2)).
+void cross_entropy_rows(cudaStream_t st, float* logits, int64_t n, int64_t V, const int32_t* targets, float cap, float grad_scale,
+                        float* nll, bf16* dl);
+
+// Attention (train_attention.cu). Shapes of backend/train_ops.h's AttnShape;
+// pos as rope's.
+struct Attn {
+  int64_t T;
+  int heads, kv_heads, hd, window;
+  float scale, softcap;
+  const int32_t* pos;
+};
+// Whether hd is supported (a multiple of 32 up to 512, or below 32).
+bool attention_supports(int hd);
+// out, lse [heads, T] (the log-sum-exp of each row, for the backward).
+void attention_fwd(cudaStream_t st, const Attn& a, const float* q, const float* k, const float* v, float* out, float* lse);
+// dq, dk, dv overwritten; dsum [heads, T] scratch.
+void attention_bwd(cudaStream_t st, const Attn& a, const float* q, const float* k, const float* v, const float* out, const float* lse,
+                   const float* dout, float* dq, float* dk, float* dv, float* dsum);
+
+}  // namespace gf::cuda::train
