@@ -23,7 +23,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_generate_bench import SHAPES, make_config  # noqa: E402
+from hf_generate_bench import SHAPES, build_model  # noqa: E402
 
 import peft  # noqa: E402
 import transformers  # noqa: E402
@@ -42,11 +42,7 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM: 989)")
     ap.add_argument("--json")
     a = ap.parse_args()
-    torch.manual_seed(0)
-    cfg = make_config(a.model)
-    t0 = time.perf_counter()
-    with torch.device("cuda"):
-        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="sdpa")
+    cfg, model, built_s = build_model(a.model, attn_implementation="sdpa")
     base_params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
     lcfg = peft.LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
@@ -59,7 +55,7 @@ def main():
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr)
     print(f"{a.model}: {base_params / 1e9:.2f} B base parameters (without the embedding), {trainable / 1e6:.1f} M LoRA parameters, "
-          f"built in {time.perf_counter() - t0:.1f} s (transformers {transformers.__version__}, peft {peft.__version__}, "
+          f"built in {built_s:.1f} s (transformers {transformers.__version__}, peft {peft.__version__}, "
           f"torch {torch.__version__}, {torch.cuda.get_device_name()})", flush=True)
 
     def step():

@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <numeric>
 #include <random>
+#include <utility>
 
 #include "backend/cuda/cuda_backend.h"
 #include "core/half.h"
@@ -71,10 +72,34 @@ std::unique_ptr<TrainOps> gpu_ops() {
   return o.ok() ? std::move(o).value() : nullptr;
 }
 
-std::vector<float> get(TrainOps& o, const TBuf& b) {
-  std::vector<float> v(static_cast<size_t>(b.size()));
-  o.download(b, v.data());
-  return v;
+// The CUDA ops' two attention implementations (backend/cuda/train_ops.cu), chosen when the ops are made.
+const char* const kAttentionModes[] = {"gemm", "kernel"};
+struct AttentionMode {
+  explicit AttentionMode(const char* mode) { setenv("GEMFORGE_TRAIN_ATTENTION", mode, 1); }
+  ~AttentionMode() { unsetenv("GEMFORGE_TRAIN_ATTENTION"); }
+};
+
+using Outputs = std::vector<std::vector<float>>;
+
+// The buffers' values once the ops ran (a failed op fails the test).
+Outputs outputs(TrainOps& o, std::initializer_list<const TBuf*> bufs) {
+  Outputs out;
+  for (const TBuf* b : bufs) {
+    out.emplace_back(static_cast<size_t>(b->size()));
+    o.download(*b, out.back().data());
+  }
+  EXPECT_TRUE(o.status().ok()) << o.status().message();
+  return out;
+}
+
+// run(ops) on the float32 CPU ops (the reference, first) and on the GPU's.
+template <class F>
+std::pair<Outputs, Outputs> cpu_and_gpu(F&& run) {
+  auto cpu = train::make_cpu_train_ops(true);
+  auto gpu = gpu_ops();
+  Outputs ref = run(*cpu);
+  if (!gpu) return {std::move(ref), {}};
+  return {std::move(ref), run(*gpu)};
 }
 
 // ---------------------------------------------------------------- ops
@@ -107,18 +132,17 @@ TEST_P(CudaTrainAttention, ForwardAndBackwardEqualTheCpu) {
     TBuf out = o.alloc(nq), saved, dq = o.alloc(nq), dk = o.alloc(nk), dv = o.alloc(nk);
     o.attention_fwd(s, bq, bk, bv, out, saved);
     o.attention_bwd(s, bq, bk, bv, out, saved, bd, dq, dk, dv);
-    std::vector<std::vector<float>> r = {get(o, out), get(o, dq), get(o, dk), get(o, dv)};
-    EXPECT_TRUE(o.status().ok()) << o.status().message();
-    return r;
+    return outputs(o, {&out, &dq, &dk, &dv});
   };
-  auto cpu = train::make_cpu_train_ops(true);
-  auto gpu = gpu_ops();
-  ASSERT_TRUE(gpu);
-  const auto ref = run(*cpu), got = run(*gpu);
-  EXPECT_LE(max_err(got[0], ref[0]), 1e-4) << "out";
-  EXPECT_LE(max_err(got[1], ref[1]), 2e-3) << "dq";
-  EXPECT_LE(max_err(got[2], ref[2]), 2e-3) << "dk";
-  EXPECT_LE(max_err(got[3], ref[3]), 2e-3) << "dv";
+  for (const char* mode : kAttentionModes) {
+    AttentionMode use(mode);
+    const auto [ref, got] = cpu_and_gpu(run);
+    ASSERT_EQ(got.size(), ref.size());
+    EXPECT_LE(max_err(got[0], ref[0]), 1e-4) << mode << " out";
+    EXPECT_LE(max_err(got[1], ref[1]), 2e-3) << mode << " dq";
+    EXPECT_LE(max_err(got[2], ref[2]), 2e-3) << mode << " dk";
+    EXPECT_LE(max_err(got[3], ref[3]), 2e-3) << mode << " dv";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaTrainAttention,
@@ -152,15 +176,10 @@ TEST(CudaTrainOps, NormRopeGeluEqualTheCpu) {
     o.copy(g, bx);
     o.gelu_mul(g, bu, T * H);
     o.gelu_mul_bwd(bx, bu, bd, T * H, dg, du);
-    std::vector<std::vector<float>> res = {get(o, y),    get(o, r), get(o, dx), get(o, yh), get(o, rot),
-                                           get(o, back), get(o, g), get(o, dg), get(o, du)};
-    EXPECT_TRUE(o.status().ok()) << o.status().message();
-    return res;
+    return outputs(o, {&y, &r, &dx, &yh, &rot, &back, &g, &dg, &du});
   };
-  auto cpu = train::make_cpu_train_ops(true);
-  auto gpu = gpu_ops();
-  ASSERT_TRUE(gpu);
-  const auto ref = run(*cpu), got = run(*gpu);
+  const auto [ref, got] = cpu_and_gpu(run);
+  ASSERT_EQ(got.size(), ref.size());
   const char* names[] = {"rmsnorm y",    "rmsnorm r", "rmsnorm dx", "per-head rmsnorm", "rope",
                          "rope inverse", "gelu_mul",  "gelu dg",    "gelu du"};
   for (size_t i = 0; i < ref.size(); ++i) EXPECT_LE(max_err(got[i], ref[i]), 1e-4) << names[i];
@@ -201,15 +220,12 @@ TEST(CudaTrainOps, ProductsAndLossEqualTheCpu) {
     o.lora_bwd(bA, bB, r, in, out, 2.0f, bx, u, bd, T, &dx, true, dA, dB);
     TBuf dxf = o.alloc(T * in);
     const double nll = o.cross_entropy(h, bx, in, rows, targets, 8.0f, 4, 0.5f, &dxf);
-    std::vector<std::vector<float>> res = {
-        get(o, y), get(o, dx), get(o, u), get(o, dA), get(o, dB), get(o, dxf), {static_cast<float>(nll)}};
-    EXPECT_TRUE(o.status().ok()) << o.status().message();
+    Outputs res = outputs(o, {&y, &dx, &u, &dA, &dB, &dxf});
+    res.push_back({static_cast<float>(nll)});
     return res;
   };
-  auto cpu = train::make_cpu_train_ops(true);
-  auto gpu = gpu_ops();
-  ASSERT_TRUE(gpu);
-  const auto ref = run(*cpu), got = run(*gpu);
+  const auto [ref, got] = cpu_and_gpu(run);
+  ASSERT_EQ(got.size(), ref.size());
   const char* names[] = {"linear + lora_fwd", "linear_t + lora_bwd dx", "lora u", "lora dA", "lora dB", "loss dx", "loss"};
   for (size_t i = 0; i < ref.size(); ++i) EXPECT_LE(rel_l2(got[i], ref[i]), 1e-2) << names[i];
 }
@@ -243,24 +259,12 @@ TEST_P(CudaTrainFixture, LossAndGradientsEqualTheCpuTrainer) {
   ASSERT_TRUE(model.ok()) << model.message();
   auto cpu = LoraModel::create(*model);
   ASSERT_TRUE(cpu.ok()) << cpu.message();
-  auto ops = try_make_cuda_train_ops(0);
-  ASSERT_TRUE(ops.ok()) << ops.message();
-  auto gpu = LoraModel::create(*model, std::move(ops).value());
-  ASSERT_TRUE(gpu.ok()) << gpu.message();
   const LoraAdapter ad = random_adapter(model->spec);
-
-  // Forward: logits of 24 tokens.
+  // Logits of 24 tokens; one step's loss and gradients over a plain sequence (with a loss mask) and a packed one.
   std::vector<int32_t> ids;
   std::mt19937 rng(3);
   for (int t = 0; t < 40; ++t) ids.push_back(static_cast<int32_t>(2 + rng() % static_cast<uint32_t>(model->spec.vocab_size - 2)));
   const std::vector<int32_t> short_ids(ids.begin(), ids.begin() + 24);
-  auto lr = (*cpu)->logits(short_ids, ad), lg = (*gpu)->logits(short_ids, ad);
-  ASSERT_TRUE(lr.ok()) << lr.message();
-  ASSERT_TRUE(lg.ok()) << lg.message();
-  const double logit_err = max_err(*lg, *lr);
-  EXPECT_LE(logit_err, 2e-2) << "logits";
-
-  // One step's loss and gradients over a plain sequence (with a loss mask) and a packed one.
   std::vector<uint8_t> mask(ids.size(), 1);
   for (int t = 0; t < 5; ++t) mask[static_cast<size_t>(t)] = 0;
   std::vector<int32_t> packed_pos;
@@ -268,31 +272,46 @@ TEST_P(CudaTrainFixture, LossAndGradientsEqualTheCpuTrainer) {
   const std::vector<uint8_t> no_mask;
   const std::vector<int32_t> no_pos;
   const std::vector<LoraModel::Seq> seqs = {{&ids, &mask, &no_pos, 0}, {&ids, &no_mask, &packed_pos, 0}};
-  LoraGrads gr = LoraGrads::zeros_like(ad), gg = LoraGrads::zeros_like(ad);
+  auto lr = (*cpu)->logits(short_ids, ad);
+  ASSERT_TRUE(lr.ok()) << lr.message();
+  LoraGrads gr = LoraGrads::zeros_like(ad);
   auto r = (*cpu)->forward_backward(seqs, ad, &gr, 1.0f / 70.0f);
-  auto g = (*gpu)->forward_backward(seqs, ad, &gg, 1.0f / 70.0f);
   ASSERT_TRUE(r.ok()) << r.message();
-  ASSERT_TRUE(g.ok()) << g.message();
-  EXPECT_EQ(g->tokens, r->tokens);
-  const double loss_err = std::fabs(g->nll_sum - r->nll_sum) / std::fabs(r->nll_sum);
-  EXPECT_LE(loss_err, 1e-2) << "loss " << g->nll_sum << " vs " << r->nll_sum;
-  const double grad_err = rel_l2(flat(gg), flat(gr));
-  EXPECT_LE(grad_err, 5e-2) << "all adapter gradients";
   double largest = 0;
   for (const auto& v : gr.g) largest = std::max(largest, std::sqrt(std::inner_product(v.begin(), v.end(), v.begin(), 0.0)));
-  double worst = 0;
-  for (size_t i = 0; i < gr.g.size(); ++i) {
-    const double n = std::sqrt(std::inner_product(gr.g[i].begin(), gr.g[i].end(), gr.g[i].begin(), 0.0));
-    if (n < 1e-3 * largest) continue;
-    const double e = rel_l2(gg.g[i], gr.g[i]);
-    worst = std::max(worst, e);
-    const auto& m = ad.mats[i / 2];
-    EXPECT_LE(e, 0.15) << "layer " << m.layer << " " << train::proj_module(m.proj) << (i % 2 ? " lora_B" : " lora_A");
+
+  for (const char* mode : kAttentionModes) {
+    SCOPED_TRACE(std::string("attention ") + mode);
+    AttentionMode use(mode);
+    auto gpu = LoraModel::create(*model, gpu_ops());
+    ASSERT_TRUE(gpu.ok()) << gpu.message();
+    auto lg = (*gpu)->logits(short_ids, ad);
+    ASSERT_TRUE(lg.ok()) << lg.message();
+    const double logit_err = max_err(*lg, *lr);
+    EXPECT_LE(logit_err, 2e-2) << "logits";
+    LoraGrads gg = LoraGrads::zeros_like(ad);
+    auto g = (*gpu)->forward_backward(seqs, ad, &gg, 1.0f / 70.0f);
+    ASSERT_TRUE(g.ok()) << g.message();
+    EXPECT_EQ(g->tokens, r->tokens);
+    const double loss_err = std::fabs(g->nll_sum - r->nll_sum) / std::fabs(r->nll_sum);
+    EXPECT_LE(loss_err, 1e-2) << "loss " << g->nll_sum << " vs " << r->nll_sum;
+    const double grad_err = rel_l2(flat(gg), flat(gr));
+    EXPECT_LE(grad_err, 5e-2) << "all adapter gradients";
+    double worst = 0;
+    for (size_t i = 0; i < gr.g.size(); ++i) {
+      const double n = std::sqrt(std::inner_product(gr.g[i].begin(), gr.g[i].end(), gr.g[i].begin(), 0.0));
+      if (n < 1e-3 * largest) continue;
+      const double e = rel_l2(gg.g[i], gr.g[i]);
+      worst = std::max(worst, e);
+      const auto& m = ad.mats[i / 2];
+      EXPECT_LE(e, 0.15) << "layer " << m.layer << " " << train::proj_module(m.proj) << (i % 2 ? " lora_B" : " lora_A");
+    }
+    const std::string tag = std::string("_") + mode;
+    RecordProperty("logit_err" + tag, std::to_string(logit_err));
+    RecordProperty("loss_rel_err" + tag, std::to_string(loss_err));
+    RecordProperty("grad_rel_l2" + tag, std::to_string(grad_err));
+    RecordProperty("worst_matrix_rel_l2" + tag, std::to_string(worst));
   }
-  RecordProperty("logit_err", std::to_string(logit_err));
-  RecordProperty("loss_rel_err", std::to_string(loss_err));
-  RecordProperty("grad_rel_l2", std::to_string(grad_err));
-  RecordProperty("worst_matrix_rel_l2", std::to_string(worst));
 }
 
 TEST_P(CudaTrainFixture, OptimizerStepsFollowTheCpuTrainer) {

@@ -19,6 +19,21 @@ __device__ __forceinline__ int64_t first_key(const Attn& a, int64_t i) {
   return a.window > 0 ? max(seg, i - a.window + 1) : seg;
 }
 
+// The (query row, head) of this warp in the forward and dq kernels; i = -1 past the end.
+struct QueryWarp {
+  int64_t i, qw, kw;  // row, row widths of q and k
+  int h, kh;          // query head, its KV head
+};
+__device__ __forceinline__ QueryWarp query_warp(const Attn& a) {
+  const int64_t w = blockIdx.x * (int64_t)kWarps + (threadIdx.x >> 5);
+  QueryWarp r;
+  r.i = w < a.T * a.heads ? w / a.heads : -1;
+  r.h = (int)(w % a.heads);
+  r.kh = r.h / (a.heads / a.kv_heads);
+  r.qw = (int64_t)a.heads * a.hd, r.kw = (int64_t)a.kv_heads * a.hd;
+  return r;
+}
+
 template <int E>
 __device__ __forceinline__ void load_head(const float* p, int hd, float* r) {
   const int lane = threadIdx.x & 31;
@@ -53,13 +68,10 @@ __device__ __forceinline__ float score_grad(const Attn& a, float z) {
 
 template <int E>
 __global__ void k_attn_fwd(Attn a, const float* q, const float* k, const float* v, float* out, float* lse) {
-  const int64_t w = blockIdx.x * (int64_t)kWarps + (threadIdx.x >> 5);
-  if (w >= a.T * a.heads) return;
-  const int h = (int)(w % a.heads);
-  const int64_t i = w / a.heads;
-  const int kh = h / (a.heads / a.kv_heads);
-  const int64_t qw = (int64_t)a.heads * a.hd, kw = (int64_t)a.kv_heads * a.hd;
-  const int lane = threadIdx.x & 31;
+  const QueryWarp r = query_warp(a);
+  if (r.i < 0) return;
+  const int64_t i = r.i, qw = r.qw, kw = r.kw;
+  const int h = r.h, kh = r.kh, lane = threadIdx.x & 31;
   float qr[E], acc[E];
   load_head<E>(q + i * qw + (int64_t)h * a.hd, a.hd, qr);
 #pragma unroll
@@ -92,13 +104,10 @@ __global__ void k_attn_fwd(Attn a, const float* q, const float* k, const float* 
 template <int E>
 __global__ void k_attn_bwd_dq(Attn a, const float* q, const float* k, const float* v, const float* out, const float* lse, const float* dout,
                               float* dq, float* dsum) {
-  const int64_t w = blockIdx.x * (int64_t)kWarps + (threadIdx.x >> 5);
-  if (w >= a.T * a.heads) return;
-  const int h = (int)(w % a.heads);
-  const int64_t i = w / a.heads;
-  const int kh = h / (a.heads / a.kv_heads);
-  const int64_t qw = (int64_t)a.heads * a.hd, kw = (int64_t)a.kv_heads * a.hd;
-  const int lane = threadIdx.x & 31;
+  const QueryWarp r = query_warp(a);
+  if (r.i < 0) return;
+  const int64_t i = r.i, qw = r.qw, kw = r.kw;
+  const int h = r.h, kh = r.kh, lane = threadIdx.x & 31;
   const int64_t qo = i * qw + (int64_t)h * a.hd;
   float qr[E], dor[E], acc[E];
   load_head<E>(q + qo, a.hd, qr);
@@ -170,6 +179,62 @@ __global__ void k_attn_bwd_dkdv(Attn a, const float* q, const float* k, const fl
   }
 }
 
+// ---- the GEMM path: one block per (head, query row) of the [heads, T, T] score matrices.
+constexpr int kRowThreads = 256;
+
+// z: raw q.k in, soft-capped scaled scores out (0 outside the mask); p = softmax; lse per row.
+__global__ void k_softmax_fwd(Attn a, float* z, float* p, float* lse) {
+  __shared__ float red[kRowThreads / 32];
+  __shared__ float bcast;
+  const int64_t row = blockIdx.x;  // h * T + i
+  const int64_t i = row % a.T, lo = first_key(a, i);
+  float* zr = z + row * a.T;
+  float* pr = p + row * a.T;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < a.T; j += blockDim.x) {
+    const bool in = j >= lo && j <= i;
+    const float s = in ? score(a, zr[j]) : 0.0f;
+    zr[j] = s;
+    if (in) mx = fmaxf(mx, s);
+  }
+  mx = warp_max(mx);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mx;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = red[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); ++w) m = fmaxf(m, red[w]);
+    bcast = m;
+  }
+  __syncthreads();
+  mx = bcast;  // finite: key i is always in the mask
+  float sum = 0;
+  for (int64_t j = threadIdx.x; j < a.T; j += blockDim.x)
+    if (j >= lo && j <= i) sum += expf(zr[j] - mx);
+  sum = block_sum(sum, red);
+  const float L = mx + logf(sum);
+  for (int64_t j = threadIdx.x; j < a.T; j += blockDim.x) pr[j] = j >= lo && j <= i ? expf(zr[j] - L) : 0.0f;
+  if (threadIdx.x == 0) lse[row] = L;
+}
+
+// dp in, ds out (in place): ds = p (dp - sum_j p dp) * d score; p written again for dV.
+__global__ void k_softmax_bwd(Attn a, const float* z, const float* lse, float* dp, float* p) {
+  __shared__ float red[kRowThreads / 32];
+  const int64_t row = blockIdx.x;
+  const int64_t i = row % a.T, lo = first_key(a, i);
+  const float* zr = z + row * a.T;
+  float* dr = dp + row * a.T;
+  float* pr = p + row * a.T;
+  const float L = lse[row];
+  float D = 0;
+  for (int64_t j = threadIdx.x; j < a.T; j += blockDim.x) {
+    const float pj = j >= lo && j <= i ? expf(zr[j] - L) : 0.0f;
+    pr[j] = pj;
+    D += pj * dr[j];
+  }
+  D = block_sum(D, red);
+  for (int64_t j = threadIdx.x; j < a.T; j += blockDim.x) dr[j] = pr[j] * (dr[j] - D) * score_grad(a, zr[j]);
+}
+
 // Calls f with E = ceil(hd / 32) rounded up to 1, 2, 4, 8 or 16 as a
 // compile-time constant.
 template <class F>
@@ -204,6 +269,62 @@ void attention_bwd(cudaStream_t st, const Attn& a, const float* q, const float* 
     k_attn_bwd_dq<E><<<blocks_for(a.T * a.heads), 32 * kWarps, 0, st>>>(a, q, k, v, out, lse, dout, dq, dsum);
     k_attn_bwd_dkdv<E><<<blocks_for(a.T * a.kv_heads), 32 * kWarps, 0, st>>>(a, q, k, v, lse, dout, dsum, dk, dv);
   });
+}
+
+// Per KV head kh, its query heads h0 .. h0 + group - 1 as one strided batch (K and V shared: stride 0).
+cublasStatus_t attention_fwd_gemm(cudaStream_t st, cublasHandle_t h, const Attn& a, const float* q, const float* k, const float* v,
+                                  float* out, float* z, float* lse, float* p) {
+  const int group = a.heads / a.kv_heads;
+  const int64_t T = a.T, qw = (int64_t)a.heads * a.hd, kw = (int64_t)a.kv_heads * a.hd, TT = T * T;
+  for (int kh = 0; kh < a.kv_heads; ++kh) {
+    const int64_t h0 = (int64_t)kh * group;
+    // z_h = q_h k^T  [T, T]
+    GemmCall s{false, true, T,          T,           a.hd, 1.0f, 0.0f, q + h0 * a.hd, qw, a.hd, k + (int64_t)kh * a.hd,
+               kw,    0,    CUDA_R_32F, z + h0 * TT, T,    TT,   group};
+    if (cublasStatus_t e = gemm(h, s); e != CUBLAS_STATUS_SUCCESS) return e;
+  }
+  k_softmax_fwd<<<(unsigned)(a.heads * T), kRowThreads, 0, st>>>(a, z, p, lse);
+  for (int kh = 0; kh < a.kv_heads; ++kh) {
+    const int64_t h0 = (int64_t)kh * group;
+    // out_h = p_h v  [T, hd]
+    GemmCall o{false,      false,           T,  a.hd, T,    1.0f, 0.0f, p + h0 * TT, T, TT, v + (int64_t)kh * a.hd, kw, 0,
+               CUDA_R_32F, out + h0 * a.hd, qw, a.hd, group};
+    if (cublasStatus_t e = gemm(h, o); e != CUBLAS_STATUS_SUCCESS) return e;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t attention_bwd_gemm(cudaStream_t st, cublasHandle_t h, const Attn& a, const float* q, const float* k, const float* v,
+                                  const float* z, const float* lse, const float* dout, float* dq, float* dk, float* dv, float* p,
+                                  float* dp) {
+  const int group = a.heads / a.kv_heads;
+  const int64_t T = a.T, qw = (int64_t)a.heads * a.hd, kw = (int64_t)a.kv_heads * a.hd, TT = T * T;
+  for (int kh = 0; kh < a.kv_heads; ++kh) {
+    const int64_t h0 = (int64_t)kh * group;
+    // dp_h = dout_h v^T  [T, T]
+    GemmCall g{false,      true,         T, T,  a.hd, 1.0f, 0.0f, dout + h0 * a.hd, qw, a.hd, v + (int64_t)kh * a.hd, kw, 0,
+               CUDA_R_32F, dp + h0 * TT, T, TT, group};
+    if (cublasStatus_t e = gemm(h, g); e != CUBLAS_STATUS_SUCCESS) return e;
+  }
+  k_softmax_bwd<<<(unsigned)(a.heads * T), kRowThreads, 0, st>>>(a, z, lse, dp, p);  // dp now holds ds
+  for (int kh = 0; kh < a.kv_heads; ++kh) {
+    const int64_t h0 = (int64_t)kh * group;
+    // dq_h = ds_h k  [T, hd]
+    GemmCall g{false, false, T,          a.hd,           T,  1.0f, 0.0f, dp + h0 * TT, T, TT, k + (int64_t)kh * a.hd,
+               kw,    0,     CUDA_R_32F, dq + h0 * a.hd, qw, a.hd, group};
+    if (cublasStatus_t e = gemm(h, g); e != CUBLAS_STATUS_SUCCESS) return e;
+    // dk = sum_h ds_h^T q_h, dv = sum_h p_h^T dout_h  [T, hd]
+    for (int64_t hh = h0; hh < h0 + group; ++hh) {
+      const float beta = hh == h0 ? 0.0f : 1.0f;
+      GemmCall gk{true, false, T, a.hd, T, 1.0f, beta, dp + hh * TT, T, 0, q + hh * a.hd, qw, 0, CUDA_R_32F, dk + (int64_t)kh * a.hd,
+                  kw,   0,     1};
+      GemmCall gv{true, false, T, a.hd, T, 1.0f, beta, p + hh * TT, T, 0, dout + hh * a.hd, qw, 0, CUDA_R_32F, dv + (int64_t)kh * a.hd,
+                  kw,   0,     1};
+      if (cublasStatus_t e = gemm(h, gk); e != CUBLAS_STATUS_SUCCESS) return e;
+      if (cublasStatus_t e = gemm(h, gv); e != CUBLAS_STATUS_SUCCESS) return e;
+    }
+  }
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // namespace gf::cuda::train

@@ -3,6 +3,7 @@
 // bf16 frozen tables; shapes as in backend/train_ops.h. Checks of the launch
 // are the caller's (cudaGetLastError after each).
 #pragma once
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -34,6 +35,24 @@ void scatter_rows(cudaStream_t st, const float* d, int64_t H, const int32_t* row
 void cross_entropy_rows(cudaStream_t st, float* logits, int64_t n, int64_t V, const int32_t* targets, float cap, float grad_scale,
                         float* nll, bf16* dl);
 
+// Row-major C[M, N] = alpha op(A) op(B) + beta C, `batch` times with A, B, C advanced by sA, sB, sC
+// elements: op(A) [M, K] is A, or A stored [K, M] when ta; op(B) [K, N] is B, or B stored [N, K] when tb;
+// lda, ldb, ldc are the row strides as stored. Inputs of type ab; float32 accumulation and C (train_gemm.cpp).
+struct GemmCall {
+  bool ta = false, tb = false;
+  int64_t M = 0, N = 0, K = 0;
+  float alpha = 1, beta = 0;
+  const void* A = nullptr;
+  int64_t lda = 0, sA = 0;
+  const void* B = nullptr;
+  int64_t ldb = 0, sB = 0;
+  cudaDataType ab = CUDA_R_32F;
+  float* C = nullptr;
+  int64_t ldc = 0, sC = 0;
+  int batch = 1;
+};
+cublasStatus_t gemm(cublasHandle_t h, const GemmCall& g);
+
 // Attention (train_attention.cu). Shapes of backend/train_ops.h's AttnShape;
 // pos as rope's.
 struct Attn {
@@ -49,5 +68,15 @@ void attention_fwd(cudaStream_t st, const Attn& a, const float* q, const float* 
 // dq, dk, dv overwritten; dsum [heads, T] scratch.
 void attention_bwd(cudaStream_t st, const Attn& a, const float* q, const float* k, const float* v, const float* out, const float* lse,
                    const float* dout, float* dq, float* dk, float* dv, float* dsum);
+
+// The same through cuBLAS GEMMs of whole [T, T] score matrices per head (tensor-core
+// friendly, for short sequences): z [heads, T, T] keeps the soft-capped scores and
+// lse [heads, T] the log-sum-exp for the backward; p [heads, T, T] (and dp in the
+// backward) are scratch. Returns the first cuBLAS error (launch errors: cudaGetLastError).
+cublasStatus_t attention_fwd_gemm(cudaStream_t st, cublasHandle_t h, const Attn& a, const float* q, const float* k, const float* v,
+                                  float* out, float* z, float* lse, float* p);
+cublasStatus_t attention_bwd_gemm(cudaStream_t st, cublasHandle_t h, const Attn& a, const float* q, const float* k, const float* v,
+                                  const float* z, const float* lse, const float* dout, float* dq, float* dk, float* dv, float* p,
+                                  float* dp);
 
 }  // namespace gf::cuda::train

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -26,6 +27,10 @@ namespace {
 
 // Logits of the loss computed at once, at most (the chunk grows to fill it).
 constexpr int64_t kLogitsBudgetBytes = 256ll << 20;
+
+// The GEMM attention's saved scores per layer, at most (floats): [heads, T, T] of 16 heads at T = 2048,
+// 256 MiB per layer; longer sequences use the kernels, which keep [heads, T].
+constexpr int64_t kGemmAttentionFloats = 1ll << 26;
 
 // Device scratch that grows on demand (stream-ordered).
 struct DevMem {
@@ -192,26 +197,46 @@ class CudaTrainOps final : public TrainOps {
       launched("rope");
     }
   }
+  // Two implementations of the same attention: cuBLAS GEMMs over whole [T, T] score matrices while they
+  // are small (saved: the scores and the log-sum-exp), else the recomputing kernels (saved: the log-sum-exp).
   void attention_fwd(const AttnShape& s, const TBuf& q, const TBuf& k, const TBuf& v, TBuf& out, TBuf& saved) override {
     if (!check_attn(s, q, k, v, out)) return;
-    saved = alloc(static_cast<int64_t>(s.heads) * s.T);  // log-sum-exp per (head, row)
-    if (ok()) {
+    const int64_t TT = s.T * s.T, n = s.heads * (gemm_attention(s) ? TT + s.T : s.T);
+    saved = alloc(n);
+    if (!ok()) return;
+    if (gemm_attention(s)) {
+      auto* p = static_cast<float*>(grow(attn_p_, static_cast<size_t>(s.heads * TT) * 4));
+      if (p)
+        blas(train::attention_fwd_gemm(stream_, blas_, attn(s), q.data(), k.data(), v.data(), out.data(), saved.data(),
+                                       saved.data() + s.heads * TT, p),
+             "attention_fwd_gemm");
+    } else {
       train::attention_fwd(stream_, attn(s), q.data(), k.data(), v.data(), out.data(), saved.data());
-      launched("attention_fwd");
     }
+    launched("attention_fwd");
   }
   void attention_bwd(const AttnShape& s, const TBuf& q, const TBuf& k, const TBuf& v, const TBuf& out, const TBuf& saved, const TBuf& dout,
                      TBuf& dq, TBuf& dk, TBuf& dv) override {
     if (!check_attn(s, q, k, v, out)) return;
-    const int64_t nq = s.T * s.heads * s.hd, nk = s.T * s.kv_heads * s.hd;
-    if (!need(saved.size() >= s.heads * s.T && dout.size() >= nq && dq.size() >= nq && dk.size() >= nk && dv.size() >= nk, "attention_bwd"))
+    const int64_t nq = s.T * s.heads * s.hd, nk = s.T * s.kv_heads * s.hd, TT = s.T * s.T;
+    const bool g = gemm_attention(s);
+    if (!need(saved.size() == s.heads * (g ? TT + s.T : s.T) && dout.size() >= nq && dq.size() >= nq && dk.size() >= nk && dv.size() >= nk,
+              "attention_bwd"))
       return;
-    auto* dsum = static_cast<float*>(grow(dsum_, static_cast<size_t>(s.heads * s.T) * 4));
-    if (dsum) {
-      train::attention_bwd(stream_, attn(s), q.data(), k.data(), v.data(), out.data(), saved.data(), dout.data(), dq.data(), dk.data(),
-                           dv.data(), dsum);
-      launched("attention_bwd");
+    if (g) {
+      auto* p = static_cast<float*>(grow(attn_p_, static_cast<size_t>(s.heads * TT) * 4));
+      auto* dp = static_cast<float*>(grow(attn_dp_, static_cast<size_t>(s.heads * TT) * 4));
+      if (p && dp)
+        blas(train::attention_bwd_gemm(stream_, blas_, attn(s), q.data(), k.data(), v.data(), saved.data(), saved.data() + s.heads * TT,
+                                       dout.data(), dq.data(), dk.data(), dv.data(), p, dp),
+             "attention_bwd_gemm");
+    } else {
+      auto* dsum = static_cast<float*>(grow(dsum_, static_cast<size_t>(s.heads * s.T) * 4));
+      if (dsum)
+        train::attention_bwd(stream_, attn(s), q.data(), k.data(), v.data(), out.data(), saved.data(), dout.data(), dq.data(), dk.data(),
+                             dv.data(), dsum);
     }
+    launched("attention_bwd");
   }
 
   double cross_entropy(int lm_head, const TBuf& xf, int64_t H, const std::vector<int32_t>& rows, const std::vector<int32_t>& targets,
@@ -235,6 +260,15 @@ class CudaTrainOps final : public TrainOps {
   // A launcher's own errors (a bad configuration) show at once; faults at the
   // next status().
   void launched(const char* what) { check(cudaGetLastError(), what); }
+  void blas(cublasStatus_t st, const char* what) const {
+    if (st != CUBLAS_STATUS_SUCCESS) fail(std::string(what) + ": cuBLAS status " + std::to_string(static_cast<int>(st)));
+  }
+  // The GEMM attention while a layer's [heads, T, T] scores stay within kGemmAttentionFloats
+  // (GEMFORGE_TRAIN_ATTENTION=kernel|gemm forces one).
+  bool gemm_attention(const AttnShape& s) const {
+    if (attention_mode_ == "kernel") return false;
+    return attention_mode_ == "gemm" || s.heads * s.T * s.T <= kGemmAttentionFloats;
+  }
   // Shape checks of the training graph's buffers: a mismatch is a bug there,
   // never an out-of-bounds access here.
   bool need(bool cond, const char* op) const {
@@ -307,7 +341,8 @@ class CudaTrainOps final : public TrainOps {
   mutable std::string err_;
   std::vector<Weight> weights_;
   int64_t T_ = 0;  // tokens of the current sequence
-  DevMem ids_, pos_, act16_, mask_, lora_du_, dsum_;
+  DevMem ids_, pos_, act16_, mask_, lora_du_, dsum_, attn_p_, attn_dp_;
+  const std::string attention_mode_ = getenv("GEMFORGE_TRAIN_ATTENTION") ? getenv("GEMFORGE_TRAIN_ATTENTION") : "auto";
   DevMem rows_, targets_, xb_, logits_, dl_, dchunk_, nll_;
 };
 
@@ -335,7 +370,8 @@ Result<std::unique_ptr<TrainOps>> CudaTrainOps::create(int device) {
 
 CudaTrainOps::~CudaTrainOps() {
   if (stream_) cudaStreamSynchronize(stream_);
-  for (DevMem* m : {&ids_, &pos_, &act16_, &mask_, &lora_du_, &dsum_, &rows_, &targets_, &xb_, &logits_, &dl_, &dchunk_, &nll_})
+  for (DevMem* m :
+       {&ids_, &pos_, &act16_, &mask_, &lora_du_, &dsum_, &attn_p_, &attn_dp_, &rows_, &targets_, &xb_, &logits_, &dl_, &dchunk_, &nll_})
     if (m->p) cudaFreeAsync(m->p, stream_);
   for (Weight& w : weights_) cudaFree(w.p);
   if (blas_) cublasDestroy(blas_);
@@ -394,14 +430,10 @@ void CudaTrainOps::gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
   if (!ok() || M <= 0 || N <= 0) return;
   constexpr int64_t kMax = 0x7fffffff;
   if (!need(M <= kMax && N <= kMax && K <= kMax, "gemm (dimension above 2^31)")) return;
-  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
-  const cublasStatus_t st =
-      cublasGemmEx(blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
-                   static_cast<int>(K), &alpha, B, ab, static_cast<int>(tb ? K : N), A, ab, static_cast<int>(ta ? M : K), &beta, C,
-                   CUDA_R_32F, static_cast<int>(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (st != CUBLAS_STATUS_SUCCESS)
-    fail("cublasGemmEx failed (status " + std::to_string(static_cast<int>(st)) + ") for [" + std::to_string(M) + ", " + std::to_string(K) +
-         "] x [" + std::to_string(K) + ", " + std::to_string(N) + "]");
+  const train::GemmCall g{ta, tb, M, N, K, alpha, beta, A, ta ? M : K, 0, B, tb ? K : N, 0, ab, C, N, 0, 1};
+  if (train::gemm(blas_, g) != CUBLAS_STATUS_SUCCESS)
+    fail("cublasGemmEx failed for [" + std::to_string(M) + ", " + std::to_string(K) + "] x [" + std::to_string(K) + ", " +
+         std::to_string(N) + "]");
 }
 
 double CudaTrainOps::cross_entropy(int lm_head, const TBuf& xf, int64_t H, const std::vector<int32_t>& rows,
