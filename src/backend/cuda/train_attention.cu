@@ -185,7 +185,6 @@ constexpr int kRowThreads = 256;
 // z: raw q.k in, soft-capped scaled scores out (0 outside the mask); p = softmax; lse per row.
 __global__ void k_softmax_fwd(Attn a, float* z, float* p, float* lse) {
   __shared__ float red[kRowThreads / 32];
-  __shared__ float bcast;
   const int64_t row = blockIdx.x;  // h * T + i
   const int64_t i = row % a.T, lo = first_key(a, i);
   float* zr = z + row * a.T;
@@ -197,16 +196,7 @@ __global__ void k_softmax_fwd(Attn a, float* z, float* p, float* lse) {
     zr[j] = s;
     if (in) mx = fmaxf(mx, s);
   }
-  mx = warp_max(mx);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mx;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float m = red[0];
-    for (int w = 1; w < (int)(blockDim.x >> 5); ++w) m = fmaxf(m, red[w]);
-    bcast = m;
-  }
-  __syncthreads();
-  mx = bcast;  // finite: key i is always in the mask
+  mx = block_max(mx, red);  // finite: key i is always in the mask
   float sum = 0;
   for (int64_t j = threadIdx.x; j < a.T; j += blockDim.x)
     if (j >= lo && j <= i) sum += expf(zr[j] - mx);

@@ -102,7 +102,6 @@ __global__ void k_scatter_rows(const float* d, int64_t H, const int32_t* rows, i
 // One block of 1024 threads per row of the logits chunk.
 __global__ void k_cross_entropy_rows(float* logits, int64_t V, const int32_t* targets, float cap, float grad_scale, float* nll, bf16* dl) {
   __shared__ float red[32];
-  __shared__ float bcast;
   const int64_t row = blockIdx.x;
   float* l = logits + row * V;
   float mx = -INFINITY;
@@ -111,17 +110,7 @@ __global__ void k_cross_entropy_rows(float* logits, int64_t V, const int32_t* ta
     if (cap > 0) z = cap * tanhf(z / cap), l[v] = z;
     mx = fmaxf(mx, z);
   }
-  // Block max (block_sum's pattern with max).
-  mx = warp_max(mx);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mx;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float m = red[0];
-    for (int i = 1; i < (int)(blockDim.x >> 5); ++i) m = fmaxf(m, red[i]);
-    bcast = m;
-  }
-  __syncthreads();
-  mx = bcast;
+  mx = block_max(mx, red);
   float z = 0;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) z += expf(l[v] - mx);
   z = block_sum(z, red);

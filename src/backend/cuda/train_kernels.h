@@ -1,5 +1,5 @@
 // Launchers of the LoRA training kernels (train_kernels.cu, train_attention.cu)
-// for CudaTrainOps (train_ops.cu). All on `stream`; float32 activations,
+// for CudaTrainOps (train_ops.cu), and block_max for those kernels. All on `stream`; float32 activations,
 // bf16 frozen tables; shapes as in backend/train_ops.h. Checks of the launch
 // are the caller's (cudaGetLastError after each).
 #pragma once
@@ -11,6 +11,17 @@
 #include "backend/cuda/common.cuh"
 
 namespace gf::cuda::train {
+
+// Max over the block (all threads get it); red holds a float per warp (block_sum's pattern).
+__device__ __forceinline__ float block_max(float v, float* red) {
+  v = warp_max(v);
+  __syncthreads();  // red may still be read by a previous call
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float m = -INFINITY;
+  for (int i = 0; i < (int)(blockDim.x >> 5); ++i) m = fmaxf(m, red[i]);
+  return m;
+}
 
 void copy_block(cudaStream_t st, float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t rows, int64_t cols);
 void add(cudaStream_t st, float* y, const float* x, int64_t n);
