@@ -2,10 +2,11 @@
 // trainer, the reference. Skipped without a GPU.
 //
 // Ops (float32 on both sides, so tight): attention forward and backward
-// (GQA, sliding window, soft-cap, packed segments, head sizes 64 and 256),
-// RMSNorm, RoPE and GeGLU forward and backward: max error <= 1e-4 of max(1, |ref|)
-// (2e-3 for the attention gradients, whose sums run in another order over up
-// to 80 keys). Products with bf16 inputs (the frozen weights and the loss):
+// (GQA, sliding window, soft-cap, packed segments, head sizes 16 to 256) by
+// both GPU implementations, RMSNorm, RoPE and GeGLU forward and backward: max
+// error <= 1e-4 of max(1, |ref|) (2e-3 for the attention gradients, whose sums
+// run in another order over up to 80 keys; the GEMM attention rounds its
+// inputs to TF32: 5e-3 for its output, 2e-2 for its gradients). Products with bf16 inputs (the frozen weights and the loss):
 // relative L2 error <= 1e-2 (a bf16 rounding of the activations is 2^-9 relative).
 //
 // Every fixture the CPU trainer supports (the hf-tiny checkpoints are bf16, so
@@ -138,10 +139,13 @@ TEST_P(CudaTrainAttention, ForwardAndBackwardEqualTheCpu) {
     AttentionMode use(mode);
     const auto [ref, got] = cpu_and_gpu(run);
     ASSERT_EQ(got.size(), ref.size());
-    EXPECT_LE(max_err(got[0], ref[0]), 1e-4) << mode << " out";
-    EXPECT_LE(max_err(got[1], ref[1]), 2e-3) << mode << " dq";
-    EXPECT_LE(max_err(got[2], ref[2]), 2e-3) << mode << " dk";
-    EXPECT_LE(max_err(got[3], ref[3]), 2e-3) << mode << " dv";
+    // The kernels are float32 throughout; the GEMM path rounds its inputs to TF32 (2^-11 relative).
+    const bool tf32 = std::string(mode) == "gemm";
+    const double out_tol = tf32 ? 5e-3 : 1e-4, grad_tol = tf32 ? 2e-2 : 2e-3;
+    EXPECT_LE(max_err(got[0], ref[0]), out_tol) << mode << " out";
+    EXPECT_LE(max_err(got[1], ref[1]), grad_tol) << mode << " dq";
+    EXPECT_LE(max_err(got[2], ref[2]), grad_tol) << mode << " dk";
+    EXPECT_LE(max_err(got[3], ref[3]), grad_tol) << mode << " dv";
   }
 }
 

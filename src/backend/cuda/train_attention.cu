@@ -261,25 +261,48 @@ void attention_bwd(cudaStream_t st, const Attn& a, const float* q, const float* 
   });
 }
 
+namespace {
+
+// A float32 matrix operand of the GEMMs below: base, row stride, stride between the batch's matrices.
+struct Mat {
+  const float* p;
+  int64_t ld, stride;
+};
+
+// C [M, N] = op(A) op(B) (+ C when beta = 1) for `batch` matrices, on the TF32 tensor cores with float32
+// accumulation (GemmCall's conventions).
+cublasStatus_t mm(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, Mat A, Mat B, Mat C, int batch, float beta = 0) {
+  GemmCall g;
+  g.ta = ta, g.tb = tb, g.M = M, g.N = N, g.K = K, g.beta = beta;
+  g.A = A.p, g.lda = A.ld, g.sA = A.stride;
+  g.B = B.p, g.ldb = B.ld, g.sB = B.stride;
+  g.C = const_cast<float*>(C.p), g.ldc = C.ld, g.sC = C.stride;
+  g.batch = batch;
+  g.compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+  return gemm(h, g);
+}
+
+}  // namespace
+
+#define GF_RETURN_IF_BLAS(x)                                             \
+  do {                                                                   \
+    if (cublasStatus_t e_ = (x); e_ != CUBLAS_STATUS_SUCCESS) return e_; \
+  } while (0)
+
 // Per KV head kh, its query heads h0 .. h0 + group - 1 as one strided batch (K and V shared: stride 0).
+// Head h of q is the column block h * hd of [T, heads * hd] (row stride qw); of k, v likewise with kw.
 cublasStatus_t attention_fwd_gemm(cudaStream_t st, cublasHandle_t h, const Attn& a, const float* q, const float* k, const float* v,
                                   float* out, float* z, float* lse, float* p) {
   const int group = a.heads / a.kv_heads;
-  const int64_t T = a.T, qw = (int64_t)a.heads * a.hd, kw = (int64_t)a.kv_heads * a.hd, TT = T * T;
-  for (int kh = 0; kh < a.kv_heads; ++kh) {
-    const int64_t h0 = (int64_t)kh * group;
-    // z_h = q_h k^T  [T, T]
-    GemmCall s{false, true, T,          T,           a.hd, 1.0f, 0.0f, q + h0 * a.hd, qw, a.hd, k + (int64_t)kh * a.hd,
-               kw,    0,    CUDA_R_32F, z + h0 * TT, T,    TT,   group};
-    if (cublasStatus_t e = gemm(h, s); e != CUBLAS_STATUS_SUCCESS) return e;
+  const int64_t T = a.T, hd = a.hd, qw = a.heads * hd, kw = a.kv_heads * hd, TT = T * T;
+  for (int64_t kh = 0; kh < a.kv_heads; ++kh) {  // z_h = q_h k^T  [T, T]
+    const int64_t h0 = kh * group;
+    GF_RETURN_IF_BLAS(mm(h, false, true, T, T, hd, {q + h0 * hd, qw, hd}, {k + kh * hd, kw, 0}, {z + h0 * TT, T, TT}, group));
   }
   k_softmax_fwd<<<(unsigned)(a.heads * T), kRowThreads, 0, st>>>(a, z, p, lse);
-  for (int kh = 0; kh < a.kv_heads; ++kh) {
-    const int64_t h0 = (int64_t)kh * group;
-    // out_h = p_h v  [T, hd]
-    GemmCall o{false,      false,           T,  a.hd, T,    1.0f, 0.0f, p + h0 * TT, T, TT, v + (int64_t)kh * a.hd, kw, 0,
-               CUDA_R_32F, out + h0 * a.hd, qw, a.hd, group};
-    if (cublasStatus_t e = gemm(h, o); e != CUBLAS_STATUS_SUCCESS) return e;
+  for (int64_t kh = 0; kh < a.kv_heads; ++kh) {  // out_h = p_h v  [T, hd]
+    const int64_t h0 = kh * group;
+    GF_RETURN_IF_BLAS(mm(h, false, false, T, hd, T, {p + h0 * TT, T, TT}, {v + kh * hd, kw, 0}, {out + h0 * hd, qw, hd}, group));
   }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -288,30 +311,21 @@ cublasStatus_t attention_bwd_gemm(cudaStream_t st, cublasHandle_t h, const Attn&
                                   const float* z, const float* lse, const float* dout, float* dq, float* dk, float* dv, float* p,
                                   float* dp) {
   const int group = a.heads / a.kv_heads;
-  const int64_t T = a.T, qw = (int64_t)a.heads * a.hd, kw = (int64_t)a.kv_heads * a.hd, TT = T * T;
-  for (int kh = 0; kh < a.kv_heads; ++kh) {
-    const int64_t h0 = (int64_t)kh * group;
-    // dp_h = dout_h v^T  [T, T]
-    GemmCall g{false,      true,         T, T,  a.hd, 1.0f, 0.0f, dout + h0 * a.hd, qw, a.hd, v + (int64_t)kh * a.hd, kw, 0,
-               CUDA_R_32F, dp + h0 * TT, T, TT, group};
-    if (cublasStatus_t e = gemm(h, g); e != CUBLAS_STATUS_SUCCESS) return e;
+  const int64_t T = a.T, hd = a.hd, qw = a.heads * hd, kw = a.kv_heads * hd, TT = T * T;
+  for (int64_t kh = 0; kh < a.kv_heads; ++kh) {  // dp_h = dout_h v^T  [T, T]
+    const int64_t h0 = kh * group;
+    GF_RETURN_IF_BLAS(mm(h, false, true, T, T, hd, {dout + h0 * hd, qw, hd}, {v + kh * hd, kw, 0}, {dp + h0 * TT, T, TT}, group));
   }
-  k_softmax_bwd<<<(unsigned)(a.heads * T), kRowThreads, 0, st>>>(a, z, lse, dp, p);  // dp now holds ds
-  for (int kh = 0; kh < a.kv_heads; ++kh) {
-    const int64_t h0 = (int64_t)kh * group;
+  k_softmax_bwd<<<(unsigned)(a.heads * T), kRowThreads, 0, st>>>(a, z, lse, dp, p);  // dp now holds ds, p the probabilities
+  for (int64_t kh = 0; kh < a.kv_heads; ++kh) {
+    const int64_t h0 = kh * group;
     // dq_h = ds_h k  [T, hd]
-    GemmCall g{false, false, T,          a.hd,           T,  1.0f, 0.0f, dp + h0 * TT, T, TT, k + (int64_t)kh * a.hd,
-               kw,    0,     CUDA_R_32F, dq + h0 * a.hd, qw, a.hd, group};
-    if (cublasStatus_t e = gemm(h, g); e != CUBLAS_STATUS_SUCCESS) return e;
-    // dk = sum_h ds_h^T q_h, dv = sum_h p_h^T dout_h  [T, hd]
+    GF_RETURN_IF_BLAS(mm(h, false, false, T, hd, T, {dp + h0 * TT, T, TT}, {k + kh * hd, kw, 0}, {dq + h0 * hd, qw, hd}, group));
+    // dk = sum_h ds_h^T q_h, dv = sum_h p_h^T dout_h  [T, hd]: the group's heads one after the other, accumulating
     for (int64_t hh = h0; hh < h0 + group; ++hh) {
       const float beta = hh == h0 ? 0.0f : 1.0f;
-      GemmCall gk{true, false, T, a.hd, T, 1.0f, beta, dp + hh * TT, T, 0, q + hh * a.hd, qw, 0, CUDA_R_32F, dk + (int64_t)kh * a.hd,
-                  kw,   0,     1};
-      GemmCall gv{true, false, T, a.hd, T, 1.0f, beta, p + hh * TT, T, 0, dout + hh * a.hd, qw, 0, CUDA_R_32F, dv + (int64_t)kh * a.hd,
-                  kw,   0,     1};
-      if (cublasStatus_t e = gemm(h, gk); e != CUBLAS_STATUS_SUCCESS) return e;
-      if (cublasStatus_t e = gemm(h, gv); e != CUBLAS_STATUS_SUCCESS) return e;
+      GF_RETURN_IF_BLAS(mm(h, true, false, T, hd, T, {dp + hh * TT, T, 0}, {q + hh * hd, qw, 0}, {dk + kh * hd, kw, 0}, 1, beta));
+      GF_RETURN_IF_BLAS(mm(h, true, false, T, hd, T, {p + hh * TT, T, 0}, {dout + hh * hd, qw, 0}, {dv + kh * hd, kw, 0}, 1, beta));
     }
   }
   return CUBLAS_STATUS_SUCCESS;

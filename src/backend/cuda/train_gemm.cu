@@ -11,10 +11,10 @@ cublasStatus_t gemm(cublasHandle_t h, const GemmCall& g) {
   const int m = static_cast<int>(g.N), n = static_cast<int>(g.M), k = static_cast<int>(g.K);
   if (g.batch == 1)
     return cublasGemmEx(h, opb, opa, m, n, k, &g.alpha, g.B, g.ab, static_cast<int>(g.ldb), g.A, g.ab, static_cast<int>(g.lda), &g.beta,
-                        g.C, CUDA_R_32F, static_cast<int>(g.ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                        g.C, CUDA_R_32F, static_cast<int>(g.ldc), g.compute, CUBLAS_GEMM_DEFAULT);
   return cublasGemmStridedBatchedEx(h, opb, opa, m, n, k, &g.alpha, g.B, g.ab, static_cast<int>(g.ldb), g.sB, g.A, g.ab,
                                     static_cast<int>(g.lda), g.sA, &g.beta, g.C, CUDA_R_32F, static_cast<int>(g.ldc), g.sC, g.batch,
-                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                                    g.compute, CUBLAS_GEMM_DEFAULT);
 }
 
 }  // namespace gf::cuda::train

@@ -48,7 +48,8 @@ void cross_entropy_rows(cudaStream_t st, float* logits, int64_t n, int64_t V, co
 
 // Row-major C[M, N] = alpha op(A) op(B) + beta C, `batch` times with A, B, C advanced by sA, sB, sC
 // elements: op(A) [M, K] is A, or A stored [K, M] when ta; op(B) [K, N] is B, or B stored [N, K] when tb;
-// lda, ldb, ldc are the row strides as stored. Inputs of type ab; float32 accumulation and C (train_gemm.cpp).
+// lda, ldb, ldc are the row strides as stored. Inputs of type ab; float32 accumulation and C (train_gemm.cu);
+// `compute` CUBLAS_COMPUTE_32F_FAST_TF32 lets float32 inputs run on the tensor cores rounded to TF32.
 struct GemmCall {
   bool ta = false, tb = false;
   int64_t M = 0, N = 0, K = 0;
@@ -61,6 +62,7 @@ struct GemmCall {
   float* C = nullptr;
   int64_t ldc = 0, sC = 0;
   int batch = 1;
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
 };
 cublasStatus_t gemm(cublasHandle_t h, const GemmCall& g);
 
@@ -80,8 +82,8 @@ void attention_fwd(cudaStream_t st, const Attn& a, const float* q, const float* 
 void attention_bwd(cudaStream_t st, const Attn& a, const float* q, const float* k, const float* v, const float* out, const float* lse,
                    const float* dout, float* dq, float* dk, float* dv, float* dsum);
 
-// The same through cuBLAS GEMMs of whole [T, T] score matrices per head (tensor-core
-// friendly, for short sequences): z [heads, T, T] keeps the soft-capped scores and
+// The same through cuBLAS GEMMs of whole [T, T] score matrices per head (TF32 tensor
+// cores: inputs rounded to 10-bit mantissas, float32 accumulation; for short sequences): z [heads, T, T] keeps the soft-capped scores and
 // lse [heads, T] the log-sum-exp for the backward; p [heads, T, T] (and dp in the
 // backward) are scratch. Returns the first cuBLAS error (launch errors: cudaGetLastError).
 cublasStatus_t attention_fwd_gemm(cudaStream_t st, cublasHandle_t h, const Attn& a, const float* q, const float* k, const float* v,
