@@ -153,10 +153,9 @@ class CudaTrainOps final : public TrainOps {
                 TBuf& u) override {
     if (!need(A.size() >= r * in && B.size() >= out * r && x.size() >= T * in && y.size() >= T * out && u.size() >= T * r, "lora_fwd"))
       return;
-    gemm(false, true, T, r, in, 1.0f, x.data(), A.data(), CUDA_R_32F, 0.0f,
-         u.data());  // u = x A^T
-    gemm(false, true, T, out, r, s, u.data(), B.data(), CUDA_R_32F, 1.0f,
-         y.data());  // y += s u B^T
+    // u = x A^T, y += s u B^T
+    gemm(false, true, T, r, in, 1.0f, x.data(), A.data(), CUDA_R_32F, 0.0f, u.data());
+    gemm(false, true, T, out, r, s, u.data(), B.data(), CUDA_R_32F, 1.0f, y.data());
   }
   void lora_bwd(const TBuf& A, const TBuf& B, int64_t r, int64_t in, int64_t out, float s, const TBuf& x, const TBuf& u, const TBuf& dy,
                 int64_t T, TBuf* dx, bool accumulate_dx, TBuf& dA, TBuf& dB) override {
@@ -166,13 +165,11 @@ class CudaTrainOps final : public TrainOps {
       return;
     auto* du = static_cast<float*>(grow(lora_du_, static_cast<size_t>(T * r) * 4));
     if (!du) return;
-    gemm(true, false, out, r, T, s, dy.data(), u.data(), CUDA_R_32F, 1.0f,
-         dB.data());  // dB += s dy^T u
-    gemm(false, false, T, r, out, s, dy.data(), B.data(), CUDA_R_32F, 0.0f,
-         du);  // du = s dy B
-    gemm(true, false, r, in, T, 1.0f, du, x.data(), CUDA_R_32F, 1.0f,
-         dA.data());                                                                                                // dA += du^T x
-    if (dx) gemm(false, false, T, in, r, 1.0f, du, A.data(), CUDA_R_32F, accumulate_dx ? 1.0f : 0.0f, dx->data());  // dx (+)= du A
+    // dB += s dy^T u, du = s dy B, dA += du^T x, dx (+)= du A
+    gemm(true, false, out, r, T, s, dy.data(), u.data(), CUDA_R_32F, 1.0f, dB.data());
+    gemm(false, false, T, r, out, s, dy.data(), B.data(), CUDA_R_32F, 0.0f, du);
+    gemm(true, false, r, in, T, 1.0f, du, x.data(), CUDA_R_32F, 1.0f, dA.data());
+    if (dx) gemm(false, false, T, in, r, 1.0f, du, A.data(), CUDA_R_32F, accumulate_dx ? 1.0f : 0.0f, dx->data());
   }
 
   // ---- normalisation, position, attention
