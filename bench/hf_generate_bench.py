@@ -44,6 +44,16 @@ def make_config(name):
     return transformers.Gemma3TextConfig(vocab_size=262144, query_pre_attn_scalar=qpas, sliding_window=window, **common)
 
 
+def build_model(name, **kwargs):
+    """(config, model with random bf16 weights on the GPU, seconds it took), seeded."""
+    torch.manual_seed(0)
+    cfg = make_config(name)
+    t0 = time.perf_counter()
+    with torch.device("cuda"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, **kwargs)
+    return cfg, model, time.perf_counter() - t0
+
+
 def timed_generate(model, ids, new_tokens):
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -62,14 +72,10 @@ def main():
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--json")
     a = ap.parse_args()
-    torch.manual_seed(0)
-    cfg = make_config(a.model)
-    t0 = time.perf_counter()
-    with torch.device("cuda"):
-        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    cfg, model, built_s = build_model(a.model)
     model.eval()
     params = sum(p.numel() for p in model.parameters())
-    print(f"{a.model}: {params / 1e9:.2f} B parameters, built in {time.perf_counter() - t0:.1f} s "
+    print(f"{a.model}: {params / 1e9:.2f} B parameters, built in {built_s:.1f} s "
           f"(transformers {transformers.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()})", flush=True)
     res = {"model": a.model, "params": params, "transformers": transformers.__version__, "torch": torch.__version__,
            "device": torch.cuda.get_device_name(), "prompt": a.prompt, "gen": a.gen, "batch": {}}

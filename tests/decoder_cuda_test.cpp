@@ -393,10 +393,13 @@ TEST(CudaSampling, OpMatchesCpuReferenceOnTheSameRows) {
   ASSERT_TRUE(gpu.ok());
   for (int64_t V : {int64_t(300), int64_t(262144)}) {
     std::vector<RowSampling> ps;
+    const uint64_t* mask = nullptr;  // structured outputs' allowed tokens, for the rows added while set
+    int64_t mask_words = 0;
     auto add = [&](float t, int k, float p, float mp, int n) {
       for (uint64_t d = 0; d < 8; ++d) {
         RowSampling r;
         r.temperature = t, r.top_k = k, r.top_p = p, r.min_p = mp, r.seed = 77 + d, r.draw = d, r.top_logprobs = n;
+        r.allowed = mask, r.allowed_words = mask_words;
         ps.push_back(r);
       }
     };
@@ -407,6 +410,16 @@ TEST(CudaSampling, OpMatchesCpuReferenceOnTheSameRows) {
     add(1.0f, 0, 0.9f, 0, -1); // top-p
     add(1.0f, 0, 1, 0.05f, 0); // min-p
     add(1.0f, 0, 1, 0, -1);    // plain temperature (may pass the window: host)
+    // Masked rows: a quarter of the tokens allowed, and a mask shorter than the row (the rest banned).
+    std::vector<uint64_t> quarter(static_cast<size_t>((V + 63) / 64));
+    std::mt19937_64 bits_rng(9);
+    for (auto& w : quarter) w = bits_rng() & bits_rng();
+    mask = quarter.data(), mask_words = static_cast<int64_t>(quarter.size());
+    add(0, 0, 1, 0, -1);       // greedy, masked
+    add(0.8f, 40, 1, 0, -1);   // top-k, masked
+    mask_words = 2;            // only tokens < 128 may come
+    add(1.0f, 0, 0.9f, 0, -1); // top-p, masked
+    mask = nullptr, mask_words = 0;
     const int64_t R = static_cast<int64_t>(ps.size());
     std::vector<float> rows(static_cast<size_t>(R * V));
     std::mt19937 rng(5);
@@ -425,10 +438,13 @@ TEST(CudaSampling, OpMatchesCpuReferenceOnTheSameRows) {
       const auto& w = want[static_cast<size_t>(r)];
       const auto& g = got[static_cast<size_t>(r)];
       const RowSampling& p = ps[static_cast<size_t>(r)];
-      if (g.id < 0) {  // left to the host: the row comes back exactly
-        EXPECT_EQ(g.logits, std::vector<float>(rows.begin() + r * V, rows.begin() + (r + 1) * V)) << r;
+      std::vector<float> row(rows.begin() + r * V, rows.begin() + (r + 1) * V);
+      if (p.allowed) apply_allowed(p.allowed, p.allowed_words, row.data(), V);
+      if (g.id < 0) {  // left to the host: the row comes back exactly (masked if it has a mask)
+        EXPECT_EQ(g.logits, row) << r;
         continue;
       }
+      if (p.allowed) EXPECT_NE(row[static_cast<size_t>(g.id)], -INFINITY) << "row " << r << " drew a banned token";
       ++decided;
       same += g.id == w.id;
       if (p.temperature <= 0 || p.top_k == 1) EXPECT_EQ(g.id, w.id) << "V " << V << " row " << r;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <random>
 
+#include "backend/sampling.h"
 #include "runtime/json_constraint.h"
 
 namespace gf {
@@ -159,7 +160,8 @@ TEST(JsonConstraint, MasksFollowTheSchemaAndEndOnlyWhenComplete) {
   JsonConstraint c(g, {kEnd});
   auto allowed = [&] {
     std::vector<float> logits(vocab->bytes.size(), 1.0f);
-    c.mask(logits.data(), static_cast<int64_t>(logits.size()));
+    const auto bits = c.allowed();
+    apply_allowed(bits.data(), static_cast<int64_t>(bits.size()), logits.data(), static_cast<int64_t>(logits.size()));
     std::vector<std::string> out;
     for (size_t i = 0; i < logits.size(); ++i)
       if (logits[i] != -INFINITY) out.push_back(i == kEnd ? "<end>" : vocab->bytes[i]);
@@ -182,7 +184,8 @@ TEST(JsonConstraint, MasksFollowTheSchemaAndEndOnlyWhenComplete) {
   EXPECT_EQ(allowed(), (V{"<end>"}));
   auto copy = c.clone();  // the clone is in the same state
   std::vector<float> logits(vocab->bytes.size(), 1.0f);
-  copy->mask(logits.data(), static_cast<int64_t>(logits.size()));
+  const auto bits = copy->allowed();
+  apply_allowed(bits.data(), static_cast<int64_t>(bits.size()), logits.data(), static_cast<int64_t>(logits.size()));
   EXPECT_EQ(logits[kEnd], 1.0f);
   EXPECT_EQ(logits[0], -INFINITY);
 }

@@ -1,5 +1,5 @@
-// The CUDA backend's block decoder (backend/cuda/quant_blocks.h: decode4, the
-// code every GPU kernel that reads GGUF blocks runs) against the CPU's oracle,
+// The CUDA backend's block decoders (backend/cuda/quant_blocks.h: decode4 and
+// decode_sub32, the code every GPU kernel that reads GGUF blocks runs) against the CPU's oracle,
 // formats/dequant.h (itself checked against llama.cpp's gguf-py in
 // quant_kernels_test): random blocks of every type the GPU keeps, and the
 // real 270M file's tensors. Runs without a GPU (the header is plain C++).
@@ -31,17 +31,33 @@ const Case kCases[] = {
     {DType::Q4_K, QType::Q4_K, {0, 2}}, {DType::Q5_K, QType::Q5_K, {0, 2}}, {DType::Q6_K, QType::Q6_K, {208}},
 };
 
-void decode_row4(QType t, const uint8_t* row, int64_t K, float* out) {
-  for (int64_t e = 0; e < K; e += 4) {
-    switch (t) {
-      case QType::Q4_0: cuda::decode4<QType::Q4_0>(row, e, out + e); break;
-      case QType::Q5_0: cuda::decode4<QType::Q5_0>(row, e, out + e); break;
-      case QType::Q8_0: cuda::decode4<QType::Q8_0>(row, e, out + e); break;
-      case QType::Q4_K: cuda::decode4<QType::Q4_K>(row, e, out + e); break;
-      case QType::Q5_K: cuda::decode4<QType::Q5_K>(row, e, out + e); break;
-      case QType::Q6_K: cuda::decode4<QType::Q6_K>(row, e, out + e); break;
-      case QType::BF16: FAIL();
+// A row through decode4 (sub32 false) or through decode_sub32's integer
+// values and affine terms (w = a * v - b, a and b of the value's half).
+template <QType T>
+void decode_row_as(const uint8_t* row, int64_t K, float* out, bool sub32) {
+  if (!sub32) {
+    for (int64_t e = 0; e < K; e += 4) cuda::decode4<T>(row, e, out + e);
+    return;
+  }
+  for (int64_t sb = 0; sb < K / 32; ++sb) {
+    cuda::Sub32 s;
+    cuda::decode_sub32<T>(row, sb, s);
+    for (int i = 0; i < 32; ++i) {
+      const int v = static_cast<int8_t>(static_cast<uint32_t>(s.v[i / 4]) >> (8 * (i % 4)) & 0xFF);
+      out[sb * 32 + i] = i < 16 ? s.a0 * static_cast<float>(v) - s.b0 : s.a1 * static_cast<float>(v) - s.b1;
     }
+  }
+}
+
+void decode_row(QType t, const uint8_t* row, int64_t K, float* out, bool sub32) {
+  switch (t) {
+    case QType::Q4_0: return decode_row_as<QType::Q4_0>(row, K, out, sub32);
+    case QType::Q5_0: return decode_row_as<QType::Q5_0>(row, K, out, sub32);
+    case QType::Q8_0: return decode_row_as<QType::Q8_0>(row, K, out, sub32);
+    case QType::Q4_K: return decode_row_as<QType::Q4_K>(row, K, out, sub32);
+    case QType::Q5_K: return decode_row_as<QType::Q5_K>(row, K, out, sub32);
+    case QType::Q6_K: return decode_row_as<QType::Q6_K>(row, K, out, sub32);
+    case QType::BF16: FAIL();
   }
 }
 
@@ -51,7 +67,7 @@ void expect_same(const std::vector<float>& want, const std::vector<float>& got, 
   int bad = 0;
   for (size_t i = 0; i < want.size(); ++i)
     if (std::fabs(want[i] - got[i]) > 1e-6f * std::fabs(want[i]) + 1e-6f && ++bad < 5)
-      ADD_FAILURE() << what << " element " << i << ": oracle " << want[i] << ", decode4 " << got[i];
+      ADD_FAILURE() << what << " element " << i << ": oracle " << want[i] << ", decoded " << got[i];
   EXPECT_EQ(bad, 0) << what;
 }
 
@@ -76,8 +92,10 @@ TEST(QuantBlocksDecode, RandomBlocksOfEveryTypeEqualTheOracle) {
       std::vector<float> want(K), got(K);
       const uint8_t* row = data.data() + r * row_bytes;
       ASSERT_TRUE(dequantize_row(c.dtype, row, want.data(), K).ok());
-      decode_row4(c.qtype, row, K, got.data());
-      expect_same(want, got, std::string(dtype_name(c.dtype)) + " row " + std::to_string(r));
+      for (bool sub32 : {false, true}) {
+        decode_row(c.qtype, row, K, got.data(), sub32);
+        expect_same(want, got, std::string(dtype_name(c.dtype)) + (sub32 ? " decode_sub32" : " decode4") + " row " + std::to_string(r));
+      }
     }
   }
 }
@@ -94,8 +112,10 @@ TEST(QuantBlocksDecode, RealGemma3_270mTensorsEqualTheOracle) {
       const uint8_t* row = t.data + r * cuda::qtype_row_bytes(q, K);
       std::vector<float> want(K), got(K);
       ASSERT_TRUE(dequantize_row(t.dtype, row, want.data(), K).ok());
-      decode_row4(q, row, K, got.data());
-      expect_same(want, got, t.name);
+      for (bool sub32 : {false, true}) {
+        decode_row(q, row, K, got.data(), sub32);
+        expect_same(want, got, t.name + (sub32 ? " decode_sub32" : " decode4"));
+      }
     }
     ++checked;
   }

@@ -12,6 +12,7 @@
 #include <memory>
 #include <set>
 
+#include "backend/sampling.h"
 #include "runtime/engine_core.h"
 #include "runtime/model_runner.h"
 #include "runtime/request.h"
@@ -57,8 +58,12 @@ class FakeRunner : public ModelRunner {
       if (c.picks && !c.all_logits && c.sampling.host) {  // the host picks from the row (as the Decoder returns it)
         out.chunks[i].next.logits.assign(kVocab, 0.0f);
         out.chunks[i].next.logits[static_cast<size_t>(next_token(*c.kv, c.kv->length))] = 5.0f;
-      } else if (c.picks && !c.all_logits) {
-        out.chunks[i].next.id = next_token(*c.kv, c.kv->length);
+      } else if (c.picks && !c.all_logits) {  // the backend's sampling op on the same row
+        std::vector<float> row(kVocab, 0.0f);
+        row[static_cast<size_t>(next_token(*c.kv, c.kv->length))] = 5.0f;
+        std::vector<SampledToken> picked;
+        sample_rows_host(row.data(), kVocab, {c.sampling}, picked);
+        out.chunks[i].next.id = picked[0].id;
       }
     }
     return out;
@@ -507,14 +512,16 @@ TEST(Scheduler, ForksEndWithACancelledFirstChoice) {
 class EvenOnly final : public TokenConstraint {
  public:
   explicit EvenOnly(std::vector<int32_t>* seen) : seen_(seen) {}
-  void mask(float* logits, int64_t vocab) override {
-    for (int64_t i = 1; i < vocab; i += 2) logits[i] = -INFINITY;
+  std::span<const uint64_t> allowed() override {
+    bits_.assign(1, 0x5555555555555555ull);  // kVocab <= 64: the even ids
+    return bits_;
   }
   void accept(int32_t id) override { seen_->push_back(id); }
   std::unique_ptr<TokenConstraint> clone() const override { return std::make_unique<EvenOnly>(seen_); }
 
  private:
   std::vector<int32_t>* seen_;
+  std::vector<uint64_t> bits_;
 };
 
 TEST(Scheduler, ConstraintAndLogitBiasShapeTheDraw) {

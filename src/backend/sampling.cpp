@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "backend/backend.h"
 
@@ -86,12 +87,33 @@ void fill_logprobs(const float* row, int64_t vocab, int top_n, SampledToken& t) 
   t.logprob = static_cast<float>(row[t.id] - lse);
 }
 
+void apply_allowed(const uint64_t* allowed, int64_t words, float* logits, int64_t vocab) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int64_t base = 0; base < vocab; base += 64) {  // a word at a time: most are all set or all clear
+    const uint64_t b = base / 64 < words ? allowed[base / 64] : 0;
+    const int64_t end = std::min<int64_t>(base + 64, vocab);
+    if (b == ~uint64_t{0}) continue;
+    if (b == 0) {
+      std::fill(logits + base, logits + end, ninf);
+      continue;
+    }
+    for (int64_t i = base; i < end; ++i)
+      if (!(b >> (i - base) & 1)) logits[i] = ninf;
+  }
+}
+
 void sample_rows_host(const float* logits, int64_t vocab, const std::vector<RowSampling>& rows, std::vector<SampledToken>& out) {
   out.assign(rows.size(), SampledToken{});
   std::vector<std::pair<float, int32_t>> scratch;
+  std::vector<float> masked;
   for (size_t r = 0; r < rows.size(); ++r) {
     const float* row = logits + static_cast<int64_t>(r) * vocab;
     SampledToken& t = out[r];
+    if (rows[r].allowed) {
+      masked.assign(row, row + vocab);
+      apply_allowed(rows[r].allowed, rows[r].allowed_words, masked.data(), vocab);
+      row = masked.data();
+    }
     if (rows[r].host) {
       t.logits.assign(row, row + vocab);
       continue;

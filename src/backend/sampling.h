@@ -30,6 +30,12 @@ struct RowSampling {
   uint64_t draw = 0;         // index of this draw in the sequence (0 for its first token)
   int top_logprobs = -1;     // >= 0: also the chosen token's log-prob and this many alternatives
   bool host = false;         // the caller samples (penalties, ...): return the logits row instead
+  // Structured outputs: the tokens that may be drawn (bit i of word i/64 =
+  // token i; tokens past allowed_words * 64 may not), host memory valid during
+  // the sample call; null: all. The others are -infinity before sampling (and
+  // so in the log-probs and in a row returned to the host).
+  const uint64_t* allowed = nullptr;
+  int64_t allowed_words = 0;
 };
 
 struct SampledToken {
@@ -63,6 +69,10 @@ double token_logprob(const float* logits, int64_t n, int32_t id);
 std::vector<std::pair<int32_t, double>> top_logprobs(const float* logits, int64_t n, int k);
 // t.logprob and t.top for the chosen t.id, from the row as the model gave it.
 void fill_logprobs(const float* logits, int64_t vocab, int top_n, SampledToken& t);
+
+// Sets logits[i] to -infinity for every token i whose bit in `allowed` (`words`
+// words) is clear or past its end.
+void apply_allowed(const uint64_t* allowed, int64_t words, float* logits, int64_t vocab);
 
 // The host implementation of Backend::sample over rows of float32 logits.
 void sample_rows_host(const float* logits, int64_t vocab, const std::vector<RowSampling>& rows, std::vector<SampledToken>& out);

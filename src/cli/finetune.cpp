@@ -1,5 +1,6 @@
 // gemforge finetune -m MODEL --data train.jsonl --out DIR: LoRA supervised
-// fine-tuning on the CPU (float32; src/train). Writes DIR/adapter_config.json
+// fine-tuning (src/train) on the CPU (float32) or, with --backend cuda, on the
+// GPU (bf16 frozen weights, float32 activations and adapters). Writes DIR/adapter_config.json
 // and DIR/adapter_model.safetensors in PEFT's format, DIR/metrics.jsonl (one
 // object per step) and DIR/checkpoint-N folders with --save-every.
 #include <cmath>
@@ -23,6 +24,7 @@ struct FinetuneOptions {
   double eval_fraction = 0;
   int64_t steps = 100, batch = 1, seq = 512, grad_accum = 1, warmup = 0, log_every = 1, eval_every = 0, save_every = 0;
   int keep = 2;
+  double peak_tflops = -1;  // < 0: 989 (H100/H200 bf16 dense) on cuda, none on cpu
   double lr = 1e-4, clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   int rank = 8;
   float alpha = 16, dropout = 0;
@@ -46,15 +48,15 @@ std::string duration(double s) {
 }
 
 int run_finetune(const FinetuneOptions& o) {
-  if (o.model.backend != "cpu")
-    return fail(Err("finetune runs on --backend cpu for now (float32); the CUDA trainer is not written yet"));
   if (o.truncate && o.drop_long) return fail(Err("--truncate and --drop-long exclude each other"));
   if (o.seq < 2) return fail(Err("--seq must be at least 2"));
   if (!o.eval_data.empty() && o.eval_fraction > 0) return fail(Err("give --eval-data or --eval-fraction, not both"));
   if (o.eval_fraction < 0 || o.eval_fraction >= 1) return fail(Err("--eval-fraction must be in [0, 1)"));
   auto m = load_model_from_options(o.model, false);
   if (!m.ok()) return fail(m.status());
-  auto lm = train::LoraModel::create(*m);
+  auto ops = make_train_ops_from_options(o.model);
+  if (!ops.ok()) return fail(ops.status());
+  auto lm = train::LoraModel::create(*m, std::move(ops).value());
   if (!lm.ok()) return fail(lm.status());
 
   // Tokenizer and chat format, where the model ships them (fixtures do not: input_ids lines only).
@@ -138,12 +140,22 @@ int run_finetune(const FinetuneOptions& o) {
                static_cast<long long>(t.adapter().num_params()), static_cast<long long>(o.steps), static_cast<long long>(o.batch),
                static_cast<long long>(o.grad_accum), static_cast<long long>(o.seq),
                t.step() > 0 ? (", resumed at step " + std::to_string(t.step())).c_str() : "");
-  Status s = t.run([](const train::StepStats& st) {
-    char eval[32] = "";
+  // MFU: a LoRA step over a frozen base costs 4 N FLOPs per token (forward, and the input gradients of the
+  // backward; no weight gradients), N the parameters of the linear layers; 6 N is the full fine-tune's count.
+  const double peak = o.peak_tflops >= 0 ? o.peak_tflops : (o.model.backend == "cuda" ? 989.0 : 0.0);
+  double linear_params = 0;
+  for (const LayerTensors& lt : m->layers)
+    for (const TensorView* w : {lt.q, lt.k, lt.v, lt.o, lt.gate, lt.up, lt.down})
+      if (w) linear_params += static_cast<double>(w->numel());
+  Status s = t.run([&](const train::StepStats& st) {
+    char eval[32] = "", mfu[64] = "";
     if (st.eval_loss >= 0) std::snprintf(eval, sizeof eval, "  eval %.4f", st.eval_loss);
-    std::printf("step %lld/%lld  loss %.4f%s  lr %.3e  grad_norm %.4f  %.0f tok/s  elapsed %s  ETA %s\n",
+    if (peak > 0)
+      std::snprintf(mfu, sizeof mfu, "  MFU %.1f%% (4N) %.1f%% (6N)", 100 * 4 * linear_params * st.tokens_per_s / (peak * 1e12),
+                    100 * 6 * linear_params * st.tokens_per_s / (peak * 1e12));
+    std::printf("step %lld/%lld  loss %.4f%s  lr %.3e  grad_norm %.4f  %.0f tok/s%s  elapsed %s  ETA %s\n",
                 static_cast<long long>(st.step), static_cast<long long>(st.total), st.loss, eval, st.lr, st.grad_norm,
-                st.tokens_per_s, duration(st.elapsed_s).c_str(), duration(st.eta_s).c_str());
+                st.tokens_per_s, mfu, duration(st.elapsed_s).c_str(), duration(st.eta_s).c_str());
     std::fflush(stdout);
   });
   if (!s.ok()) return fail(s);
@@ -156,7 +168,7 @@ int run_finetune(const FinetuneOptions& o) {
 
 CommandRegistration reg(45, [](CLI::App& root) {
   auto o = std::make_shared<FinetuneOptions>();
-  auto* c = root.add_subcommand("finetune", "LoRA fine-tuning (CPU, float32); writes a PEFT adapter");
+  auto* c = root.add_subcommand("finetune", "LoRA fine-tuning (CPU float32, or --backend cuda); writes a PEFT adapter");
   c->footer(
       "\nData (--data, --eval-data): JSON Lines, one example per line:\n"
       "  {\"messages\": [{\"role\": \"user\", ...}, {\"role\": \"assistant\", ...}]}  loss on assistant turns\n"
@@ -194,6 +206,7 @@ CommandRegistration reg(45, [](CLI::App& root) {
   c->add_option("--beta1", o->beta1, "AdamW beta1")->capture_default_str();
   c->add_option("--beta2", o->beta2, "AdamW beta2")->capture_default_str();
   c->add_option("--adam-eps", o->adam_eps, "AdamW epsilon")->capture_default_str();
+  c->add_option("--peak-tflops", o->peak_tflops, "Peak TFLOP/s of the device for the MFU on the progress line (default: 989 on cuda, none on cpu)");
   c->add_option("--log-every", o->log_every, "Print a progress line every N steps")->capture_default_str();
   c->add_option("--eval-every", o->eval_every, "Evaluate every N steps (default: every logging step)");
   c->add_option("--save-every", o->save_every, "Write DIR/checkpoint-N every N steps (0: only the final adapter)")->capture_default_str();

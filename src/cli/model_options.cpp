@@ -14,6 +14,7 @@
 #include "core/thread_pool.h"
 #ifdef GEMFORGE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "train/cpu_train_ops.h"
 #endif
 
 namespace gf::cli {
@@ -141,16 +142,28 @@ Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, con
   return d;
 }
 
-Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o) {
-  if (o.backend == "cpu") return make_cpu_backend();
+namespace {
+// The backend's object for --backend: cpu() or, on cuda, cuda() of a build with CUDA.
+template <class T, class Cpu, class Cuda>
+Result<std::unique_ptr<T>> for_backend(const ModelOptions& o, Cpu&& cpu, Cuda&& cuda) {
+  if (o.backend == "cpu") return cpu();
   if (o.backend == "cuda") {
 #ifdef GEMFORGE_HAVE_CUDA
-    return try_make_cuda_backend(0);
+    return cuda();
 #else
     return Err("this build has no CUDA backend (nvcc was not found when it was configured)");
 #endif
   }
   return Err("unknown backend \"" + o.backend + "\" (cpu, cuda)");
+}
+}  // namespace
+
+Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o) {
+  return for_backend<Backend>(o, [] { return make_cpu_backend(); }, [] { return try_make_cuda_backend(0); });
+}
+
+Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o) {
+  return for_backend<TrainOps>(o, [] { return train::make_cpu_train_ops(false); }, [] { return try_make_cuda_train_ops(0); });
 }
 
 int fail(const Status& s) {

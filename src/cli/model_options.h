@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "backend/backend.h"
+#include "backend/train_ops.h"
 #include "model/decoder.h"
 #include "model/model.h"
 #include "tokenizer/chat_format.h"
@@ -54,6 +55,8 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& s);
 
 // The backend named by --backend (cpu, or cuda when built with CUDA).
 Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o);
+// The LoRA training ops of --backend (float32 CPU, or the CUDA plugin's).
+Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o);
 // The decoder over m on be, with o.lora's adapter when given; with --tp N,
 // the driver of N ranks (be is rank 0's backend, the others get their own).
 // With --nnodes N, this process's rank of N processes: rank 0 returns the

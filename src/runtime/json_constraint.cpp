@@ -43,31 +43,19 @@ std::shared_ptr<const std::vector<uint64_t>> JsonGrammar::allowed(const JsonAuto
   return bits;
 }
 
-void JsonConstraint::mask(float* logits, int64_t vocab) {
-  const auto bits = g_->allowed(a_);
-  const bool end = a_.can_end();
-  std::vector<std::pair<int32_t, float>> ends;  // stop ids keep their logits once the value is complete
-  for (int32_t id : end_ids_)
-    if (id >= 0 && id < vocab) ends.emplace_back(id, end ? logits[id] : 0.0f);
-  const float ninf = -std::numeric_limits<float>::infinity();
-  bool any = false;
-  for (int64_t base = 0; base < vocab; base += 64) {  // a word at a time: most are all set or all clear
-    const size_t w = static_cast<size_t>(base / 64);
-    const uint64_t b = w < bits->size() ? (*bits)[w] : 0;
-    const int64_t end = std::min<int64_t>(base + 64, vocab);
-    any |= b != 0;
-    if (b == ~uint64_t{0}) continue;
-    if (b == 0) {
-      std::fill(logits + base, logits + end, ninf);
-      continue;
-    }
-    for (int64_t i = base; i < end; ++i)
-      if (!(b >> (i - base) & 1)) logits[i] = ninf;
-  }
+std::span<const uint64_t> JsonConstraint::allowed() {
+  bits_ = *g_->allowed(a_);
+  const bool any = std::any_of(bits_.begin(), bits_.end(), [](uint64_t w) { return w != 0; });
   // Once complete the reply may end; at a dead end (a limit reached, e.g.
   // nesting) it must end rather than draw from nothing.
-  if (end || !any)
-    for (const auto& [id, l] : ends) logits[id] = l;
+  if (a_.can_end() || !any)
+    for (int32_t id : end_ids_) {
+      if (id < 0) continue;
+      const size_t w = static_cast<size_t>(id) / 64;
+      if (w >= bits_.size()) bits_.resize(w + 1, 0);
+      bits_[w] |= uint64_t{1} << (id % 64);
+    }
+  return bits_;
 }
 
 void JsonConstraint::accept(int32_t id) {

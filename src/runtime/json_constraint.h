@@ -49,7 +49,7 @@ class JsonConstraint final : public TokenConstraint {
   // end_ids: the request's stop ids (allowed once the value is complete).
   JsonConstraint(std::shared_ptr<const JsonGrammar> g, std::vector<int32_t> end_ids)
       : g_(std::move(g)), a_(g_->schema()), end_ids_(std::move(end_ids)) {}
-  void mask(float* logits, int64_t vocab) override;
+  std::span<const uint64_t> allowed() override;
   void accept(int32_t id) override;
   std::unique_ptr<TokenConstraint> clone() const override { return std::make_unique<JsonConstraint>(*this); }
   const JsonAutomaton& automaton() const { return a_; }
@@ -58,6 +58,7 @@ class JsonConstraint final : public TokenConstraint {
   std::shared_ptr<const JsonGrammar> g_;
   JsonAutomaton a_;
   std::vector<int32_t> end_ids_;
+  std::vector<uint64_t> bits_;  // what allowed() returned last
 };
 
 }  // namespace gf

@@ -54,7 +54,10 @@ void OutputProcessor::accept(Sequence& s, SampledToken& p, int64_t V) {
     // Log-probs are of the model's distribution (before the penalties change the row).
     std::vector<float> copy;
     if (r.top_logprobs >= 0) copy = p.logits;
-    if (r.constraint) r.constraint->mask(p.logits.data(), V);
+    if (r.constraint) {
+      const auto allowed = r.constraint->allowed();
+      apply_allowed(allowed.data(), static_cast<int64_t>(allowed.size()), p.logits.data(), V);
+    }
     p.id = s.sampler.sample(p.logits.data(), V, s.history, static_cast<uint64_t>(s.generated));
     fill_logprobs(copy.data(), V, r.top_logprobs, p);
   }

@@ -145,7 +145,13 @@ StepPlan Scheduler::schedule() {
     c.picks = takes[i] == todo;
     if (c.picks && !c.all_logits) {
       c.sampling = s.sampler.row(static_cast<uint64_t>(s.generated), s.req->top_logprobs);
-      c.sampling.host |= s.req->constraint != nullptr;  // the mask is applied on the host
+      if (s.req->constraint && s.req->top_logprobs >= 0) {
+        c.sampling.host = true;  // log-probs are of the unconstrained row: the host masks its copy
+      } else if (s.req->constraint) {
+        const auto allowed = s.req->constraint->allowed();  // the backend masks the row
+        c.sampling.allowed = allowed.data();
+        c.sampling.allowed_words = static_cast<int64_t>(allowed.size());
+      }
     }
     plan.num_tokens += takes[i];
     plan.chunks.push_back(std::move(c));

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <sstream>
 
-#include "train/ops.h"
 
 namespace gf::train {
 
@@ -103,75 +102,6 @@ LoraGrads LoraGrads::zeros_like(const LoraAdapter& a) {
 }
 void LoraGrads::zero() {
   for (auto& v : g) std::fill(v.begin(), v.end(), 0.0f);
-}
-
-void lora_forward(const LoraMatrix& m, const LoraConfig& cfg, const float* x, int64_t T, float* y, LoraSaved& sv, Rng* rng) {
-  const int64_t r = cfg.rank;
-  const float* xin = x;
-  if (cfg.dropout > 0 && rng) {
-    const float keep_scale = 1.0f / (1.0f - cfg.dropout);
-    sv.xd.resize(static_cast<size_t>(T * m.in));
-    sv.keep.resize(sv.xd.size());
-    for (size_t i = 0; i < sv.xd.size(); ++i) {
-      sv.keep[i] = rng->uniform() >= cfg.dropout;
-      sv.xd[i] = sv.keep[i] ? x[i] * keep_scale : 0.0f;
-    }
-    xin = sv.xd.data();
-  } else {
-    sv.xd.clear();
-    sv.keep.clear();
-  }
-  sv.u.resize(static_cast<size_t>(T * r));
-  linear(f32_view(m.A.data(), r, m.in), xin, T, sv.u.data());
-  std::vector<float> tmp(static_cast<size_t>(T * m.out));
-  linear(f32_view(m.B.data(), m.out, r), sv.u.data(), T, tmp.data());
-  const float s = cfg.scaling();
-  for (size_t i = 0; i < tmp.size(); ++i) y[i] += s * tmp[i];
-}
-
-namespace {
-// [rows, cols] -> [cols, rows], float32.
-std::vector<float> transposed(const float* src, int64_t rows, int64_t cols) {
-  std::vector<float> out(static_cast<size_t>(rows * cols));
-  for (int64_t r0 = 0; r0 < rows; r0 += 64)
-    for (int64_t c0 = 0; c0 < cols; c0 += 64)
-      for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r)
-        for (int64_t c = c0; c < std::min(cols, c0 + 64); ++c) out[static_cast<size_t>(c * rows + r)] = src[r * cols + c];
-  return out;
-}
-}  // namespace
-
-// The four products of the backward as y = X W^T through cpu::matmul (the
-// inference kernel, multithreaded, fixed reduction order) on transposed operands.
-void lora_backward(const LoraMatrix& m, const LoraConfig& cfg, const float* x, int64_t T, const float* dy, const LoraSaved& sv,
-                   float* dx, float* dA, float* dB) {
-  const int64_t r = cfg.rank;
-  const float s = cfg.scaling();
-  const bool dropped = !sv.xd.empty();
-  const float* xin = dropped ? sv.xd.data() : x;
-  // dB [out, r] += s dy^T u
-  const std::vector<float> dyT = transposed(dy, T, m.out), uT = transposed(sv.u.data(), T, r);
-  std::vector<float> tmp(static_cast<size_t>(std::max(m.out * r, T * m.in)));
-  linear(f32_view(uT.data(), r, T), dyT.data(), m.out, tmp.data());
-  for (int64_t i = 0; i < m.out * r; ++i) dB[i] += s * tmp[static_cast<size_t>(i)];
-  // du [T, r] = s dy B
-  const std::vector<float> BT = transposed(m.B.data(), m.out, r);
-  std::vector<float> du(static_cast<size_t>(T * r));
-  linear(f32_view(BT.data(), r, m.out), dy, T, du.data());
-  for (auto& v : du) v *= s;
-  // dA [r, in] += du^T x
-  const std::vector<float> duT = transposed(du.data(), T, r), xT = transposed(xin, T, m.in);
-  linear(f32_view(xT.data(), m.in, T), duT.data(), r, tmp.data());
-  for (int64_t i = 0; i < r * m.in; ++i) dA[i] += tmp[static_cast<size_t>(i)];
-  if (!dx) return;
-  // dx [T, in] += du A (through the dropout mask)
-  const std::vector<float> AT = transposed(m.A.data(), r, m.in);
-  linear(f32_view(AT.data(), m.in, r), du.data(), T, tmp.data());
-  const float keep_scale = dropped ? 1.0f / (1.0f - cfg.dropout) : 1.0f;
-  for (int64_t i = 0; i < T * m.in; ++i) {
-    const size_t k = static_cast<size_t>(i);
-    dx[i] += dropped ? (sv.keep[k] ? tmp[k] * keep_scale : 0.0f) : tmp[k];
-  }
 }
 
 }  // namespace gf::train

@@ -88,16 +88,4 @@ struct Rng {
 };
 uint64_t mix_seed(uint64_t a, uint64_t b);
 
-// What the forward keeps for the backward of one adapted projection.
-struct LoraSaved {
-  std::vector<float> xd;      // dropout(x), only when dropout > 0
-  std::vector<uint8_t> keep;  // dropout mask
-  std::vector<float> u;       // dropout(x) A^T  [T, r]
-};
-// y += s * dropout(x) A^T B^T; draws the dropout mask from rng.
-void lora_forward(const LoraMatrix& m, const LoraConfig& cfg, const float* x, int64_t T, float* y, LoraSaved& sv, Rng* rng);
-// dA, dB += gradients (scaled by gscale); dx += the input gradient when dx is not null.
-void lora_backward(const LoraMatrix& m, const LoraConfig& cfg, const float* x, int64_t T, const float* dy, const LoraSaved& sv,
-                   float* dx, float* dA, float* dB);
-
 }  // namespace gf::train

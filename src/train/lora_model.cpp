@@ -1,12 +1,8 @@
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
-#include "formats/dequant.h"
-#include "backend/cpu/elementwise.h"
-#include "backend/cpu/matmul.h"
 #include "core/half.h"
-#include "core/thread_pool.h"
+#include "train/cpu_train_ops.h"
 #include "train/lora_model_impl.h"
 
 namespace gf::train {
@@ -37,63 +33,22 @@ const TensorView* proj_weight(const LayerTensors& t, Proj p) {
   return nullptr;
 }
 
-namespace {
-
-// A float32 copy of w (same shape).
-Result<Transposed> to_f32(const TensorView& w) {
-  Transposed t;
-  t.view = w;
-  t.view.dtype = DType::F32;
-  t.bytes.resize(static_cast<size_t>(w.numel()) * 4);
-  for (int64_t r = 0; r < w.rows(); ++r)
-    GF_RETURN_IF_ERROR(dequantize_row(w.dtype, w.row(r), reinterpret_cast<float*>(t.bytes.data()) + r * w.cols(), w.cols()));
-  t.view.data = t.bytes.data();
-  t.view.nbytes = t.bytes.size();
-  return t;
+TBuf clone(TrainOps& o, const TBuf& b) {
+  TBuf c = o.alloc(b.size());
+  o.copy(c, b);
+  return c;
 }
-
-// [rows, cols] -> [cols, rows]: a plain dtype keeps its bytes, a block-quantized one becomes float32.
-Result<Transposed> transpose(const TensorView& w) {
-  Transposed t;
-  const int64_t rows = w.rows(), cols = w.cols();
-  t.view.name = w.name + "^T";
-  t.view.shape = {cols, rows};
-  const bool plain = w.dtype == DType::F32 || w.dtype == DType::BF16 || w.dtype == DType::F16;
-  const size_t es = plain ? (w.dtype == DType::F32 ? 4 : 2) : 4;
-  t.view.dtype = plain ? w.dtype : DType::F32;
-  t.bytes.resize(static_cast<size_t>(rows * cols) * es);
-  if (plain) {
-    // 64 x 64 tiles: both the rows read and the rows written stay in cache.
-    auto copy = [&](auto* dst, const auto* src) {
-      parallel_for((rows + 63) / 64, [&](int64_t b0, int64_t b1) {
-        for (int64_t r0 = b0 * 64; r0 < std::min(rows, b1 * 64); r0 += 64)
-          for (int64_t c0 = 0; c0 < cols; c0 += 64)
-            for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r)
-              for (int64_t c = c0; c < std::min(cols, c0 + 64); ++c) dst[c * rows + r] = src[r * cols + c];
-      });
-    };
-    if (es == 4) copy(reinterpret_cast<uint32_t*>(t.bytes.data()), reinterpret_cast<const uint32_t*>(w.data));
-    else copy(reinterpret_cast<uint16_t*>(t.bytes.data()), reinterpret_cast<const uint16_t*>(w.data));
-  } else {
-    std::vector<float> row(static_cast<size_t>(cols));
-    float* dst = reinterpret_cast<float*>(t.bytes.data());
-    for (int64_t r = 0; r < rows; ++r) {
-      GF_RETURN_IF_ERROR(dequantize_row(w.dtype, w.row(r), row.data(), cols));
-      for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = row[static_cast<size_t>(c)];
-    }
-  }
-  t.view.data = t.bytes.data();
-  t.view.nbytes = t.bytes.size();
-  return t;
-}
-
-}  // namespace
 
 LoraModel::LoraModel(const Model& m) : model_(&m) {}
 LoraModel::~LoraModel() = default;
 
 Result<std::unique_ptr<LoraModel>> LoraModel::create(const Model& m, bool f32_weights) {
+  return create(m, make_cpu_train_ops(f32_weights));
+}
+
+Result<std::unique_ptr<LoraModel>> LoraModel::create(const Model& m, std::unique_ptr<TrainOps> ops) {
   const ModelSpec& s = m.spec;
+  if (!ops) return Err("finetune: no training ops");
   GF_RETURN_IF_ERROR(s.check_supported());
   if (!m.embed || !m.lm_head || m.layers.size() != static_cast<size_t>(s.num_layers)) return Err("finetune: the model's weights are not bound");
   for (int i = 0; i < s.num_layers; ++i) {
@@ -102,181 +57,194 @@ Result<std::unique_ptr<LoraModel>> LoraModel::create(const Model& m, bool f32_we
     if (l.moe) return Err(at + "mixture-of-experts blocks are not trainable yet (dense models only)");
   }
   std::unique_ptr<LoraModel> lm(new LoraModel(m));
+  TrainOps& o = *ops;
+  auto vec = [&](const std::vector<float>& v) { return o.input(v.data(), static_cast<int64_t>(v.size())); };
   lm->frozen_ = std::make_unique<Frozen>();
-  lm->frozen_->layers.resize(static_cast<size_t>(s.num_layers));
+  Frozen& fz = *lm->frozen_;
+  fz.layers.resize(static_cast<size_t>(s.num_layers));
   for (int i = 0; i < s.num_layers; ++i) {
-    auto& fl = lm->frozen_->layers[static_cast<size_t>(i)];
+    auto& fl = fz.layers[static_cast<size_t>(i)];
     const LayerSpec& ls = s.layers[static_cast<size_t>(i)];
-    for (int p = 0; p < kNumProj; ++p)
-      if (const TensorView* w = proj_weight(m.layers[static_cast<size_t>(i)], static_cast<Proj>(p))) {
-        GF_ASSIGN_OR_RETURN(fl.wt[static_cast<size_t>(p)], transpose(*w));
-        if (f32_weights) {
-          GF_ASSIGN_OR_RETURN(fl.wf[static_cast<size_t>(p)], to_f32(*w));
-        }
-      }
-    fl.inv_freq = ls.rope.inv_freq(ls.head_dim);
     const LayerTensors& lt = m.layers[static_cast<size_t>(i)];
+    for (int p = 0; p < kNumProj; ++p) {
+      fl.w[static_cast<size_t>(p)] = -1;
+      if (const TensorView* w = proj_weight(lt, static_cast<Proj>(p))) {
+        GF_ASSIGN_OR_RETURN(fl.w[static_cast<size_t>(p)], o.add_weight(*w, true));
+        fl.out[static_cast<size_t>(p)] = w->rows();
+      }
+    }
+    fl.inv_freq_host = ls.rope.inv_freq(ls.head_dim);
+    fl.inv_freq = vec(fl.inv_freq_host);
+    fl.input_norm = vec(lt.input_norm);
+    fl.post_attn_norm = vec(lt.post_attn_norm);
+    fl.pre_ffw_norm = vec(lt.pre_ffw_norm);
+    fl.post_ffw_norm = vec(lt.post_ffw_norm);
+    fl.q_norm = vec(lt.q_norm);
+    fl.k_norm = vec(lt.k_norm);
+    fl.ple_post_norm = vec(lt.ple_post_norm);
     if (ls.per_layer_input) {
       if (!lt.ple_gate || !lt.ple_proj || !m.ple_embed || !m.ple_model_proj) return Err("finetune: the per-layer input weights are not bound");
-      GF_ASSIGN_OR_RETURN(fl.ple_gate_t, transpose(*lt.ple_gate));
-      GF_ASSIGN_OR_RETURN(fl.ple_proj_t, transpose(*lt.ple_proj));
-      if (f32_weights) {
-        GF_ASSIGN_OR_RETURN(fl.ple_gate_f, to_f32(*lt.ple_gate));
-        GF_ASSIGN_OR_RETURN(fl.ple_proj_f, to_f32(*lt.ple_proj));
-        GF_ASSIGN_OR_RETURN(fl.ple_gate_t, to_f32(fl.ple_gate_t.view));
-        GF_ASSIGN_OR_RETURN(fl.ple_proj_t, to_f32(fl.ple_proj_t.view));
-      }
+      GF_ASSIGN_OR_RETURN(fl.ple_gate, o.add_weight(*lt.ple_gate, true));
+      GF_ASSIGN_OR_RETURN(fl.ple_proj, o.add_weight(*lt.ple_proj, true));
     }
   }
-  if (f32_weights && m.ple_model_proj) {
-    GF_ASSIGN_OR_RETURN(lm->frozen_->ple_model_proj_f, to_f32(*m.ple_model_proj));
+  if (s.per_layer_input_dim > 0) {
+    if (!m.ple_embed || !m.ple_model_proj) return Err("finetune: the per-layer input weights are not bound");
+    GF_ASSIGN_OR_RETURN(fz.ple_embed, o.add_weight(*m.ple_embed, false));
+    GF_ASSIGN_OR_RETURN(fz.ple_model_proj, o.add_weight(*m.ple_model_proj, false));
   }
-  GF_ASSIGN_OR_RETURN(lm->frozen_->lm_head_t, transpose(*m.lm_head));
-  if (f32_weights) {
-    GF_ASSIGN_OR_RETURN(lm->frozen_->lm_head_f, to_f32(*m.lm_head));
-    // The backward's transposes too, so both directions use the same kernel.
-    for (auto& fl : lm->frozen_->layers)
-      for (auto& t : fl.wt)
-        if (t.view.data && t.view.dtype != DType::F32) {
-          GF_ASSIGN_OR_RETURN(t, to_f32(t.view));
-        }
-    if (lm->frozen_->lm_head_t.view.dtype != DType::F32) {
-      GF_ASSIGN_OR_RETURN(lm->frozen_->lm_head_t, to_f32(lm->frozen_->lm_head_t.view));
-    }
+  GF_ASSIGN_OR_RETURN(fz.lm_head, o.add_weight(*m.lm_head, true));
+  if (m.embed == m.lm_head) {
+    fz.embed = fz.lm_head;
+  } else {
+    GF_ASSIGN_OR_RETURN(fz.embed, o.add_weight(*m.embed, false));
   }
-  lm->frozen_->f32 = f32_weights;
+  fz.final_norm = vec(m.final_norm);
+  fz.ple_proj_norm = vec(m.ple_proj_norm);
+  GF_RETURN_IF_ERROR(o.status());
+  lm->ops_ = std::move(ops);
   return lm;
 }
 
-const TensorView& LoraModel::lm_head() const { return frozen_->f32 ? frozen_->lm_head_f.view : *model_->lm_head; }
-
-Status LoraModel::check_ids(const std::vector<int32_t>& ids) const {
+Status LoraModel::check_seq(const Seq& q) const {
+  const std::vector<int32_t>& ids = *q.ids;
   if (ids.size() < 2) return Err("a training sequence needs at least 2 tokens");
   for (int32_t id : ids)
     if (id < 0 || id >= spec().vocab_size)
       return Err("token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(spec().vocab_size) + ")");
+  if (q.pos && !q.pos->empty()) {
+    const std::vector<int32_t>& pos = *q.pos;
+    bool ok = pos.size() == ids.size() && pos[0] == 0;
+    for (size_t t = 1; ok && t < pos.size(); ++t) ok = pos[t] == 0 || pos[t] == pos[t - 1] + 1;
+    if (!ok) return Err("packed positions must restart at 0 and count up by 1 within each segment");
+  }
+  if (q.mask && !q.mask->empty() && q.mask->size() != ids.size())
+    return Err("loss mask has " + std::to_string(q.mask->size()) + " entries for " + std::to_string(ids.size()) + " tokens");
   return Ok();
 }
 
-void LoraModel::forward(Acts& a, const LoraAdapter& ad, uint64_t dropout_seed, bool training) {
+void LoraModel::forward(Acts& a, const LoraAdapter& ad, const Bound& b, uint64_t dropout_seed, bool training) {
+  TrainOps& o = *ops_;
   const ModelSpec& s = spec();
-  const Model& m = *model_;
+  const Frozen& fz = *frozen_;
   const int64_t T = a.T, H = s.hidden_size;
   const float eps = s.rms_norm_eps;
-  std::vector<float> x(static_cast<size_t>(T * H));
-  for (int64_t t = 0; t < T; ++t) {
-    float* row = x.data() + t * H;
-    (void)dequantize_row(m.embed->dtype, m.embed->row(a.ids[static_cast<size_t>(t)]), row, H);
-    for (int64_t i = 0; i < H; ++i) row[i] *= s.embed_scale;
-  }
+  o.begin_sequence(a.ids, a.pos);
+  TBuf x = o.alloc(T * H);
+  o.embed(fz.embed, s.embed_scale, x);
   a.layers.resize(static_cast<size_t>(s.num_layers));
   if (s.per_layer_input_dim > 0) per_layer_inputs(a, x);
   for (int li = 0; li < s.num_layers; ++li) {
     const LayerSpec& ls = s.layers[static_cast<size_t>(li)];
-    const LayerTensors& t = m.layers[static_cast<size_t>(li)];
+    const LayerTensors& t = model_->layers[static_cast<size_t>(li)];
+    const auto& fl = fz.layers[static_cast<size_t>(li)];
     LayerActs& L = a.layers[static_cast<size_t>(li)];
     const int64_t hd = ls.head_dim, qd = ls.num_heads * hd, kvd = ls.num_kv_heads * hd, I = ls.intermediate_size;
     // One adapted (or frozen) projection: out = in W^T (+ LoRA).
-    auto proj = [&](Proj p, const float* in, std::vector<float>& out) {
-      const TensorView* W = frozen_->f32 ? &frozen_->layers[static_cast<size_t>(li)].wf[static_cast<size_t>(p)].view : proj_weight(t, p);
-      out.resize(static_cast<size_t>(T * W->rows()));
-      linear(*W, in, T, out.data());
-      if (const LoraMatrix* lm = ad.find(li, p)) {
+    auto proj = [&](Proj p, const TBuf& in, TBuf& out) {
+      out = o.alloc(T * fl.out[static_cast<size_t>(p)]);
+      o.linear(fl.w[static_cast<size_t>(p)], in, T, out, false);
+      const int idx = ad.index[static_cast<size_t>(li * kNumProj + static_cast<int>(p))];
+      if (idx < 0) return;
+      const LoraMatrix& m = ad.mats[static_cast<size_t>(idx)];
+      LoraSaved& sv = L.lora[static_cast<size_t>(p)];
+      const TBuf* xin = &in;
+      sv.keep.clear();
+      sv.xd.reset();
+      if (ad.cfg.dropout > 0 && training) {
         Rng rng(mix_seed(dropout_seed, static_cast<uint64_t>(li * kNumProj + static_cast<int>(p))));
-        lora_forward(*lm, ad.cfg, in, T, out.data(), L.lora[static_cast<size_t>(p)], training ? &rng : nullptr);
+        sv.keep.resize(static_cast<size_t>(T * m.in));
+        for (auto& k : sv.keep) k = rng.uniform() >= ad.cfg.dropout;
+        sv.xd = o.alloc(T * m.in);
+        o.dropout(in, sv.keep, 1.0f / (1.0f - ad.cfg.dropout), sv.xd);
+        xin = &sv.xd;
       }
+      sv.u = o.alloc(T * ad.cfg.rank);
+      o.lora_fwd(b.A[static_cast<size_t>(idx)], b.B[static_cast<size_t>(idx)], ad.cfg.rank, m.in, m.out, ad.cfg.scaling(), *xin, T, out,
+                 sv.u);
     };
-    auto norm = [&](const std::vector<float>& in, const std::vector<float>* w, int64_t group, std::vector<float>& out,
-                    std::vector<float>& r) {
-      out.resize(in.size());
-      r.resize(in.size() / static_cast<size_t>(group));
-      rmsnorm_fwd(in.data(), w ? w->data() : nullptr, static_cast<int64_t>(r.size()), group, eps, out.data(), r.data());
+    auto norm = [&](const TBuf& in, const TBuf* w, int64_t group, TBuf& out, TBuf& r) {
+      out = o.alloc(in.size());
+      r = o.alloc(in.size() / group);
+      o.rmsnorm_fwd(in, w, r.size(), group, eps, out, r);
     };
     // Attention block.
-    L.x_in = x;
-    norm(L.x_in, &t.input_norm, H, L.h1, L.r_in);
-    const auto& fl = frozen_->layers[static_cast<size_t>(li)];
-    proj(Proj::Q, L.h1.data(), L.q_raw);
-    if (ls.qk_norm) norm(L.q_raw, &t.q_norm, hd, L.q, L.r_q);
-    else L.q = L.q_raw;
-    rope_apply(L.q.data(), T, qd, static_cast<int>(hd), fl.inv_freq, false, a.pos_ptr());
+    L.x_in = clone(o, x);
+    norm(L.x_in, weights_or_null(fl.input_norm), H, L.h1, L.r_in);
+    proj(Proj::Q, L.h1, L.q_raw);
+    if (ls.qk_norm) norm(L.q_raw, weights_or_null(fl.q_norm), hd, L.q, L.r_q);
+    else L.q = clone(o, L.q_raw);
+    o.rope(L.q, T, qd, static_cast<int>(hd), fl.inv_freq, false);
     // Gemma 4 KV sharing: keys and values are the source layer's (normed and rotated there).
     const LayerActs* kv = &L;
     if (ls.kv_source_layer >= 0) {
       kv = &a.layers[static_cast<size_t>(ls.kv_source_layer)];
     } else {
-      proj(Proj::K, L.h1.data(), L.k_raw);
+      proj(Proj::K, L.h1, L.k_raw);
       // Gemma 4 k_eq_v: the value is the raw k projection (before k_norm and RoPE), as in the decoder.
-      if (ls.k_eq_v) L.v_raw = L.k_raw;
-      else proj(Proj::V, L.h1.data(), L.v_raw);
-      if (ls.qk_norm) norm(L.k_raw, &t.k_norm, hd, L.k, L.r_k);
-      else L.k = L.k_raw;
+      if (ls.k_eq_v) L.v_raw = clone(o, L.k_raw);
+      else proj(Proj::V, L.h1, L.v_raw);
+      if (ls.qk_norm) norm(L.k_raw, weights_or_null(fl.k_norm), hd, L.k, L.r_k);
+      else L.k = clone(o, L.k_raw);
       if (ls.v_norm) norm(L.v_raw, nullptr, hd, L.v, L.r_v);
-      else L.v = L.v_raw;
-      rope_apply(L.k.data(), T, kvd, static_cast<int>(hd), fl.inv_freq, false, a.pos_ptr());
+      else L.v = clone(o, L.v_raw);
+      o.rope(L.k, T, kvd, static_cast<int>(hd), fl.inv_freq, false);
     }
-    L.att.resize(static_cast<size_t>(T * qd));
-    L.p.resize(static_cast<size_t>(ls.num_heads * T * T));
-    attention_fwd(attn_shape(ls, T, a.pos_ptr()), L.q.data(), kv->k.data(), kv->v.data(), L.att.data(), L.p.data());
-    proj(Proj::O, L.att.data(), L.a);
-    std::vector<float> tmp;
-    if (ls.sandwich_norms) norm(L.a, &t.post_attn_norm, H, tmp, L.r_a);
-    const std::vector<float>& add_a = ls.sandwich_norms ? tmp : L.a;
-    for (size_t i = 0; i < x.size(); ++i) x[i] += add_a[i];
+    L.att = o.alloc(T * qd);
+    o.attention_fwd(attn_shape(ls, T, a.pos_ptr()), L.q, kv->k, kv->v, L.att, L.p);
+    proj(Proj::O, L.att, L.a);
+    TBuf tmp;
+    if (ls.sandwich_norms) norm(L.a, weights_or_null(fl.post_attn_norm), H, tmp, L.r_a);
+    o.add(x, ls.sandwich_norms ? tmp : L.a);
     // MLP block.
-    L.x_mid = x;
-    norm(L.x_mid, &t.pre_ffw_norm, H, L.h2, L.r_mid);
-    proj(Proj::Gate, L.h2.data(), L.g);
-    proj(Proj::Up, L.h2.data(), L.u);
-    L.m = L.g;
-    cpu::gelu_tanh_mul(L.m.data(), L.u.data(), T * I);  // the decoder's kernel, bit for bit
-    proj(Proj::Down, L.m.data(), L.d);
-    if (ls.sandwich_norms) norm(L.d, &t.post_ffw_norm, H, tmp, L.r_d);
-    const std::vector<float>& add_d = ls.sandwich_norms ? tmp : L.d;
-    for (size_t i = 0; i < x.size(); ++i) x[i] += add_d[i];
+    L.x_mid = clone(o, x);
+    norm(L.x_mid, weights_or_null(fl.pre_ffw_norm), H, L.h2, L.r_mid);
+    proj(Proj::Gate, L.h2, L.g);
+    proj(Proj::Up, L.h2, L.u);
+    L.m = clone(o, L.g);
+    o.gelu_mul(L.m, L.u, T * I);
+    proj(Proj::Down, L.m, L.d);
+    if (ls.sandwich_norms) norm(L.d, weights_or_null(fl.post_ffw_norm), H, tmp, L.r_d);
+    o.add(x, ls.sandwich_norms ? tmp : L.d);
     if (ls.per_layer_input) {
       // x += post_norm(proj(gelu_tanh(gate(x)) * ple[l])), as Decoder::per_layer_input_step.
       const int64_t P = s.per_layer_input_dim;
-      L.ple_g.resize(static_cast<size_t>(T * P));
-      linear(frozen_->f32 ? fl.ple_gate_f.view : *t.ple_gate, x.data(), T, L.ple_g.data());
-      std::vector<float> gm = L.ple_g;
-      cpu::gelu_tanh_mul(gm.data(), a.ple[static_cast<size_t>(li)].data(), T * P);
-      L.ple_h.resize(static_cast<size_t>(T * H));
-      linear(frozen_->f32 ? fl.ple_proj_f.view : *t.ple_proj, gm.data(), T, L.ple_h.data());
-      norm(L.ple_h, &t.ple_post_norm, H, tmp, L.r_ple);
-      for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+      L.ple_g = o.alloc(T * P);
+      o.linear(fl.ple_gate, x, T, L.ple_g, false);
+      TBuf gm = clone(o, L.ple_g);
+      o.gelu_mul(gm, a.ple[static_cast<size_t>(li)], T * P);
+      L.ple_h = o.alloc(T * H);
+      o.linear(fl.ple_proj, gm, T, L.ple_h, false);
+      norm(L.ple_h, weights_or_null(fl.ple_post_norm), H, tmp, L.r_ple);
+      o.add(x, tmp);
     }
-    if (ls.layer_scalar && t.layer_scalar != 1.0f)
-      for (auto& v : x) v *= t.layer_scalar;
+    if (ls.layer_scalar && t.layer_scalar != 1.0f) o.scale(x, t.layer_scalar);
   }
   a.x_last = std::move(x);
-  a.xf.resize(a.x_last.size());
-  a.r_f.resize(static_cast<size_t>(T));
-  rmsnorm_fwd(a.x_last.data(), m.final_norm.data(), T, H, eps, a.xf.data(), a.r_f.data());
+  a.xf = o.alloc(a.x_last.size());
+  a.r_f = o.alloc(T);
+  o.rmsnorm_fwd(a.x_last, weights_or_null(fz.final_norm), T, H, eps, a.xf, a.r_f);
 }
 
 // Gemma 4 PLE: per layer l, (rmsnorm(x0 W_proj / sqrt(hidden))[l] + E_ple[ids][l] * sqrt(P)) / sqrt(2), as the decoder.
-void LoraModel::per_layer_inputs(Acts& a, const std::vector<float>& x0) {
+void LoraModel::per_layer_inputs(Acts& a, const TBuf& x0) {
+  TrainOps& o = *ops_;
   const ModelSpec& s = spec();
-  const Model& m = *model_;
   const int64_t T = a.T, L = s.num_layers, P = s.per_layer_input_dim;
-  std::vector<float> tok(static_cast<size_t>(T * L * P)), ctx(tok.size()), r(static_cast<size_t>(T * L));
+  TBuf tok = o.alloc(T * L * P), ctx = o.alloc(T * L * P), r = o.alloc(T * L);
   float tok_scale = std::sqrt(static_cast<float>(P));
   if (s.weights_dtype == "bfloat16") tok_scale = bf16_to_f32(f32_to_bf16(tok_scale));
-  for (int64_t t = 0; t < T; ++t) {
-    float* row = tok.data() + t * L * P;
-    (void)dequantize_row(m.ple_embed->dtype, m.ple_embed->row(a.ids[static_cast<size_t>(t)]), row, L * P);
-    for (int64_t i = 0; i < L * P; ++i) row[i] *= tok_scale;
+  o.embed(frozen_->ple_embed, tok_scale, tok);
+  o.linear(frozen_->ple_model_proj, x0, T, ctx, false);
+  o.scale(ctx, static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.hidden_size))));
+  o.rmsnorm_fwd(ctx, weights_or_null(frozen_->ple_proj_norm), T * L, P, s.rms_norm_eps, ctx, r);
+  o.add(ctx, tok);
+  o.scale(ctx, static_cast<float>(1.0 / std::sqrt(2.0)));
+  a.ple.clear();
+  for (int64_t l = 0; l < L; ++l) {
+    a.ple.push_back(o.alloc(T * P));
+    o.copy_block(a.ple.back(), 0, P, ctx, l * P, L * P, T, P);
   }
-  linear(frozen_->f32 ? frozen_->ple_model_proj_f.view : *m.ple_model_proj, x0.data(), T, ctx.data());
-  const float inv_h = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.hidden_size)));
-  for (auto& v : ctx) v *= inv_h;
-  rmsnorm_fwd(ctx.data(), m.ple_proj_norm.data(), T * L, P, s.rms_norm_eps, ctx.data(), r.data());
-  const float inv2 = static_cast<float>(1.0 / std::sqrt(2.0));
-  for (size_t i = 0; i < ctx.size(); ++i) ctx[i] = (ctx[i] + tok[i]) * inv2;
-  a.ple.assign(static_cast<size_t>(L), std::vector<float>(static_cast<size_t>(T * P)));
-  for (int64_t l = 0; l < L; ++l)
-    for (int64_t t = 0; t < T; ++t) std::copy_n(ctx.data() + (t * L + l) * P, P, a.ple[static_cast<size_t>(l)].data() + t * P);
 }
 
 Result<SeqLoss> LoraModel::forward_backward(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask, const LoraAdapter& ad,
@@ -287,65 +255,76 @@ Result<SeqLoss> LoraModel::forward_backward(const std::vector<int32_t>& ids, con
 Result<SeqLoss> LoraModel::forward_backward(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask,
                                             const std::vector<int32_t>& positions, const LoraAdapter& ad, LoraGrads* grads,
                                             float grad_scale, uint64_t dropout_seed) {
-  GF_RETURN_IF_ERROR(check_ids(ids));
-  if (!positions.empty()) {
-    bool ok = positions.size() == ids.size() && positions[0] == 0;
-    for (size_t t = 1; ok && t < positions.size(); ++t) ok = positions[t] == 0 || positions[t] == positions[t - 1] + 1;
-    if (!ok) return Err("packed positions must restart at 0 and count up by 1 within each segment");
+  return forward_backward(std::vector<Seq>{Seq{&ids, &mask, &positions, dropout_seed}}, ad, grads, grad_scale);
+}
+
+LoraModel::Bound LoraModel::bind(const LoraAdapter& ad, LoraGrads* grads) {
+  TrainOps& o = *ops_;
+  Bound b;
+  for (size_t i = 0; i < ad.mats.size(); ++i) {
+    const LoraMatrix& m = ad.mats[i];
+    b.A.push_back(o.input(m.A.data(), static_cast<int64_t>(m.A.size())));
+    b.B.push_back(o.input(m.B.data(), static_cast<int64_t>(m.B.size())));
+    if (grads) {
+      b.gA.push_back(o.grad_of(grads->A(i).data(), static_cast<int64_t>(m.A.size())));
+      b.gB.push_back(o.grad_of(grads->B(i).data(), static_cast<int64_t>(m.B.size())));
+    }
   }
-  if (!mask.empty() && mask.size() != ids.size()) return Err("loss mask has " + std::to_string(mask.size()) + " entries for " + std::to_string(ids.size()) + " tokens");
+  return b;
+}
+
+Result<SeqLoss> LoraModel::forward_backward(const std::vector<Seq>& seqs, const LoraAdapter& ad, LoraGrads* grads, float grad_scale) {
+  for (const Seq& q : seqs) GF_RETURN_IF_ERROR(check_seq(q));
+  TrainOps& o = *ops_;
+  Bound b = bind(ad, grads);
+  SeqLoss total;
+  for (const Seq& q : seqs) {
+    GF_ASSIGN_OR_RETURN(SeqLoss l, run_seq(q, ad, b, grads != nullptr, grad_scale));
+    total.nll_sum += l.nll_sum;
+    total.tokens += l.tokens;
+  }
+  if (grads)
+    for (size_t i = 0; i < ad.mats.size(); ++i) {
+      o.add_back(b.gA[i], grads->A(i).data());
+      o.add_back(b.gB[i], grads->B(i).data());
+    }
+  GF_RETURN_IF_ERROR(o.status());
+  return total;
+}
+
+Result<SeqLoss> LoraModel::run_seq(const Seq& q, const LoraAdapter& ad, Bound& b, bool grads, float grad_scale) {
+  TrainOps& o = *ops_;
   const ModelSpec& s = spec();
+  const std::vector<int32_t>& ids = *q.ids;
+  static const std::vector<uint8_t> kNoMask;
+  static const std::vector<int32_t> kNoPos;
+  const std::vector<uint8_t>& mask = q.mask ? *q.mask : kNoMask;
+  const std::vector<int32_t>& positions = q.pos ? *q.pos : kNoPos;
   Acts a;
   a.T = static_cast<int64_t>(ids.size());
   a.ids = ids;
   a.pos = positions;
-  forward(a, ad, dropout_seed, grads != nullptr);
-  const int64_t T = a.T, H = s.hidden_size, V = s.vocab_size;
-  const float cap = s.final_softcap;
+  forward(a, ad, b, q.dropout_seed, grads);
+  const int64_t T = a.T, H = s.hidden_size;
   // Rows whose next token is a target.
-  std::vector<int32_t> rows;
+  std::vector<int32_t> rows, targets;
   for (int64_t t = 0; t + 1 < T; ++t)
-    if ((mask.empty() || mask[static_cast<size_t>(t + 1)]) && (positions.empty() || positions[static_cast<size_t>(t + 1)] != 0))
+    if ((mask.empty() || mask[static_cast<size_t>(t + 1)]) && (positions.empty() || positions[static_cast<size_t>(t + 1)] != 0)) {
       rows.push_back(static_cast<int32_t>(t));  // a segment's first token is not predicted from the one before
+      targets.push_back(ids[static_cast<size_t>(t + 1)]);
+    }
   SeqLoss out;
   out.tokens = static_cast<int64_t>(rows.size());
-  std::vector<float> dxf(grads ? static_cast<size_t>(T * H) : 0, 0.0f);
   // The LM head and cross entropy chunk by chunk: at most loss_chunk_ x vocab logits live at once.
-  const int64_t C = std::max<int64_t>(1, loss_chunk_);
-  std::vector<float> xc, lg, dh;
-  for (size_t c0 = 0; c0 < rows.size(); c0 += static_cast<size_t>(C)) {
-    const int64_t n = std::min<int64_t>(C, static_cast<int64_t>(rows.size() - c0));
-    xc.resize(static_cast<size_t>(n * H));
-    lg.resize(static_cast<size_t>(n * V));
-    for (int64_t i = 0; i < n; ++i) std::copy_n(a.xf.data() + rows[c0 + static_cast<size_t>(i)] * H, H, xc.data() + i * H);
-    linear(lm_head(), xc.data(), n, lg.data());
-    for (int64_t i = 0; i < n; ++i) {
-      float* l = lg.data() + i * V;
-      if (cap > 0)
-        for (int64_t v = 0; v < V; ++v) l[v] = cap * std::tanh(l[v] / cap);
-      const int32_t target = ids[static_cast<size_t>(rows[c0 + static_cast<size_t>(i)] + 1)];
-      const float mx = *std::max_element(l, l + V);
-      double z = 0;
-      for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(l[v]) - mx);
-      const double lse = mx + std::log(z);
-      out.nll_sum += lse - l[target];
-      if (!grads) continue;
-      // d nll / d logit = softmax - onehot, through the soft-cap's tanh.
-      for (int64_t v = 0; v < V; ++v) {
-        double gv = std::exp(static_cast<double>(l[v]) - lse) - (v == target ? 1.0 : 0.0);
-        if (cap > 0) gv *= 1.0 - (static_cast<double>(l[v]) / cap) * (static_cast<double>(l[v]) / cap);
-        l[v] = static_cast<float>(gv * grad_scale);
-      }
-    }
-    if (!grads) continue;
-    dh.resize(static_cast<size_t>(n * H));
-    linear(frozen_->lm_head_t.view, lg.data(), n, dh.data());
-    for (int64_t i = 0; i < n; ++i) std::copy_n(dh.data() + i * H, H, dxf.data() + rows[c0 + static_cast<size_t>(i)] * H);
+  TBuf dxf;
+  if (grads) dxf = o.alloc(T * H);
+  out.nll_sum = o.cross_entropy(frozen_->lm_head, a.xf, H, rows, targets, s.final_softcap, loss_chunk_, grad_scale, grads ? &dxf : nullptr);
+  if (grads) {
+    TBuf dx = o.alloc(T * H);
+    o.rmsnorm_bwd(a.x_last, weights_or_null(frozen_->final_norm), a.r_f, dxf, T, H, dx, false);
+    for (int li = s.num_layers - 1; li >= 0; --li) backward_layer(li, a, ad, b, dx, li > 0);
   }
-  if (!grads) return out;
-  std::vector<float> dx(static_cast<size_t>(T * H));
-  rmsnorm_bwd(a.x_last.data(), model_->final_norm.data(), a.r_f.data(), dxf.data(), T, H, dx.data(), false);
-  for (int li = s.num_layers - 1; li >= 0; --li) backward_layer(li, a, ad, *grads, dx, li > 0);
+  GF_RETURN_IF_ERROR(o.status());
   return out;
 }
 
@@ -353,13 +332,18 @@ Result<std::vector<float>> LoraModel::logits(const std::vector<int32_t>& ids, co
   if (ids.empty()) return Err("no tokens");
   for (int32_t id : ids)
     if (id < 0 || id >= spec().vocab_size) return Err("token id " + std::to_string(id) + " is outside the vocabulary");
+  TrainOps& o = *ops_;
+  Bound b = bind(ad, nullptr);
   Acts a;
   a.T = static_cast<int64_t>(ids.size());
   a.ids = ids;
-  forward(a, ad, 0, false);
+  forward(a, ad, b, 0, false);
   const int64_t V = spec().vocab_size;
+  TBuf lg = o.alloc(a.T * V);
+  o.linear(frozen_->lm_head, a.xf, a.T, lg, false);
   std::vector<float> out(static_cast<size_t>(a.T * V));
-  linear(lm_head(), a.xf.data(), a.T, out.data());
+  o.download(lg, out.data());
+  GF_RETURN_IF_ERROR(o.status());
   if (spec().final_softcap > 0)
     for (auto& v : out) v = spec().final_softcap * std::tanh(v / spec().final_softcap);
   return out;

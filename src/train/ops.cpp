@@ -28,6 +28,50 @@ TensorView f32_view(const float* data, int64_t rows, int64_t cols, const char* n
   return v;
 }
 
+namespace {
+// [rows, cols] -> [cols, rows], float32.
+std::vector<float> transposed(const float* src, int64_t rows, int64_t cols) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t r0 = 0; r0 < rows; r0 += 64)
+    for (int64_t c0 = 0; c0 < cols; c0 += 64)
+      for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + 64); ++c) out[static_cast<size_t>(c * rows + r)] = src[r * cols + c];
+  return out;
+}
+}  // namespace
+
+void lora_fwd(const float* A, const float* B, int64_t r, int64_t in, int64_t out, float s, const float* x, int64_t T, float* y, float* u) {
+  linear(f32_view(A, r, in), x, T, u);
+  std::vector<float> tmp(static_cast<size_t>(T * out));
+  linear(f32_view(B, out, r), u, T, tmp.data());
+  for (size_t i = 0; i < tmp.size(); ++i) y[i] += s * tmp[i];
+}
+
+// The four products of the backward as y = X W^T through cpu::matmul (the
+// inference kernel, multithreaded, fixed reduction order) on transposed operands.
+void lora_bwd(const float* A, const float* B, int64_t r, int64_t in, int64_t out, float s, const float* x, const float* u, const float* dy,
+              int64_t T, float* dx, bool accumulate_dx, float* dA, float* dB) {
+  // dB [out, r] += s dy^T u
+  const std::vector<float> dyT = transposed(dy, T, out), uT = transposed(u, T, r);
+  std::vector<float> tmp(static_cast<size_t>(std::max(out * r, T * in)));
+  linear(f32_view(uT.data(), r, T), dyT.data(), out, tmp.data());
+  for (int64_t i = 0; i < out * r; ++i) dB[i] += s * tmp[static_cast<size_t>(i)];
+  // du [T, r] = s dy B
+  const std::vector<float> BT = transposed(B, out, r);
+  std::vector<float> du(static_cast<size_t>(T * r));
+  linear(f32_view(BT.data(), r, out), dy, T, du.data());
+  for (auto& v : du) v *= s;
+  // dA [r, in] += du^T x
+  const std::vector<float> duT = transposed(du.data(), T, r), xT = transposed(x, T, in);
+  linear(f32_view(xT.data(), in, T), duT.data(), r, tmp.data());
+  for (int64_t i = 0; i < r * in; ++i) dA[i] += tmp[static_cast<size_t>(i)];
+  if (!dx) return;
+  // dx [T, in] (+)= du A
+  const std::vector<float> AT = transposed(A, r, in);
+  linear(f32_view(AT.data(), in, r), du.data(), T, tmp.data());
+  for (int64_t i = 0; i < T * in; ++i) dx[i] = accumulate_dx ? dx[i] + tmp[static_cast<size_t>(i)] : tmp[static_cast<size_t>(i)];
+}
+
 void gemm_nn(const float* a, const float* b, float* c, int64_t M, int64_t K, int64_t N, float alpha, bool accumulate) {
   parallel_for(M, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
@@ -93,7 +137,7 @@ void rmsnorm_bwd(const float* x, const float* w, const float* r, const float* dy
   }, 16);
 }
 
-void rope_apply(float* x, int64_t T, int64_t width, int hd, const std::vector<float>& inv_freq, bool inverse, const int32_t* pos) {
+void rope_apply(float* x, int64_t T, int64_t width, int hd, const float* inv_freq, bool inverse, const int32_t* pos) {
   const int half = hd / 2;
   const int64_t heads = width / hd;
   parallel_for(T, [&](int64_t b, int64_t e) {
@@ -101,7 +145,7 @@ void rope_apply(float* x, int64_t T, int64_t width, int hd, const std::vector<fl
     for (int64_t t = b; t < e; ++t) {
       for (int i = 0; i < half; ++i) {
         // As the CPU backend and HF: angle = position * inv_freq in float32.
-        const float ang = static_cast<float>(pos ? pos[t] : t) * inv_freq[static_cast<size_t>(i)];
+        const float ang = static_cast<float>(pos ? pos[t] : t) * inv_freq[i];
         cs[static_cast<size_t>(i)] = std::cos(ang);
         sn[static_cast<size_t>(i)] = inverse ? -std::sin(ang) : std::sin(ang);
       }

@@ -2,12 +2,14 @@
 // state for, and their backward. Activations are dense row-major [rows, cols]
 // float32. Frozen weight products reuse the CPU inference kernels
 // (cpu::matmul over the checkpoint's own dtype); only the small LoRA products
-// and the backward-only shapes are written here. A CUDA trainer implements
-// the same list of ops.
+// and the backward-only shapes are written here. They implement the CPU side
+// of backend/train_ops.h (cpu_train_ops.cpp); the CUDA side is
+// backend/cuda/train_*.cu.
 #pragma once
 #include <cstdint>
 #include <vector>
 
+#include "backend/train_ops.h"
 #include "formats/tensor.h"
 
 namespace gf::train {
@@ -32,22 +34,18 @@ void rmsnorm_bwd(const float* x, const float* w, const float* r, const float* dy
 
 // Rotate-half RoPE over every head of x [T, heads*hd] at positions pos[t] (null: t)
 // (inverse = true: the transpose, for gradients).
-void rope_apply(float* x, int64_t T, int64_t width, int hd, const std::vector<float>& inv_freq, bool inverse,
-                const int32_t* pos = nullptr);
+void rope_apply(float* x, int64_t T, int64_t width, int hd, const float* inv_freq, bool inverse, const int32_t* pos = nullptr);
 
 // Backward of g' = gelu_tanh(g) * u: dg = dm * u * gelu'(g), du = dm * gelu(g).
 void gelu_mul_bwd(const float* g, const float* u, const float* dm, int64_t n, float* dg, float* du);
 
-struct AttnShape {
-  int64_t T = 0;
-  int heads = 0, kv_heads = 0, hd = 0;
-  int window = 0;       // 0 = unlimited; keys j with i - window < j <= i
-  float scale = 1.0f;
-  float softcap = 0.0f;
-  // Packed sequences: per token its position in its own segment (null: one segment).
-  // Token i attends only to keys of its segment (j >= i - pos[i]).
-  const int32_t* pos = nullptr;
-};
+using AttnShape = gf::AttnShape;
+// LoRA term, A [r, in], B [out, r]: u = x A^T, y += s u B^T.
+void lora_fwd(const float* A, const float* B, int64_t r, int64_t in, int64_t out, float s, const float* x, int64_t T, float* y, float* u);
+// du = s dy B: dB += s dy^T u, dA += du^T x, dx (+)= du A when dx is not null.
+void lora_bwd(const float* A, const float* B, int64_t r, int64_t in, int64_t out, float s, const float* x, const float* u, const float* dy,
+              int64_t T, float* dx, bool accumulate_dx, float* dA, float* dB);
+
 // Causal attention of one sequence; q [T, heads*hd], k/v [T, kv*hd]. Saves the
 // probabilities p [heads, T, T] (zero outside the mask) for the backward.
 void attention_fwd(const AttnShape& s, const float* q, const float* k, const float* v, float* out, float* p);

@@ -74,14 +74,10 @@ const Example& Trainer::example_at(int64_t g) {
 }
 
 Result<double> Trainer::mean_loss(const std::vector<Example>& examples) {
-  double nll = 0;
-  int64_t n = 0;
-  for (const Example& e : examples) {
-    GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(e.ids, e.mask, e.pos, adapter_, nullptr, 1.0f, 0));
-    nll += l.nll_sum;
-    n += l.tokens;
-  }
-  return n > 0 ? nll / static_cast<double>(n) : 0.0;
+  std::vector<LoraModel::Seq> seqs;
+  for (const Example& e : examples) seqs.push_back({&e.ids, &e.mask, &e.pos, 0});
+  GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(seqs, adapter_, nullptr, 1.0f));
+  return l.tokens > 0 ? l.nll_sum / static_cast<double>(l.tokens) : 0.0;
 }
 
 Result<double> Trainer::evaluate() {
@@ -126,17 +122,15 @@ Status Trainer::run(const std::function<void(const StepStats&)>& on_log) {
       tokens += static_cast<int64_t>(ex.back()->ids.size());
     }
     grads_.zero();
-    double nll = 0;
-    for (size_t j = 0; j < ex.size(); ++j) {
-      const uint64_t dseed = mix_seed(cfg_.seed, static_cast<uint64_t>(s) * 1000003ull + j);
-      GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(ex[j]->ids, ex[j]->mask, ex[j]->pos, adapter_, &grads_,
-                                                             1.0f / static_cast<float>(targets), dseed));
-      nll += l.nll_sum;
-    }
+    // One call for the step's sequences: the adapter is bound to the ops once and the gradients come back once.
+    std::vector<LoraModel::Seq> seqs;
+    for (size_t j = 0; j < ex.size(); ++j)
+      seqs.push_back({&ex[j]->ids, &ex[j]->mask, &ex[j]->pos, mix_seed(cfg_.seed, static_cast<uint64_t>(s) * 1000003ull + j)});
+    GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(seqs, adapter_, &grads_, 1.0f / static_cast<float>(targets)));
     StepStats st;
     st.step = s + 1;
     st.total = cfg_.steps;
-    st.loss = nll / static_cast<double>(targets);
+    st.loss = l.nll_sum / static_cast<double>(targets);
     if (!std::isfinite(st.loss)) return Err("the loss is not finite at step " + std::to_string(s + 1) + " (try a lower --lr)");
     st.grad_norm = clip_grad_norm(grads_.g, cfg_.clip);
     st.lr = lr_at(cfg_.schedule, cfg_.lr, s, cfg_.warmup, cfg_.steps);

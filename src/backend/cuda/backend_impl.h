@@ -74,6 +74,7 @@ class CudaBackend final : public Backend {
   void kv_write(KvPool& kv, const Act& k, const Act& v) override;     // kv.cu
   void attention(const Act& q, const KvPool& kv, const AttentionParams& p, Act& out) override;  // attention.cu
   void sample(const Act& logits, const std::vector<RowSampling>& rows, std::vector<SampledToken>& out) override;  // sample.cu
+  void mask_rows(const Act& logits, const std::vector<RowSampling>& rows);  // sample.cu: before the sampling kernel
 
   CudaStepStats stats() const { return stats_; }
   void qmatmul(const Act& x, const Weight& w, Act& out);  // quant.cu: matmul with GGUF block weights

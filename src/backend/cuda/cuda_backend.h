@@ -16,6 +16,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "backend/train_ops.h"
 #include "core/status.h"
 
 namespace gf {
@@ -50,6 +51,10 @@ CudaStepStats cuda_step_stats(Backend& be);
 // Turns graph capture of decode steps on/off (default on; GEMFORGE_CUDA_GRAPHS=0 turns it off).
 void cuda_set_graphs(Backend& be, bool on);
 
+// The LoRA training ops on `device` (train_ops.cu): frozen weights bf16,
+// activations float32, AdamW stays with the caller (src/train).
+Result<std::unique_ptr<TrainOps>> try_make_cuda_train_ops(int device = 0);
+
 // The plugin's table of the functions above (same compiler and build on both
 // sides; `size` guards against a stale library).
 struct CudaApi {
@@ -60,6 +65,7 @@ struct CudaApi {
   Result<CudaDeviceInfo> (*cuda_measure_device)(int device, bool gemm);
   CudaStepStats (*cuda_step_stats)(Backend& be);
   void (*cuda_set_graphs)(Backend& be, bool on);
+  Result<std::unique_ptr<TrainOps>> (*try_make_cuda_train_ops)(int device);
 };
 
 }  // namespace gf

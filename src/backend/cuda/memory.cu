@@ -81,6 +81,7 @@ Scratch::~Scratch() {
   cudaFree(scratch16_);
   cudaFree(weights16_);
   cudaFree(part_);
+  cudaFree(acts8_);
   cudaFree(dsample_);
   cudaFreeHost(hsample_);
 }
@@ -107,6 +108,10 @@ bf16* Scratch::weights16(size_t elems, cudaStream_t stream) {
 
 float* Scratch::partials(size_t bytes, cudaStream_t stream) {
   return static_cast<float*>(grow(part_, part_bytes_, bytes, "attention scratch grew during graph capture", stream));
+}
+
+void* Scratch::acts8(size_t bytes, cudaStream_t stream) {
+  return grow(acts8_, acts8_bytes_, bytes, "int8 activation scratch grew during graph capture", stream);
 }
 
 int32_t* Scratch::sample_out(size_t words, cudaStream_t stream) {

@@ -61,6 +61,7 @@ class Scratch {
   bf16* bf16s(size_t elems, cudaStream_t stream);     // the bf16 copy of a GEMM input without a shadow
   bf16* weights16(size_t elems, cudaStream_t stream); // a quantized weight decoded for cuBLASLt (quant.cu)
   float* partials(size_t bytes, cudaStream_t stream); // split-K decode attention
+  void* acts8(size_t bytes, cudaStream_t stream);     // a quantized GEMV's input rounded to int8 (quant.cu)
   int32_t* sample_out(size_t words, cudaStream_t stream);  // sampled ids (+ log-probs) of the step
   int32_t* sample_host() const { return hsample_; }  // pinned, for their download
 
@@ -75,6 +76,8 @@ class Scratch {
   size_t weights16_bytes_ = 0;
   void* part_ = nullptr;
   size_t part_bytes_ = 0;
+  void* acts8_ = nullptr;
+  size_t acts8_bytes_ = 0;
   int32_t* dsample_ = nullptr;
   int32_t* hsample_ = nullptr;
   size_t sample_words_ = 0;

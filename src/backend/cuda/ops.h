@@ -39,6 +39,7 @@ namespace gf::cuda {
   X(Attention,       attention,         AttentionArgs)          \
   X(Gather,          gather,            GatherArgs)             \
   X(AddRows,         add_rows,          AddRowsArgs)            \
+  X(MaskRows,        mask_rows,         MaskRowsArgs)           \
   X(Sample,          sample,            SampleArgs)             \
   X(GemvShared,      gemv_shared,       GemvSharedArgs)         \
   X(GemvGated,       gemv_gated,        GemvGatedArgs)          \
@@ -213,6 +214,14 @@ struct AttentionArgs {
   int32_t block_size, heads, kv_heads, head_dim, window, splits, chunk;
   float scale, softcap;
   std::string shape() const { return std::string(" T=") + (T == 1 ? "1" : ">1"); }
+};
+
+// sample.cu: structured outputs: logits row rows[i] = -inf where bit t of
+// mask i (`words` int32 words each, in the step metadata) is clear.
+struct MaskRowsArgs {
+  float* logits;
+  int64_t rows, vocab, words, rows_meta, bits_meta;
+  std::string shape() const { return rows_shape(rows); }
 };
 
 // sample.cu: one token per row of logits; out gets `stride` words per row.

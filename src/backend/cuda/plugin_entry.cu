@@ -10,6 +10,7 @@ extern "C" __attribute__((visibility("default"))) const gf::CudaApi* gemforge_cu
     a.cuda_measure_device = &gf::cuda_measure_device;
     a.cuda_step_stats = &gf::cuda_step_stats;
     a.cuda_set_graphs = &gf::cuda_set_graphs;
+    a.try_make_cuda_train_ops = &gf::try_make_cuda_train_ops;
     return a;
   }();
   return &api;

@@ -1,14 +1,14 @@
 // GGUF block-quantized weights on the GPU (quant_blocks.h): the file's blocks
 // stay as they are in device memory and are decoded where they are used.
-//  - decode (M <= 8 rows): a GEMV that decodes the weights in registers, four
-//    at a time per lane, and multiplies them with the float32 activations
-//    (bandwidth-bound: it reads the quantized bytes once);
+//  - decode (M <= 8 rows): the activations rounded to int8 (32 per scale, as
+//    llama.cpp's mmvq and the CPU's integer kernels), then a GEMV that decodes
+//    the weights in registers 32 at a time per lane into integers and dp4a's
+//    them with the int8 activations (it reads the quantized bytes once);
 //  - larger M: the weight decoded to a bf16 scratch matrix, then the cuBLASLt
 //    GEMM of the bf16 path (compute-bound: decoding costs one pass over W);
 //  - embedding rows (embed.cu calls launch_embed_quant).
-// Accumulation is float32 over exact weight values, so the GPU matches the
-// CPU's float32 dequantize-and-multiply up to the order of additions (the
-// CPU's integer kernels round the activations to 8 bits first).
+// Larger M accumulates bf16 products in float32 (cuBLASLt); the GEMV's
+// integer dot products are exact, then scaled in float32.
 #include <type_traits>
 
 #include "backend/cuda/backend_impl.h"
@@ -44,39 +44,69 @@ void with_rows(int64_t M, F&& f) {
   }
 }
 
-// out[m, n] = sum_k x[m, k] W[n, k]: one warp per row of W; lane l takes
-// elements 4l, 4l + 128, ... (decode4), so each load instruction of the warp
-// reads consecutive weight bytes and 512 consecutive bytes of x. U groups of
-// 128 elements in flight per lane. The first weights are read before waiting
-// for the previous kernel (x is its output; x is not __restrict__, so its
-// loads stay after the wait).
+// The activations of a decode GEMV as int8 (llama.cpp's q8_1, and the CPU's
+// quantize_acts): per 32 elements a scale d = amax / 127 and the sums of the
+// two 16-element halves of the rounded values. One warp per 32 elements.
+struct Acts8Block {
+  float d;
+  int s0, s1, pad;
+};
+
+__global__ void k_quantize_acts8(const float* x, int64_t blocks, int8_t* __restrict__ xq, Acts8Block* __restrict__ xb) {
+  const int64_t b = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  pdl_trigger();
+  pdl_wait();
+  if (b >= blocks) return;
+  const float v = x[b * 32 + lane];
+  const float amax = warp_max(fabsf(v));
+  const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+  const int q = __float2int_rn(v * id);
+  xq[b * 32 + lane] = static_cast<int8_t>(q);
+  int half = q;
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) half += __shfl_xor_sync(0xffffffffu, half, o);  // within each 16 lanes
+  const int other = __shfl_xor_sync(0xffffffffu, half, 16);
+  if (lane == 0) xb[b] = Acts8Block{d, half, other, 0};
+}
+
+// out[m, n] = sum_k x[m, k] W[n, k] with int8 activations: one warp per row
+// of W; lane l takes the row's 32-element sub-blocks l, l + 32, ...
+// (decode_sub32: a warp reads 32 consecutive sub-blocks of weights and 1 KB
+// of int8 activations per step), dp4a against each of the M rows of x.
 template <QType T, int M>
-__global__ __launch_bounds__(256) void k_qgemv(const uint8_t* __restrict__ W, int64_t row_bytes, const float* x,
-                                               float* __restrict__ out, int N, int K) {
-  constexpr int U = 4;
+__global__ __launch_bounds__(256) void k_qgemv(const uint8_t* __restrict__ W, int64_t row_bytes, const int8_t* xq,
+                                               const Acts8Block* xb, float* __restrict__ out, int N, int K) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * 8 + warp;
   pdl_trigger();
   if (row >= N) return;
   const uint8_t* wr = W + row * row_bytes;
+  const int nsb = K / 32;
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
   bool waited = false;
-  for (int e0 = lane * 4; e0 < K; e0 += 128 * U) {
-    float w[U][4];
+#pragma unroll 2
+  for (int sb = lane; sb < nsb; sb += 32) {
+    Sub32 w;
+    decode_sub32<T>(wr, sb, w);
+    if (!waited) pdl_wait(), waited = true;  // x is the previous kernel's output
 #pragma unroll
-    for (int u = 0; u < U; ++u)
-      if (e0 + 128 * u < K) decode4<T>(wr, e0 + 128 * u, w[u]);
-    if (!waited) pdl_wait(), waited = true;
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (e0 + 128 * u >= K) break;
-#pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const float4 v = *reinterpret_cast<const float4*>(x + (int64_t)m * K + e0 + 128 * u);
-        acc[m] += w[u][0] * v.x + w[u][1] * v.y + w[u][2] * v.z + w[u][3] * v.w;
-      }
+    for (int m = 0; m < M; ++m) {
+      const int4* xp = reinterpret_cast<const int4*>(xq + (int64_t)m * K + sb * 32);
+      const int4 x0 = xp[0], x1 = xp[1];
+      const Acts8Block b = xb[(int64_t)m * nsb + sb];
+      int d0 = __dp4a(w.v[0], x0.x, 0);
+      d0 = __dp4a(w.v[1], x0.y, d0);
+      d0 = __dp4a(w.v[2], x0.z, d0);
+      d0 = __dp4a(w.v[3], x0.w, d0);
+      int d1 = __dp4a(w.v[4], x1.x, 0);
+      d1 = __dp4a(w.v[5], x1.y, d1);
+      d1 = __dp4a(w.v[6], x1.z, d1);
+      d1 = __dp4a(w.v[7], x1.w, d1);
+      acc[m] += b.d * (w.a0 * static_cast<float>(d0) + w.a1 * static_cast<float>(d1) - w.b0 * static_cast<float>(b.s0) -
+                       w.b1 * static_cast<float>(b.s1));
     }
   }
   if (!waited) pdl_wait();
@@ -121,11 +151,15 @@ __global__ void k_embed_q(const uint8_t* __restrict__ table, int64_t row_bytes, 
 void launch(const ExecCtx& ctx, const QMatmulArgs& a) {
   const int64_t row_bytes = qtype_row_bytes(a.type, a.K);
   if (a.path == MatmulPath::Gemv) {
+    const int64_t nb = a.M * a.K / 32;
+    int8_t* xq = static_cast<int8_t*>(ctx.scratch.acts8(static_cast<size_t>(a.M * a.K + nb * sizeof(Acts8Block)), ctx.stream));
+    Acts8Block* xb = reinterpret_cast<Acts8Block*>(xq + a.M * a.K);  // M * K is a multiple of 32: 16-byte aligned
+    launch_pdl(ctx, k_quantize_acts8, dim3(static_cast<unsigned>((nb + 7) / 8)), dim3(256), 0, a.x, nb, xq, xb);
     const unsigned blocks = static_cast<unsigned>((a.N + 7) / 8);
     with_qtype(a.type, [&](auto t) {
       with_rows(a.M, [&](auto m) {
-        launch_pdl(ctx, k_qgemv<decltype(t)::value, decltype(m)::value>, dim3(blocks), dim3(256), 0, a.w, row_bytes, a.x,
-                   a.out, (int)a.N, (int)a.K);
+        launch_pdl(ctx, k_qgemv<decltype(t)::value, decltype(m)::value>, dim3(blocks), dim3(256), 0, a.w, row_bytes,
+                   static_cast<const int8_t*>(xq), static_cast<const Acts8Block*>(xb), a.out, (int)a.N, (int)a.K);
       });
     });
     return;

@@ -208,4 +208,86 @@ GF_QHD void decode4(const uint8_t* row, int64_t e, float* w) {
   }
 }
 
+// The decode GEMV's unit with int8 activations (llama.cpp's mmvq): one
+// 32-element sub-block `sb` of a row as integer values v (4 per word, each
+// in int8 range) and affine terms, so that with activations x = dx * xq
+// (int8, 32 per scale dx, s0/s1 the sums of xq's two 16-element halves)
+//   sum_i w_i x_i = dx * (a0 * (v . xq)[0..15] + a1 * (v . xq)[16..31] - b0 * s0 - b1 * s1),
+// i.e. element i of the sub-block is w_i = a * v_i - b with the half's a, b.
+// The dot products are dp4a (four int8 products per instruction).
+struct Sub32 {
+  int v[8];
+  float a0, a1, b0, b1;
+};
+
+template <QType T>
+GF_QHD void decode_sub32(const uint8_t* row, int64_t sb, Sub32& s) {
+  using namespace qblock;
+  if constexpr (T == QType::Q8_0 || T == QType::Q4_0 || T == QType::Q5_0) {
+    constexpr int kBytes = T == QType::Q4_0 ? 18 : T == QType::Q5_0 ? 22 : 34;
+    const uint8_t* p = row + sb * kBytes;
+    uint32_t dw[1];
+    load_words<2, 2>(p, dw);
+    const float d = half_of(dw, 0);
+    s.a0 = s.a1 = d;
+    if constexpr (T == QType::Q8_0) {
+      GF_QUNROLL
+      for (int i = 0; i < 8; ++i) s.v[i] = static_cast<int>(load_u32_a2(p + 2 + 4 * i));
+      s.b0 = s.b1 = 0.0f;
+    } else {
+      constexpr int kQs = T == QType::Q4_0 ? 2 : 6;
+      uint32_t qh = 0;
+      if constexpr (T == QType::Q5_0) qh = load_u32_a2(p + 2);
+      GF_QUNROLL
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t q = load_u32_a2(p + kQs + 4 * i);
+        s.v[i] = static_cast<int>(q & 0x0F0F0F0Fu);  // elements 4i..4i+3: low nibbles
+        s.v[4 + i] = static_cast<int>((q >> 4) & 0x0F0F0F0Fu);  // elements 16+4i..: high nibbles
+      }
+      if constexpr (T == QType::Q5_0) {
+        GF_QUNROLL
+        for (int i = 0; i < 8; ++i) {  // bit e of qh is element e's fifth bit: to bit 4 of its byte
+          const uint32_t t = (qh >> (4 * i)) & 0xFu;
+          s.v[i] |= static_cast<int>(((t & 1u) << 4) | ((t & 2u) << 11) | ((t & 4u) << 18) | ((t & 8u) << 25));
+        }
+      }
+      s.b0 = s.b1 = (T == QType::Q4_0 ? 8.0f : 16.0f) * d;
+    }
+  } else if constexpr (T == QType::Q4_K || T == QType::Q5_K) {
+    constexpr int kBytes = T == QType::Q4_K ? 144 : 176;
+    const uint8_t* p = row + (sb >> 3) * kBytes;
+    const int j = static_cast<int>(sb & 7), shift = (j & 1) * 4;
+    uint32_t head[4], q[8];
+    load_words<16, 16>(p, head);
+    load_words<32, 16>(p + (T == QType::Q4_K ? 16 : 48) + 32 * (j >> 1), q);
+    float sc, m;
+    scale_min_words(j, head, &sc, &m);
+    s.a0 = s.a1 = half_of(head, 0) * sc;
+    s.b0 = s.b1 = half_of(head, 2) * m;
+    uint32_t qh[8] = {};
+    if constexpr (T == QType::Q5_K) load_words<32, 16>(p + 16, qh);
+    GF_QUNROLL
+    for (int i = 0; i < 8; ++i) {
+      uint32_t v = (q[i] >> shift) & 0x0F0F0F0Fu;
+      if constexpr (T == QType::Q5_K) v |= ((qh[i] >> j) & 0x01010101u) << 4;
+      s.v[i] = static_cast<int>(v);
+    }
+  } else if constexpr (T == QType::Q6_K) {
+    const uint8_t* p = row + (sb >> 3) * 210;
+    const int j = static_cast<int>(sb & 7), h = j >> 2, k = j & 3, nshift = (k >> 1) * 4;
+    uint32_t sc[1], dd[1];
+    load_words<2, 2>(p + 192 + 8 * h + 2 * k, sc);  // the scales of the two 16-element halves
+    load_words<2, 2>(p + 208, dd);
+    const float d = half_of(dd, 0);
+    s.a0 = d * static_cast<int8_t>(sc[0] & 0xFF);
+    s.a1 = d * static_cast<int8_t>((sc[0] >> 8) & 0xFF);
+    s.b0 = 32.0f * s.a0, s.b1 = 32.0f * s.a1;
+    GF_QUNROLL
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t ql = load_u32_a2(p + 64 * h + 32 * (k & 1) + 4 * i), qh = load_u32_a2(p + 128 + 32 * h + 4 * i);
+      s.v[i] = static_cast<int>(((ql >> nshift) & 0x0F0F0F0Fu) | (((qh >> (2 * k)) & 0x03030303u) << 4));
+    }
+  }
+}
+
 }  // namespace gf::cuda

@@ -101,6 +101,12 @@ CudaStepStats cuda_step_stats(Backend& be) {
   return p.api ? p.api->cuda_step_stats(be) : CudaStepStats{};
 }
 
+Result<std::unique_ptr<TrainOps>> try_make_cuda_train_ops(int device) {
+  const Plugin& p = plugin();
+  if (!p.api) return Err(p.error);
+  return p.api->try_make_cuda_train_ops(device);
+}
+
 void cuda_set_graphs(Backend& be, bool on) {
   if (const Plugin& p = plugin(); p.api) p.api->cuda_set_graphs(be, on);
 }

@@ -1,0 +1,16 @@
+// The float32 CPU implementation of backend/train_ops.h: the reference every
+// other TrainOps is tested against (kernels in train/ops.h).
+#pragma once
+#include <memory>
+
+#include "backend/train_ops.h"
+
+namespace gf::train {
+
+// f32_weights: the forward multiplies float32 copies of the frozen weights
+// (the plain FMA kernel) instead of the checkpoint's own dtype, whose BF16
+// kernel rounds activations to a hi + lo bf16 pair (~1e-5 relative): a loss
+// smooth enough for finite differences, at twice the weight memory.
+std::unique_ptr<TrainOps> make_cpu_train_ops(bool f32_weights);
+
+}  // namespace gf::train
