@@ -10,6 +10,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -52,12 +55,14 @@ class CudaTrainOps final : public TrainOps {
 
   // ---- memory
   TBuf alloc(int64_t n) override {
+    const OpTimer timer(*this, "alloc");
     float* p = raw_alloc(n);
     if (!p) return TBuf();
     check(cudaMemsetAsync(p, 0, static_cast<size_t>(n) * 4, stream_), "cudaMemsetAsync");
     return TBuf(this, p, n, true);
   }
   TBuf input(const float* host, int64_t n) override {
+    const OpTimer timer(*this, "input");
     float* p = raw_alloc(n);
     if (!p) return TBuf();
     check(cudaMemcpyAsync(p, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, stream_), "upload");
@@ -71,6 +76,7 @@ class CudaTrainOps final : public TrainOps {
     for (size_t i = 0; i < tmp.size(); ++i) host[i] += tmp[i];
   }
   void download(const TBuf& b, float* host) override {
+    const OpTimer timer(*this, "download");
     if (!ok() || b.empty()) return;
     check(cudaMemcpyAsync(host, b.data(), static_cast<size_t>(b.size()) * 4, cudaMemcpyDeviceToHost, stream_), "download");
     check(cudaStreamSynchronize(stream_), "a training kernel");
@@ -82,11 +88,13 @@ class CudaTrainOps final : public TrainOps {
 
   // ---- elementwise
   void copy(TBuf& dst, const TBuf& src) override {
+    const OpTimer timer(*this, "copy");
     if (need(dst.size() >= src.size(), "copy") && !src.empty())
       check(cudaMemcpyAsync(dst.data(), src.data(), static_cast<size_t>(src.size()) * 4, cudaMemcpyDeviceToDevice, stream_), "copy");
   }
   void copy_block(TBuf& dst, int64_t dst_off, int64_t dst_ld, const TBuf& src, int64_t src_off, int64_t src_ld, int64_t rows,
                   int64_t cols) override {
+    const OpTimer timer(*this, "copy_block");
     if (rows <= 0 || cols <= 0) return;
     if (need(dst_off + (rows - 1) * dst_ld + cols <= dst.size() && src_off + (rows - 1) * src_ld + cols <= src.size(), "copy_block")) {
       train::copy_block(stream_, dst.data() + dst_off, dst_ld, src.data() + src_off, src_ld, rows, cols);
@@ -94,18 +102,21 @@ class CudaTrainOps final : public TrainOps {
     }
   }
   void add(TBuf& y, const TBuf& x) override {
+    const OpTimer timer(*this, "add");
     if (need(x.size() >= y.size(), "add") && !y.empty()) {
       train::add(stream_, y.data(), x.data(), y.size());
       launched("add");
     }
   }
   void scale(TBuf& x, float s) override {
+    const OpTimer timer(*this, "scale");
     if (ok() && !x.empty()) {
       train::scale(stream_, x.data(), s, x.size());
       launched("scale");
     }
   }
   void embed(int table, float s, TBuf& out) override {
+    const OpTimer timer(*this, "embed");
     const Weight* w = weight(table);
     if (w && need(out.size() >= T_ * w->cols, "embed")) {
       train::embed(stream_, w->p, w->cols, ids_dev(), T_, s, out.data());
@@ -113,18 +124,21 @@ class CudaTrainOps final : public TrainOps {
     }
   }
   void gelu_mul(TBuf& g, const TBuf& u, int64_t n) override {
+    const OpTimer timer(*this, "gelu_mul");
     if (need(g.size() >= n && u.size() >= n, "gelu_mul") && n > 0) {
       train::gelu_mul(stream_, g.data(), u.data(), n);
       launched("gelu_mul");
     }
   }
   void gelu_mul_bwd(const TBuf& g, const TBuf& u, const TBuf& dm, int64_t n, TBuf& dg, TBuf& du) override {
+    const OpTimer timer(*this, "gelu_mul_bwd");
     if (need(g.size() >= n && u.size() >= n && dm.size() >= n && dg.size() >= n && du.size() >= n, "gelu_mul_bwd") && n > 0) {
       train::gelu_mul_bwd(stream_, g.data(), u.data(), dm.data(), n, dg.data(), du.data());
       launched("gelu_mul_bwd");
     }
   }
   void dropout(const TBuf& x, const std::vector<uint8_t>& keep, float keep_scale, TBuf& xd) override {
+    const OpTimer timer(*this, "dropout");
     const int64_t n = static_cast<int64_t>(keep.size());
     if (!need(x.size() >= n && xd.size() >= n, "dropout") || n == 0) return;
     auto* k = static_cast<uint8_t*>(grow(mask_, keep.size()));
@@ -138,12 +152,14 @@ class CudaTrainOps final : public TrainOps {
 
   // ---- products
   void linear(int w, const TBuf& x, int64_t T, TBuf& y, bool accumulate) override {
+    const OpTimer timer(*this, "linear");
     const Weight* W = weight(w);
     if (!W || !need(x.size() >= T * W->cols && y.size() >= T * W->rows, "linear")) return;
     const bf16* xb = to_bf16(x, T * W->cols);
     gemm(false, true, T, W->rows, W->cols, 1.0f, xb, W->p, CUDA_R_16BF, accumulate ? 1.0f : 0.0f, y.data());
   }
   void linear_t(int w, const TBuf& dy, int64_t T, TBuf& dx, bool accumulate) override {
+    const OpTimer timer(*this, "linear_t");
     const Weight* W = weight(w);
     if (!W || !need(dy.size() >= T * W->rows && dx.size() >= T * W->cols, "linear_t")) return;
     const bf16* db = to_bf16(dy, T * W->rows);
@@ -151,6 +167,7 @@ class CudaTrainOps final : public TrainOps {
   }
   void lora_fwd(const TBuf& A, const TBuf& B, int64_t r, int64_t in, int64_t out, float s, const TBuf& x, int64_t T, TBuf& y,
                 TBuf& u) override {
+    const OpTimer timer(*this, "lora_fwd");
     if (!need(A.size() >= r * in && B.size() >= out * r && x.size() >= T * in && y.size() >= T * out && u.size() >= T * r, "lora_fwd"))
       return;
     // u = x A^T, y += s u B^T
@@ -159,6 +176,7 @@ class CudaTrainOps final : public TrainOps {
   }
   void lora_bwd(const TBuf& A, const TBuf& B, int64_t r, int64_t in, int64_t out, float s, const TBuf& x, const TBuf& u, const TBuf& dy,
                 int64_t T, TBuf* dx, bool accumulate_dx, TBuf& dA, TBuf& dB) override {
+    const OpTimer timer(*this, "lora_bwd");
     if (!need(A.size() >= r * in && B.size() >= out * r && x.size() >= T * in && u.size() >= T * r && dy.size() >= T * out &&
                   dA.size() >= r * in && dB.size() >= out * r && (!dx || dx->size() >= T * in),
               "lora_bwd"))
@@ -174,6 +192,7 @@ class CudaTrainOps final : public TrainOps {
 
   // ---- normalisation, position, attention
   void rmsnorm_fwd(const TBuf& x, const TBuf* w, int64_t n_groups, int64_t group, float eps, TBuf& y, TBuf& r) override {
+    const OpTimer timer(*this, "rmsnorm_fwd");
     const int64_t n = n_groups * group;
     if (need(x.size() >= n && y.size() >= n && r.size() >= n_groups && (!w || w->size() >= group), "rmsnorm_fwd")) {
       train::rmsnorm_fwd(stream_, x.data(), w ? w->data() : nullptr, n_groups, group, eps, y.data(), r.data());
@@ -182,6 +201,7 @@ class CudaTrainOps final : public TrainOps {
   }
   void rmsnorm_bwd(const TBuf& x, const TBuf* w, const TBuf& r, const TBuf& dy, int64_t n_groups, int64_t group, TBuf& dx,
                    bool accumulate) override {
+    const OpTimer timer(*this, "rmsnorm_bwd");
     const int64_t n = n_groups * group;
     if (need(x.size() >= n && dy.size() >= n && dx.size() >= n && r.size() >= n_groups && (!w || w->size() >= group), "rmsnorm_bwd")) {
       train::rmsnorm_bwd(stream_, x.data(), w ? w->data() : nullptr, r.data(), dy.data(), n_groups, group, dx.data(), accumulate);
@@ -189,6 +209,7 @@ class CudaTrainOps final : public TrainOps {
     }
   }
   void rope(TBuf& x, int64_t T, int64_t width, int hd, const TBuf& inv_freq, bool inverse) override {
+    const OpTimer timer(*this, "rope");
     if (need(T == T_ && hd > 0 && hd % 2 == 0 && width % hd == 0 && x.size() >= T * width && inv_freq.size() >= hd / 2, "rope")) {
       train::rope(stream_, x.data(), T, width, hd, inv_freq.data(), pos_dev(), inverse);
       launched("rope");
@@ -197,6 +218,7 @@ class CudaTrainOps final : public TrainOps {
   // Two implementations of the same attention: cuBLAS GEMMs over whole [T, T] score matrices while they
   // are small (saved: the scores and the log-sum-exp), else the recomputing kernels (saved: the log-sum-exp).
   void attention_fwd(const AttnShape& s, const TBuf& q, const TBuf& k, const TBuf& v, TBuf& out, TBuf& saved) override {
+    const OpTimer timer(*this, "attention_fwd");
     if (!check_attn(s, q, k, v, out)) return;
     const int64_t TT = s.T * s.T, n = s.heads * (gemm_attention(s) ? TT + s.T : s.T);
     saved = alloc(n);
@@ -214,6 +236,7 @@ class CudaTrainOps final : public TrainOps {
   }
   void attention_bwd(const AttnShape& s, const TBuf& q, const TBuf& k, const TBuf& v, const TBuf& out, const TBuf& saved, const TBuf& dout,
                      TBuf& dq, TBuf& dk, TBuf& dv) override {
+    const OpTimer timer(*this, "attention_bwd");
     if (!check_attn(s, q, k, v, out)) return;
     const int64_t nq = s.T * s.heads * s.hd, nk = s.T * s.kv_heads * s.hd, TT = s.T * s.T;
     const bool g = gemm_attention(s);
@@ -257,6 +280,27 @@ class CudaTrainOps final : public TrainOps {
   // A launcher's own errors (a bad configuration) show at once; faults at the
   // next status().
   void launched(const char* what) { check(cudaGetLastError(), what); }
+  // GEMFORGE_TRAIN_PROFILE=1: each op waits for the GPU before and after and
+  // adds its wall time to a table printed when the ops go (it serialises the
+  // host and the GPU: for finding where the time goes, not for speed figures).
+  struct OpTimer {
+    const CudaTrainOps& o;
+    const char* name;
+    std::chrono::steady_clock::time_point t0;
+    OpTimer(const CudaTrainOps& ops, const char* n) : o(ops), name(n) {
+      if (o.profile_) cudaStreamSynchronize(o.stream_), t0 = std::chrono::steady_clock::now();
+    }
+    ~OpTimer() {
+      if (!o.profile_) return;
+      cudaStreamSynchronize(o.stream_);
+      auto& [ms, calls] = o.prof_[name];
+      ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      ++calls;
+    }
+  };
+  const bool profile_ = std::getenv("GEMFORGE_TRAIN_PROFILE") != nullptr;
+  mutable std::map<std::string, std::pair<double, int64_t>> prof_;
+  void print_profile() const;
   void blas(cublasStatus_t st, const char* what) const {
     if (st != CUBLAS_STATUS_SUCCESS) fail(std::string(what) + ": cuBLAS status " + std::to_string(static_cast<int>(st)));
   }
@@ -365,7 +409,19 @@ Result<std::unique_ptr<TrainOps>> CudaTrainOps::create(int device) {
   return std::unique_ptr<TrainOps>(std::move(o));
 }
 
+void CudaTrainOps::print_profile() const {
+  std::vector<std::pair<double, std::string>> rows;
+  double total = 0;
+  for (const auto& [name, v] : prof_) rows.emplace_back(v.first, name), total += v.first;
+  std::sort(rows.rbegin(), rows.rend());
+  std::fprintf(stderr, "CUDA trainer ops (GEMFORGE_TRAIN_PROFILE, synchronised): %.1f ms in all\n", total);
+  for (const auto& [ms, name] : rows)
+    std::fprintf(stderr, "  %-16s %10.1f ms %5.1f%% %8lld calls\n", name.c_str(), ms, 100 * ms / std::max(total, 1e-9),
+                 static_cast<long long>(prof_.at(name).second));
+}
+
 CudaTrainOps::~CudaTrainOps() {
+  if (profile_) print_profile();
   if (stream_) cudaStreamSynchronize(stream_);
   for (DevMem* m :
        {&ids_, &pos_, &act16_, &mask_, &lora_du_, &dsum_, &attn_p_, &attn_dp_, &rows_, &targets_, &xb_, &logits_, &dl_, &dchunk_, &nll_})
@@ -411,6 +467,7 @@ Result<int> CudaTrainOps::add_weight(const TensorView& w, bool backward) {
 }
 
 void CudaTrainOps::begin_sequence(const std::vector<int32_t>& ids, const std::vector<int32_t>& pos) {
+  const OpTimer timer(*this, "begin_sequence");
   T_ = static_cast<int64_t>(ids.size());
   std::vector<int32_t> p = pos;
   if (p.empty()) {
@@ -435,6 +492,7 @@ void CudaTrainOps::gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
 
 double CudaTrainOps::cross_entropy(int lm_head, const TBuf& xf, int64_t H, const std::vector<int32_t>& rows,
                                    const std::vector<int32_t>& targets, float cap, int64_t chunk, float grad_scale, TBuf* dxf) {
+  const OpTimer timer(*this, "cross_entropy");
   const Weight* W = weight(lm_head);
   const int64_t n_all = static_cast<int64_t>(rows.size());
   if (!W || n_all == 0) return 0;
