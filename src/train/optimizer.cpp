@@ -65,14 +65,24 @@ double lr_at(Schedule s, double base_lr, int64_t step, int64_t warmup, int64_t t
 }
 
 double clip_grad_norm(std::vector<std::vector<float>>& grads, double max_norm) {
+  // Per-matrix sums on the thread pool, added in matrix order: the same norm whatever the threads.
+  std::vector<double> per(grads.size(), 0.0);
+  parallel_for(static_cast<int64_t>(grads.size()), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      double ss = 0;
+      for (float v : grads[static_cast<size_t>(i)]) ss += static_cast<double>(v) * v;
+      per[static_cast<size_t>(i)] = ss;
+    }
+  }, 1);
   double ss = 0;
-  for (const auto& g : grads)
-    for (float v : g) ss += static_cast<double>(v) * v;
+  for (double x : per) ss += x;
   const double norm = std::sqrt(ss);
   if (max_norm > 0 && norm > max_norm) {
     const float c = static_cast<float>(max_norm / (norm + 1e-6));
-    for (auto& g : grads)
-      for (auto& v : g) v *= c;
+    parallel_for(static_cast<int64_t>(grads.size()), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        for (auto& v : grads[static_cast<size_t>(i)]) v *= c;
+    }, 1);
   }
   return norm;
 }
