@@ -135,7 +135,7 @@ int run_finetune(const FinetuneOptions& o) {
   cfg.module_path = train::peft_module_path(*m);
   auto group = train::TrainerGroup::create(*m, [&o] { return make_train_ops_from_options(o.model); }, cfg, *train_set, eval_set, o.dp);
   if (!group.ok()) return fail(group.status());
-  train::Trainer& t = (*group)->lead();
+  train::Trainer& t = (*group)->trainer();
   const LoraConfigView lc{t.adapter().cfg.rank, t.adapter().cfg.alpha, t.adapter().cfg.rslora};
   std::fprintf(stderr, "finetune: %s, LoRA r=%d alpha=%g%s on %zu matrices (%lld parameters), %lld steps x %lld x %lld sequences of <= %lld tokens%s%s\n",
                family_name(m->spec.family), lc.rank, lc.alpha, lc.rslora ? " (rsLoRA)" : "", t.adapter().mats.size(),

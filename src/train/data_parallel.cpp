@@ -21,7 +21,7 @@ Result<std::unique_ptr<TrainerGroup>> TrainerGroup::create(const Model& m, const
 }
 
 Status TrainerGroup::run(const std::function<void(const StepStats&)>& on_log) {
-  if (!threads_) return lead().run(on_log);
+  if (!threads_) return trainer().run(on_log);
   return threads_->run([&](int r) { return trainers_[static_cast<size_t>(r)]->run(r == 0 ? on_log : nullptr); });
 }
 

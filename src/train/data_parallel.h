@@ -23,8 +23,8 @@ class TrainerGroup {
                                                       const std::vector<Example>& train, const std::vector<Example>& eval,
                                                       int world);
   int world() const { return static_cast<int>(trainers_.size()); }
-  // Rank 0's trainer (its adapter, step and files are the group's).
-  Trainer& lead() { return *trainers_[0]; }
+  // Rank r's trainer; rank 0's adapter, step and files are the group's.
+  Trainer& trainer(int r = 0) { return *trainers_[static_cast<size_t>(r)]; }
   // Runs the remaining steps on every rank; on_log sees rank 0's steps.
   Status run(const std::function<void(const StepStats&)>& on_log);
 
