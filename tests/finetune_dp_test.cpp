@@ -56,8 +56,11 @@ std::vector<Example> data_set(int n, uint64_t seed) {
 }
 
 TrainConfig config(const std::string& out) {
-  TrainConfig c{.steps = 8, .lr = 1e-2, .warmup = 1, .batch = 4, .grad_accum = 2, .seed = 7, .out_dir = out};
-  c.lora = {.rank = 4, .alpha = 8, .dropout = 0.1f};  // the masks must follow the sequence's place in the global batch, not the rank
+  TrainConfig c;
+  c.out_dir = out;
+  c.steps = 8, c.lr = 1e-2, c.warmup = 1, c.batch = 4, c.grad_accum = 2, c.seed = 7;
+  c.lora.rank = 4, c.lora.alpha = 8;
+  c.lora.dropout = 0.1f;  // the masks must follow the sequence's place in the global batch, not the rank
   return c;
 }
 
