@@ -5,7 +5,8 @@
 //  - resuming a dp run from its checkpoint repeats its loss curve exactly;
 //  - errors: a batch the ranks cannot split, a bad sequence on one rank only
 //    (every rank stops, none waits forever), --dp with --backend cuda;
-//  - the CLI writes adapter_config.json, adapter_model.safetensors, metrics.jsonl.
+//  - the CLI writes adapter_config.json, adapter_model.safetensors, metrics.jsonl;
+//    two processes over loopback (--nnodes 2) give the bits of two threads.
 //
 // Tolerance: the only difference from dp = 1 is the order in which the
 // per-sequence gradient contributions are added (dp = 1 adds sequence after
@@ -24,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "test_util.h"
 #include "train/cpu_train_ops.h"
@@ -195,20 +197,26 @@ TEST(FinetuneDp, Errors) {
   fs::remove_all(out);
 }
 
-std::string cli(const std::string& dir, const std::string& extra, int* rc) {
-  const std::string cmd = std::string(GEMFORGE_BINARY) + " finetune -m " + test::hf_tiny(kModel) + " --data " + dir +
-                          "/data.jsonl --steps 4 --lr 1e-3 --rank 4 --alpha 8 --batch 4 --seq 32 --seed 1 " + extra + " 2>&1";
-  return test::run_command(cmd, rc);
+// `gemforge finetune` on dir/data.jsonl with extra options.
+std::string cli_command(const std::string& dir, const std::string& extra) {
+  return std::string(GEMFORGE_BINARY) + " finetune -m " + test::hf_tiny(kModel) + " --data " + dir +
+         "/data.jsonl --steps 4 --lr 1e-3 --rank 4 --alpha 8 --batch 4 --seq 32 --seed 1 " + extra;
+}
+
+std::string cli(const std::string& dir, const std::string& extra, int* rc) { return test::run_command(cli_command(dir, extra) + " 2>&1", rc); }
+
+// A fresh folder with data.jsonl: data_set(8, 11) as token ids.
+std::string cli_dir(const std::string& name) {
+  const std::string dir = test::temp_path(name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream d(dir + "/data.jsonl");
+  for (const Example& e : data_set(8, 11)) d << nlohmann::json{{"input_ids", e.ids}}.dump() << "\n";
+  return dir;
 }
 
 TEST(FinetuneDpCli, WritesTheAdapterAndTheSingleRankCurve) {
-  const std::string dir = test::temp_path("ft_dp_cli");
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  {
-    std::ofstream d(dir + "/data.jsonl");
-    for (const Example& e : data_set(8, 11)) d << nlohmann::json{{"input_ids", e.ids}}.dump() << "\n";
-  }
+  const std::string dir = cli_dir("ft_dp_cli");
   int rc = 0;
   std::string log = cli(dir, "--out " + dir + "/dp2 --dp 2", &rc);
   ASSERT_EQ(rc, 0) << log;
@@ -228,8 +236,39 @@ TEST(FinetuneDpCli, WritesTheAdapterAndTheSingleRankCurve) {
   log = cli(dir, "--out " + dir + "/e --dp 2 --backend cuda", &rc);
   EXPECT_NE(rc, 0);
   EXPECT_NE(log.find("multi-GPU data parallelism is not available"), std::string::npos) << log;
+  log = cli(dir, "--out " + dir + "/e --nnodes 2 --dp 3", &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(log.find("--nnodes 2 runs one rank per process: leave --dp out"), std::string::npos) << log;
   log = test::run_command(std::string(GEMFORGE_BINARY) + " finetune --help 2>&1", &rc);
   EXPECT_NE(log.find("--dp"), std::string::npos) << log;
+  EXPECT_NE(log.find("--nnodes"), std::string::npos) << log;
+  fs::remove_all(dir);
+}
+
+// Two processes on loopback (--nnodes 2, the TCP collective, rank 0 adding in
+// rank order): the bits of --dp 2 on threads; only rank 0 writes (the
+// follower's --out is never created) and the follower exits 0.
+TEST(FinetuneDpCli, TwoProcessesMatchTwoThreads) {
+  const std::string dir = cli_dir("ft_dp_procs");
+  const std::string rendezvous = " --nnodes 2 --master-addr 127.0.0.1 --master-port " + std::to_string(test::free_port());
+  const std::string follower_rc = dir + "/follower.rc";
+  const std::string follower =
+      cli_command(dir, "--out " + dir + "/follower" + rendezvous + " --node-rank 1") + " >/dev/null 2>&1; echo $? > " + follower_rc;
+  ASSERT_EQ(std::system(("(" + follower + ") &").c_str()), 0);
+  int rc = 0;
+  std::string log = cli(dir, "--out " + dir + "/procs" + rendezvous + " --node-rank 0", &rc);
+  ASSERT_EQ(rc, 0) << log;
+  log = cli(dir, "--out " + dir + "/threads --dp 2", &rc);
+  ASSERT_EQ(rc, 0) << log;
+  EXPECT_EQ(read_curve(dir + "/procs/metrics.jsonl").loss, read_curve(dir + "/threads/metrics.jsonl").loss);
+  EXPECT_EQ(test::read_bytes(dir + "/procs/adapter_model.safetensors"), test::read_bytes(dir + "/threads/adapter_model.safetensors"));
+  std::string frc;
+  for (int i = 0; i < 100 && frc.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    frc = test::read_bytes(follower_rc);
+  }
+  EXPECT_EQ(frc, "0\n");
+  EXPECT_FALSE(fs::exists(dir + "/follower"));
   fs::remove_all(dir);
 }
 

@@ -3,7 +3,9 @@
 // GPU (bf16 frozen weights, float32 activations and adapters). Writes DIR/adapter_config.json
 // and DIR/adapter_model.safetensors in PEFT's format, DIR/metrics.jsonl (one
 // object per step) and DIR/checkpoint-N folders with --save-every. --dp N:
-// data parallelism over N CPU threads (train/data_parallel.h).
+// data parallelism over N CPU threads (train/data_parallel.h); --nnodes N: over
+// N processes, one rank each (rank 0 prints and writes, the others are silent).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -13,8 +15,8 @@
 #include "cli/model_options.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
-#include "train/lora_io.h"
 #include "train/data_parallel.h"
+#include "train/lora_io.h"
 
 namespace gf::cli {
 namespace {
@@ -40,6 +42,16 @@ struct LoraConfigView {
   bool rslora;
 };
 
+// The data-parallel group: --dp threads of this process, or this process's rank of --nnodes.
+Result<std::unique_ptr<train::TrainerGroup>> make_group(const FinetuneOptions& o, const Model& m, const train::TrainConfig& cfg,
+                                                        const std::vector<train::Example>& train_set,
+                                                        const std::vector<train::Example>& eval_set) {
+  auto ops = [&o] { return make_train_ops_from_options(o.model); };
+  if (o.model.nnodes == 1) return train::TrainerGroup::create(m, ops, cfg, train_set, eval_set, o.dp);
+  GF_ASSIGN_OR_RETURN(auto comm, connect_rendezvous(o.model));
+  return train::TrainerGroup::create_process_rank(m, ops, cfg, train_set, eval_set, std::move(comm));
+}
+
 std::string duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   char b[32];
@@ -54,8 +66,12 @@ int run_finetune(const FinetuneOptions& o) {
   if (o.seq < 2) return fail(Err("--seq must be at least 2"));
   if (!o.eval_data.empty() && o.eval_fraction > 0) return fail(Err("give --eval-data or --eval-fraction, not both"));
   if (o.eval_fraction < 0 || o.eval_fraction >= 1) return fail(Err("--eval-fraction must be in [0, 1)"));
-  if (o.dp > 1 && o.model.backend != "cpu")
-    return fail(Err("--dp " + std::to_string(o.dp) + " with --backend " + o.model.backend +
+  if (o.model.nnodes > 1 && o.dp != 1 && o.dp != o.model.nnodes)
+    return fail(Err("--nnodes " + std::to_string(o.model.nnodes) + " runs one rank per process: leave --dp out (or give --dp " +
+                    std::to_string(o.model.nnodes) + ")"));
+  const int world = std::max(o.dp, o.model.nnodes);
+  if (world > 1 && o.model.backend != "cpu")
+    return fail(Err("data parallelism over " + std::to_string(world) + " ranks with --backend " + o.model.backend +
                     ": multi-GPU data parallelism is not available yet (no NCCL collective); use --dp 1 on one GPU, "
                     "or --backend cpu for data parallelism over CPU threads"));
   auto m = load_model_from_options(o.model, false);
@@ -133,16 +149,18 @@ int run_finetune(const FinetuneOptions& o) {
   cfg.init_adapter = o.init_adapter;
   cfg.base_model = o.model.model;
   cfg.module_path = train::peft_module_path(*m);
-  auto group = train::TrainerGroup::create(*m, [&o] { return make_train_ops_from_options(o.model); }, cfg, *train_set, eval_set, o.dp);
+  auto group = make_group(o, *m, cfg, *train_set, eval_set);
   if (!group.ok()) return fail(group.status());
   train::Trainer& t = (*group)->trainer();
+  const bool lead = o.model.node_rank == 0;
   const LoraConfigView lc{t.adapter().cfg.rank, t.adapter().cfg.alpha, t.adapter().cfg.rslora};
-  std::fprintf(stderr, "finetune: %s, LoRA r=%d alpha=%g%s on %zu matrices (%lld parameters), %lld steps x %lld x %lld sequences of <= %lld tokens%s%s\n",
+  if (lead)
+    std::fprintf(stderr, "finetune: %s, LoRA r=%d alpha=%g%s on %zu matrices (%lld parameters), %lld steps x %lld x %lld sequences of <= %lld tokens%s%s\n",
                family_name(m->spec.family), lc.rank, lc.alpha, lc.rslora ? " (rsLoRA)" : "", t.adapter().mats.size(),
                static_cast<long long>(t.adapter().num_params()), static_cast<long long>(o.steps), static_cast<long long>(o.batch),
                static_cast<long long>(o.grad_accum), static_cast<long long>(o.seq),
                t.step() > 0 ? (", resumed at step " + std::to_string(t.step())).c_str() : "",
-               o.dp > 1 ? (", data parallel over " + std::to_string(o.dp) + " ranks").c_str() : "");
+               world > 1 ? (", data parallel over " + std::to_string(world) + " ranks").c_str() : "");
   // MFU: a LoRA step over a frozen base costs 4 N FLOPs per token (forward, and the input gradients of the
   // backward; no weight gradients), N the parameters of the linear layers; 6 N is the full fine-tune's count.
   const double peak = o.peak_tflops >= 0 ? o.peak_tflops : (o.model.backend == "cuda" ? 989.0 : 0.0);
@@ -162,6 +180,7 @@ int run_finetune(const FinetuneOptions& o) {
     std::fflush(stdout);
   });
   if (!s.ok()) return fail(s);
+  if (!lead) return 0;
   std::fprintf(stderr, "finetune: wrote %s/adapter_config.json, adapter_model.safetensors and metrics.jsonl\n", o.out.c_str());
   // The picture is a convenience: a missing plotting tool does not fail the training.
   if (Status p = plot_loss(o.out); !p.ok()) std::fprintf(stderr, "finetune: warning: no loss.png: %s\n", p.message().c_str());
@@ -183,6 +202,7 @@ CommandRegistration reg(45, [](CLI::App& root) {
       "checkpoint-N/ every --save-every steps (the last --keep kept); --resume DIR continues one.\n"
       "Example: gemforge finetune -m gemma-3-270m --data train.jsonl --out lora --steps 200 --lr 2e-4 --rank 16 --alpha 32 --batch 4 --seq 512 --seed 1");
   add_model_options(c, o->model);
+  add_rendezvous_options(c, o->model);
   c->add_option("--data", o->data, "Training data (JSON Lines)")->required();
   c->add_option("--out", o->out, "Output folder")->required();
   c->add_option("--eval-data", o->eval_data, "Evaluation data (JSON Lines)");
@@ -196,7 +216,7 @@ CommandRegistration reg(45, [](CLI::App& root) {
   c->add_option("--targets", o->targets, "Adapted projections: all-linear, or a list of q,k,v,o,gate,up,down")->capture_default_str();
   c->add_option("--batch", o->batch, "Sequences per micro-batch")->capture_default_str();
   c->add_option("--dp", o->dp, "Data parallelism: N ranks (CPU threads), each running --batch / N of every micro-batch; "
-                               "gradients summed over the ranks, the loss curve that of --dp 1 (CPU backend)")
+                               "gradients summed over the ranks, the loss curve that of --dp 1 (CPU backend; --nnodes N: one process a rank)")
       ->capture_default_str();
   c->add_option("--grad-accum", o->grad_accum, "Micro-batches per optimizer step")->capture_default_str();
   c->add_option("--seq", o->seq, "Maximum tokens per example")->capture_default_str();

@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "backend/backend.h"
+#include "backend/collective.h"
 #include "backend/train_ops.h"
 #include "model/decoder.h"
 #include "model/model.h"
@@ -24,7 +25,7 @@ struct ModelOptions {
   std::string backend = "cpu";
   std::string lora;  // a LoRA adapter folder (PEFT format), applied unmerged
   int tp = 1;        // tensor-parallel ranks
-  // Tensor parallelism over processes (one rank each), met like torchrun's.
+  // Ranks over processes (one rank each; tensor or data parallel), met like torchrun's.
   int nnodes = 1;
   int node_rank = 0;
   std::string master_addr = "127.0.0.1";
@@ -36,6 +37,10 @@ void add_lora_option(CLI::App* cmd, ModelOptions& o);
 
 // --tp N and --nnodes/--node-rank/--master-addr/--master-port, for the commands that run the model.
 void add_tp_option(CLI::App* cmd, ModelOptions& o);
+// --nnodes/--node-rank/--master-addr/--master-port alone (finetune: data parallelism over processes).
+void add_rendezvous_options(CLI::App* cmd, ModelOptions& o);
+// This process's collective of --nnodes processes (says so on stderr, then meets the others).
+Result<std::unique_ptr<Collective>> connect_rendezvous(const ModelOptions& o);
 // What --tp runs with (the CPU backend, no --lora), checked before the model
 // loads (load_model_from_options does).
 Status check_tp_options(const ModelOptions& o);

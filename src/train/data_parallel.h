@@ -22,16 +22,22 @@ class TrainerGroup {
   static Result<std::unique_ptr<TrainerGroup>> create(const Model& m, const OpsFactory& make_ops, const TrainConfig& cfg,
                                                       const std::vector<Example>& train, const std::vector<Example>& eval,
                                                       int world);
+  // This process's rank of a group over processes (comm: e.g. connect_tcp_collective).
+  static Result<std::unique_ptr<TrainerGroup>> create_process_rank(const Model& m, const OpsFactory& make_ops, const TrainConfig& cfg,
+                                                                   const std::vector<Example>& train, const std::vector<Example>& eval,
+                                                                   std::unique_ptr<Collective> comm);
   int world() const { return static_cast<int>(trainers_.size()); }
-  // Rank r's trainer; rank 0's adapter, step and files are the group's.
+  // The trainer of this process's rank r (0 with one rank per process); rank 0's adapter, step and files are the group's.
   Trainer& trainer(int r = 0) { return *trainers_[static_cast<size_t>(r)]; }
-  // Runs the remaining steps on every rank; on_log sees rank 0's steps.
+  // Runs the remaining steps on every rank of this process; on_log sees rank 0's steps.
   Status run(const std::function<void(const StepStats&)>& on_log);
 
  private:
   TrainerGroup() = default;
+  Status add_rank(const Model& m, const OpsFactory& make_ops, const TrainConfig& cfg, const std::vector<Example>& train,
+                  const std::vector<Example>& eval, Collective* comm);
   // Destroyed bottom-up: the threads stop before the trainers and models they run go.
-  std::vector<std::unique_ptr<Collective>> comms_;  // per rank (none with one rank)
+  std::vector<std::unique_ptr<Collective>> comms_;  // per rank of this process (none with one rank alone)
   std::vector<std::unique_ptr<LoraModel>> models_;
   std::vector<std::unique_ptr<Trainer>> trainers_;
   std::unique_ptr<RankThreads> threads_;

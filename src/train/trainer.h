@@ -66,7 +66,7 @@ class Trainer {
   // cfg.batch must be a multiple of its world.
   static Result<std::unique_ptr<Trainer>> create(LoraModel& model, const TrainConfig& cfg, std::vector<Example> train,
                                                  std::vector<Example> eval, Collective* comm = nullptr);
-  // Runs the remaining steps; on_log is called at every logging step (on rank 0 only).
+  // Runs the remaining steps; on_log is called at every logging step (by rank 0 only).
   Status run(const std::function<void(const StepStats&)>& on_log);
   // Mean loss per target token over the eval set (no dropout); -1 without one.
   Result<double> evaluate();
