@@ -66,7 +66,10 @@ TrainConfig config(const std::string& out) {
   return c;
 }
 
-Result<std::unique_ptr<TrainOps>> cpu_ops() { return make_cpu_train_ops(false); }
+// The ranks' ops share their weight copies, as the CLI's do.
+TrainerGroup::OpsFactory cpu_ops() {
+  return [shared = make_cpu_weight_copies()]() -> Result<std::unique_ptr<TrainOps>> { return make_cpu_train_ops(false, shared); };
+}
 
 struct Curve {
   std::vector<double> loss, grad_norm, eval_loss;
@@ -109,7 +112,7 @@ struct Trained {
 
 Trained train_with(const Model& m, const TrainConfig& cfg, int dp) {
   fs::remove_all(cfg.out_dir);
-  auto g = TrainerGroup::create(m, cpu_ops, cfg, data_set(8, 11), data_set(3, 12), dp);
+  auto g = TrainerGroup::create(m, cpu_ops(), cfg, data_set(8, 11), data_set(3, 12), dp);
   EXPECT_TRUE(g.ok()) << g.message();
   if (!g.ok()) return {};
   Status s = (*g)->run(nullptr);
@@ -158,7 +161,7 @@ TEST(FinetuneDp, ResumeRepeatsTheLossCurve) {
   TrainConfig rc = cfg;
   rc.out_dir = b;
   rc.resume = b;
-  auto g = TrainerGroup::create(*model, cpu_ops, rc, data_set(8, 11), data_set(3, 12), 2);
+  auto g = TrainerGroup::create(*model, cpu_ops(), rc, data_set(8, 11), data_set(3, 12), 2);
   ASSERT_TRUE(g.ok()) << g.message();
   EXPECT_EQ((*g)->trainer(1).step(), 4);
   ASSERT_TRUE((*g)->run(nullptr).ok());
@@ -176,10 +179,10 @@ TEST(FinetuneDp, Errors) {
   const std::string out = test::temp_path("ft_dp_err");
   fs::remove_all(out);
   TrainConfig cfg = config(out);
-  auto uneven = TrainerGroup::create(*model, cpu_ops, cfg, data_set(8, 11), {}, 3);
+  auto uneven = TrainerGroup::create(*model, cpu_ops(), cfg, data_set(8, 11), {}, 3);
   ASSERT_FALSE(uneven.ok());
   EXPECT_NE(uneven.message().find("--batch 4 is not a multiple of --dp 3"), std::string::npos) << uneven.message();
-  auto none = TrainerGroup::create(*model, cpu_ops, cfg, data_set(8, 11), {}, 0);
+  auto none = TrainerGroup::create(*model, cpu_ops(), cfg, data_set(8, 11), {}, 0);
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.message().find("--dp must be at least 1"), std::string::npos) << none.message();
 
@@ -189,7 +192,7 @@ TEST(FinetuneDp, Errors) {
   cfg.grad_accum = 1;
   std::vector<Example> two = data_set(2, 11);
   two[1].ids.back() = 100000;
-  auto g = TrainerGroup::create(*model, cpu_ops, cfg, two, {}, 2);
+  auto g = TrainerGroup::create(*model, cpu_ops(), cfg, two, {}, 2);
   ASSERT_TRUE(g.ok()) << g.message();
   Status s = (*g)->run(nullptr);
   ASSERT_FALSE(s.ok());

@@ -15,6 +15,7 @@
 #include "cli/model_options.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
+#include "train/cpu_train_ops.h"
 #include "train/data_parallel.h"
 #include "train/lora_io.h"
 
@@ -46,7 +47,8 @@ struct LoraConfigView {
 Result<std::unique_ptr<train::TrainerGroup>> make_group(const FinetuneOptions& o, const Model& m, const train::TrainConfig& cfg,
                                                         const std::vector<train::Example>& train_set,
                                                         const std::vector<train::Example>& eval_set) {
-  auto ops = [&o] { return make_train_ops_from_options(o.model); };
+  // The ranks of this process share the CPU ops' weight copies.
+  auto ops = [&o, shared = train::make_cpu_weight_copies()] { return make_train_ops_from_options(o.model, shared); };
   if (o.model.nnodes == 1) return train::TrainerGroup::create(m, ops, cfg, train_set, eval_set, o.dp);
   GF_ASSIGN_OR_RETURN(auto comm, connect_rendezvous(o.model));
   return train::TrainerGroup::create_process_rank(m, ops, cfg, train_set, eval_set, std::move(comm));

@@ -170,8 +170,8 @@ Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o
   return for_backend<Backend>(o, [] { return make_cpu_backend(); }, [] { return try_make_cuda_backend(0); });
 }
 
-Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o) {
-  return for_backend<TrainOps>(o, [] { return train::make_cpu_train_ops(false); }, [] { return try_make_cuda_train_ops(0); });
+Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o, std::shared_ptr<train::CpuWeightCopies> shared) {
+  return for_backend<TrainOps>(o, [&] { return train::make_cpu_train_ops(false, shared); }, [] { return try_make_cuda_train_ops(0); });
 }
 
 int fail(const Status& s) {

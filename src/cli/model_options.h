@@ -15,6 +15,10 @@
 #include "tokenizer/chat_format.h"
 #include <optional>
 
+namespace gf::train {
+struct CpuWeightCopies;
+}
+
 namespace gf::cli {
 
 struct ModelOptions {
@@ -60,8 +64,10 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& s);
 
 // The backend named by --backend (cpu, or cuda when built with CUDA).
 Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o);
-// The LoRA training ops of --backend (float32 CPU, or the CUDA plugin's).
-Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o);
+// The LoRA training ops of --backend (float32 CPU, or the CUDA plugin's); shared:
+// the CPU ops' weight copies shared with other ranks' ops (train/cpu_train_ops.h).
+Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o,
+                                                              std::shared_ptr<train::CpuWeightCopies> shared = nullptr);
 // The decoder over m on be, with o.lora's adapter when given; with --tp N,
 // the driver of N ranks (be is rank 0's backend, the others get their own).
 // With --nnodes N, this process's rank of N processes: rank 0 returns the
