@@ -2,7 +2,10 @@
 // fine-tuning (src/train) on the CPU (float32) or, with --backend cuda, on the
 // GPU (bf16 frozen weights, float32 activations and adapters). Writes DIR/adapter_config.json
 // and DIR/adapter_model.safetensors in PEFT's format, DIR/metrics.jsonl (one
-// object per step) and DIR/checkpoint-N folders with --save-every.
+// object per step) and DIR/checkpoint-N folders with --save-every. --dp N:
+// data parallelism over N CPU threads (train/data_parallel.h); --nnodes N: over
+// N processes, one rank each (rank 0 prints and writes, the others are silent).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -12,8 +15,9 @@
 #include "cli/model_options.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
+#include "train/cpu_train_ops.h"
+#include "train/data_parallel.h"
 #include "train/lora_io.h"
-#include "train/trainer.h"
 
 namespace gf::cli {
 namespace {
@@ -24,6 +28,7 @@ struct FinetuneOptions {
   double eval_fraction = 0;
   int64_t steps = 100, batch = 1, seq = 512, grad_accum = 1, warmup = 0, log_every = 1, eval_every = 0, save_every = 0;
   int keep = 2;
+  int dp = 1;  // data-parallel ranks
   double peak_tflops = -1;  // < 0: 989 (H100/H200 bf16 dense) on cuda, none on cpu
   double lr = 1e-4, clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   int rank = 8;
@@ -37,6 +42,17 @@ struct LoraConfigView {
   float alpha;
   bool rslora;
 };
+
+// The data-parallel group: --dp threads of this process, or this process's rank of --nnodes.
+Result<std::unique_ptr<train::TrainerGroup>> make_group(const FinetuneOptions& o, const Model& m, const train::TrainConfig& cfg,
+                                                        const std::vector<train::Example>& train_set,
+                                                        const std::vector<train::Example>& eval_set) {
+  // The ranks of this process share the CPU ops' weight copies.
+  auto ops = [&o, shared = train::make_cpu_weight_copies()] { return make_train_ops_from_options(o.model, shared); };
+  if (o.model.nnodes == 1) return train::TrainerGroup::create(m, ops, cfg, train_set, eval_set, o.dp);
+  GF_ASSIGN_OR_RETURN(auto comm, connect_rendezvous(o.model));
+  return train::TrainerGroup::create_process_rank(m, ops, cfg, train_set, eval_set, std::move(comm));
+}
 
 std::string duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -52,12 +68,16 @@ int run_finetune(const FinetuneOptions& o) {
   if (o.seq < 2) return fail(Err("--seq must be at least 2"));
   if (!o.eval_data.empty() && o.eval_fraction > 0) return fail(Err("give --eval-data or --eval-fraction, not both"));
   if (o.eval_fraction < 0 || o.eval_fraction >= 1) return fail(Err("--eval-fraction must be in [0, 1)"));
+  if (o.model.nnodes > 1 && o.dp != 1 && o.dp != o.model.nnodes)
+    return fail(Err("--nnodes " + std::to_string(o.model.nnodes) + " runs one rank per process: leave --dp out (or give --dp " +
+                    std::to_string(o.model.nnodes) + ")"));
+  const int world = std::max(o.dp, o.model.nnodes);
+  if (world > 1 && o.model.backend != "cpu")
+    return fail(Err("data parallelism over " + std::to_string(world) + " ranks with --backend " + o.model.backend +
+                    ": multi-GPU data parallelism is not available yet (no NCCL collective); use --dp 1 on one GPU, "
+                    "or --backend cpu for data parallelism over CPU threads"));
   auto m = load_model_from_options(o.model, false);
   if (!m.ok()) return fail(m.status());
-  auto ops = make_train_ops_from_options(o.model);
-  if (!ops.ok()) return fail(ops.status());
-  auto lm = train::LoraModel::create(*m, std::move(ops).value());
-  if (!lm.ok()) return fail(lm.status());
 
   // Tokenizer and chat format, where the model ships them (fixtures do not: input_ids lines only).
   std::unique_ptr<Tokenizer> tok;
@@ -131,15 +151,18 @@ int run_finetune(const FinetuneOptions& o) {
   cfg.init_adapter = o.init_adapter;
   cfg.base_model = o.model.model;
   cfg.module_path = train::peft_module_path(*m);
-  auto tr = train::Trainer::create(**lm, cfg, std::move(train_set).value(), std::move(eval_set));
-  if (!tr.ok()) return fail(tr.status());
-  train::Trainer& t = **tr;
+  auto group = make_group(o, *m, cfg, *train_set, eval_set);
+  if (!group.ok()) return fail(group.status());
+  train::Trainer& t = (*group)->trainer();
+  const bool lead = o.model.node_rank == 0;
   const LoraConfigView lc{t.adapter().cfg.rank, t.adapter().cfg.alpha, t.adapter().cfg.rslora};
-  std::fprintf(stderr, "finetune: %s, LoRA r=%d alpha=%g%s on %zu matrices (%lld parameters), %lld steps x %lld x %lld sequences of <= %lld tokens%s\n",
+  if (lead)
+    std::fprintf(stderr, "finetune: %s, LoRA r=%d alpha=%g%s on %zu matrices (%lld parameters), %lld steps x %lld x %lld sequences of <= %lld tokens%s%s\n",
                family_name(m->spec.family), lc.rank, lc.alpha, lc.rslora ? " (rsLoRA)" : "", t.adapter().mats.size(),
                static_cast<long long>(t.adapter().num_params()), static_cast<long long>(o.steps), static_cast<long long>(o.batch),
                static_cast<long long>(o.grad_accum), static_cast<long long>(o.seq),
-               t.step() > 0 ? (", resumed at step " + std::to_string(t.step())).c_str() : "");
+               t.step() > 0 ? (", resumed at step " + std::to_string(t.step())).c_str() : "",
+               world > 1 ? (", data parallel over " + std::to_string(world) + " ranks").c_str() : "");
   // MFU: a LoRA step over a frozen base costs 4 N FLOPs per token (forward, and the input gradients of the
   // backward; no weight gradients), N the parameters of the linear layers; 6 N is the full fine-tune's count.
   const double peak = o.peak_tflops >= 0 ? o.peak_tflops : (o.model.backend == "cuda" ? 989.0 : 0.0);
@@ -147,7 +170,7 @@ int run_finetune(const FinetuneOptions& o) {
   for (const LayerTensors& lt : m->layers)
     for (const TensorView* w : {lt.q, lt.k, lt.v, lt.o, lt.gate, lt.up, lt.down})
       if (w) linear_params += static_cast<double>(w->numel());
-  Status s = t.run([&](const train::StepStats& st) {
+  Status s = (*group)->run([&](const train::StepStats& st) {
     char eval[32] = "", mfu[64] = "";
     if (st.eval_loss >= 0) std::snprintf(eval, sizeof eval, "  eval %.4f", st.eval_loss);
     if (peak > 0)
@@ -159,6 +182,7 @@ int run_finetune(const FinetuneOptions& o) {
     std::fflush(stdout);
   });
   if (!s.ok()) return fail(s);
+  if (!lead) return 0;
   std::fprintf(stderr, "finetune: wrote %s/adapter_config.json, adapter_model.safetensors and metrics.jsonl\n", o.out.c_str());
   // The picture is a convenience: a missing plotting tool does not fail the training.
   if (Status p = plot_loss(o.out); !p.ok()) std::fprintf(stderr, "finetune: warning: no loss.png: %s\n", p.message().c_str());
@@ -180,6 +204,7 @@ CommandRegistration reg(45, [](CLI::App& root) {
       "checkpoint-N/ every --save-every steps (the last --keep kept); --resume DIR continues one.\n"
       "Example: gemforge finetune -m gemma-3-270m --data train.jsonl --out lora --steps 200 --lr 2e-4 --rank 16 --alpha 32 --batch 4 --seq 512 --seed 1");
   add_model_options(c, o->model);
+  add_rendezvous_options(c, o->model);
   c->add_option("--data", o->data, "Training data (JSON Lines)")->required();
   c->add_option("--out", o->out, "Output folder")->required();
   c->add_option("--eval-data", o->eval_data, "Evaluation data (JSON Lines)");
@@ -192,6 +217,9 @@ CommandRegistration reg(45, [](CLI::App& root) {
   c->add_flag("--rslora", o->rslora, "rsLoRA scaling alpha / sqrt(r)");
   c->add_option("--targets", o->targets, "Adapted projections: all-linear, or a list of q,k,v,o,gate,up,down")->capture_default_str();
   c->add_option("--batch", o->batch, "Sequences per micro-batch")->capture_default_str();
+  c->add_option("--dp", o->dp, "Data parallelism: N ranks (CPU threads), each running --batch / N of every micro-batch; "
+                               "gradients summed over the ranks, the loss curve that of --dp 1 (CPU backend; --nnodes N: one process a rank)")
+      ->capture_default_str();
   c->add_option("--grad-accum", o->grad_accum, "Micro-batches per optimizer step")->capture_default_str();
   c->add_option("--seq", o->seq, "Maximum tokens per example")->capture_default_str();
   c->add_flag("--truncate", o->truncate, "Cut longer examples to --seq tokens (the default)");

@@ -111,7 +111,11 @@ void add_tp_option(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--tp", o.tp, "Tensor parallelism: split the model over N ranks (heads, MLP, vocabulary), one thread each "
                                 "(CPU backend)")
       ->capture_default_str();
-  cmd->add_option("--nnodes", o.nnodes, "Tensor parallelism over processes: the number of ranks, one process each, started "
+  add_rendezvous_options(cmd, o);
+}
+
+void add_rendezvous_options(CLI::App* cmd, ModelOptions& o) {
+  cmd->add_option("--nnodes", o.nnodes, "Ranks over processes: the number of ranks, one process each, started "
                                         "with the same command and a --node-rank each")
       ->capture_default_str();
   cmd->add_option("--node-rank", o.node_rank, "This process's rank (0 leads: it runs the command, the others follow)")
@@ -120,11 +124,15 @@ void add_tp_option(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--master-port", o.master_port, "The port rank 0 listens on")->capture_default_str();
 }
 
+Result<std::unique_ptr<Collective>> connect_rendezvous(const ModelOptions& o) {
+  std::fprintf(stderr, "rank %d of %d: meeting at %s:%d\n", o.node_rank, o.nnodes, o.master_addr.c_str(), o.master_port);
+  return connect_tcp_collective(o.master_addr, o.master_port, o.node_rank, o.nnodes);
+}
+
 Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, const ModelOptions& o) {
   if (o.nnodes > 1) {
     GF_RETURN_IF_ERROR(check_tp_options(o));
-    std::fprintf(stderr, "rank %d of %d: meeting at %s:%d\n", o.node_rank, o.nnodes, o.master_addr.c_str(), o.master_port);
-    GF_ASSIGN_OR_RETURN(auto comm, connect_tcp_collective(o.master_addr, o.master_port, o.node_rank, o.nnodes));
+    GF_ASSIGN_OR_RETURN(auto comm, connect_rendezvous(o));
     GF_ASSIGN_OR_RETURN(auto dec, Decoder::create_process_rank(m, be, std::move(comm)));
     if (dec->leads()) return dec;
     const Status st = dec->follow();
@@ -162,8 +170,8 @@ Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o
   return for_backend<Backend>(o, [] { return make_cpu_backend(); }, [] { return try_make_cuda_backend(0); });
 }
 
-Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o) {
-  return for_backend<TrainOps>(o, [] { return train::make_cpu_train_ops(false); }, [] { return try_make_cuda_train_ops(0); });
+Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o, std::shared_ptr<train::CpuWeightCopies> shared) {
+  return for_backend<TrainOps>(o, [&] { return train::make_cpu_train_ops(false, shared); }, [] { return try_make_cuda_train_ops(0); });
 }
 
 int fail(const Status& s) {

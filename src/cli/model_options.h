@@ -8,11 +8,16 @@
 
 #include "core/status.h"
 #include "backend/backend.h"
+#include "backend/collective.h"
 #include "backend/train_ops.h"
 #include "model/decoder.h"
 #include "model/model.h"
 #include "tokenizer/chat_format.h"
 #include <optional>
+
+namespace gf::train {
+struct CpuWeightCopies;
+}
 
 namespace gf::cli {
 
@@ -24,7 +29,7 @@ struct ModelOptions {
   std::string backend = "cpu";
   std::string lora;  // a LoRA adapter folder (PEFT format), applied unmerged
   int tp = 1;        // tensor-parallel ranks
-  // Tensor parallelism over processes (one rank each), met like torchrun's.
+  // Ranks over processes (one rank each; tensor or data parallel), met like torchrun's.
   int nnodes = 1;
   int node_rank = 0;
   std::string master_addr = "127.0.0.1";
@@ -36,6 +41,10 @@ void add_lora_option(CLI::App* cmd, ModelOptions& o);
 
 // --tp N and --nnodes/--node-rank/--master-addr/--master-port, for the commands that run the model.
 void add_tp_option(CLI::App* cmd, ModelOptions& o);
+// --nnodes/--node-rank/--master-addr/--master-port alone (finetune: data parallelism over processes).
+void add_rendezvous_options(CLI::App* cmd, ModelOptions& o);
+// This process's collective of --nnodes processes (says so on stderr, then meets the others).
+Result<std::unique_ptr<Collective>> connect_rendezvous(const ModelOptions& o);
 // What --tp runs with (the CPU backend, no --lora), checked before the model
 // loads (load_model_from_options does).
 Status check_tp_options(const ModelOptions& o);
@@ -55,8 +64,10 @@ Result<std::vector<int32_t>> parse_id_list(const std::string& s);
 
 // The backend named by --backend (cpu, or cuda when built with CUDA).
 Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o);
-// The LoRA training ops of --backend (float32 CPU, or the CUDA plugin's).
-Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o);
+// The LoRA training ops of --backend (float32 CPU, or the CUDA plugin's); shared:
+// the CPU ops' weight copies shared with other ranks' ops (train/cpu_train_ops.h).
+Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o,
+                                                              std::shared_ptr<train::CpuWeightCopies> shared = nullptr);
 // The decoder over m on be, with o.lora's adapter when given; with --tp N,
 // the driver of N ranks (be is rank 0's backend, the others get their own).
 // With --nnodes N, this process's rank of N processes: rank 0 returns the

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <deque>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "backend/cpu/elementwise.h"
 #include "core/thread_pool.h"
@@ -67,9 +69,41 @@ Result<Copy> transpose(const TensorView& w) {
   return t;
 }
 
+// A frozen weight and the copies the ops multiply instead.
+struct Weight {
+  const TensorView* source = nullptr;
+  Copy t;  // [in, out] for dx = dy W (backward only)
+  Copy f;  // float32 copy [out, in] (f32 only)
+};
+
+Result<std::unique_ptr<Weight>> make_weight(const TensorView& w, bool backward, bool f32) {
+  auto x = std::make_unique<Weight>();
+  x->source = &w;
+  if (backward) {
+    GF_ASSIGN_OR_RETURN(x->t, transpose(w));
+  }
+  if (f32) {
+    GF_ASSIGN_OR_RETURN(x->f, to_f32(w));
+    // The backward's transpose too, so both directions use the same kernel.
+    if (backward && x->t.view.dtype != DType::F32) {
+      GF_ASSIGN_OR_RETURN(x->t, to_f32(x->t.view));
+    }
+  }
+  return x;
+}
+
+}  // namespace
+
+struct CpuWeightCopies {
+  std::mutex mu;
+  std::map<std::tuple<const TensorView*, bool, bool>, std::unique_ptr<Weight>> made;  // by (source, backward, f32)
+};
+
+namespace {
+
 class CpuTrainOps final : public TrainOps {
  public:
-  explicit CpuTrainOps(bool f32) : f32_(f32) {}
+  CpuTrainOps(bool f32, std::shared_ptr<CpuWeightCopies> copies) : f32_(f32), copies_(std::move(copies)) {}
   const char* name() const override { return "cpu"; }
   Status status() const override { return Ok(); }
 
@@ -84,19 +118,12 @@ class CpuTrainOps final : public TrainOps {
   void free_buffer(float* p) override { delete[] p; }
 
   Result<int> add_weight(const TensorView& w, bool backward) override {
-    Weight x;
-    x.source = &w;
-    if (backward) {
-      GF_ASSIGN_OR_RETURN(x.t, transpose(w));
+    std::lock_guard<std::mutex> lk(copies_->mu);
+    std::unique_ptr<Weight>& x = copies_->made[{&w, backward, f32_}];
+    if (!x) {
+      GF_ASSIGN_OR_RETURN(x, make_weight(w, backward, f32_));
     }
-    if (f32_) {
-      GF_ASSIGN_OR_RETURN(x.f, to_f32(w));
-      // The backward's transpose too, so both directions use the same kernel.
-      if (backward && x.t.view.dtype != DType::F32) {
-        GF_ASSIGN_OR_RETURN(x.t, to_f32(x.t.view));
-      }
-    }
-    weights_.push_back(std::move(x));
+    weights_.push_back(x.get());
     return static_cast<int>(weights_.size() - 1);
   }
 
@@ -117,7 +144,7 @@ class CpuTrainOps final : public TrainOps {
     for (int64_t i = 0; i < x.size(); ++i) x.data()[i] *= s;
   }
   void embed(int table, float s, TBuf& out) override {
-    const TensorView& w = *weights_[static_cast<size_t>(table)].source;
+    const TensorView& w = *weights_[static_cast<size_t>(table)]->source;
     const int64_t H = w.cols();
     for (size_t t = 0; t < ids_.size(); ++t) {
       float* row = out.data() + static_cast<int64_t>(t) * H;
@@ -134,13 +161,13 @@ class CpuTrainOps final : public TrainOps {
   }
 
   void linear(int w, const TBuf& x, int64_t T, TBuf& y, bool accumulate) override {
-    const Weight& W = weights_[static_cast<size_t>(w)];
+    const Weight& W = *weights_[static_cast<size_t>(w)];
     const TensorView& v = f32_ ? W.f.view : *W.source;
     if (accumulate) linear_add(v, x.data(), T, y.data());
     else train::linear(v, x.data(), T, y.data());
   }
   void linear_t(int w, const TBuf& dy, int64_t T, TBuf& dx, bool accumulate) override {
-    const TensorView& v = weights_[static_cast<size_t>(w)].t.view;
+    const TensorView& v = weights_[static_cast<size_t>(w)]->t.view;
     if (accumulate) linear_add(v, dy.data(), T, dx.data());
     else train::linear(v, dy.data(), T, dx.data());
   }
@@ -177,19 +204,15 @@ class CpuTrainOps final : public TrainOps {
                        float cap, int64_t chunk, float grad_scale, TBuf* dxf) override;
 
  private:
-  struct Weight {
-    const TensorView* source = nullptr;
-    Copy t;  // [in, out] for dx = dy W (backward only)
-    Copy f;  // float32 copy [out, in] (f32 only)
-  };
   bool f32_;
-  std::deque<Weight> weights_;  // stable addresses
+  std::shared_ptr<CpuWeightCopies> copies_;  // owns the weights
+  std::vector<const Weight*> weights_;       // by id
   std::vector<int32_t> ids_, pos_;
 };
 
 double CpuTrainOps::cross_entropy(int lm_head, const TBuf& xf, int64_t H, const std::vector<int32_t>& rows,
                                   const std::vector<int32_t>& targets, float cap, int64_t chunk, float grad_scale, TBuf* dxf) {
-  const Weight& W = weights_[static_cast<size_t>(lm_head)];
+  const Weight& W = *weights_[static_cast<size_t>(lm_head)];
   const TensorView& head = f32_ ? W.f.view : *W.source;
   const int64_t V = head.rows();
   const int64_t C = std::max<int64_t>(1, chunk);
@@ -229,6 +252,10 @@ double CpuTrainOps::cross_entropy(int lm_head, const TBuf& xf, int64_t H, const 
 
 }  // namespace
 
-std::unique_ptr<TrainOps> make_cpu_train_ops(bool f32_weights) { return std::make_unique<CpuTrainOps>(f32_weights); }
+std::shared_ptr<CpuWeightCopies> make_cpu_weight_copies() { return std::make_shared<CpuWeightCopies>(); }
+
+std::unique_ptr<TrainOps> make_cpu_train_ops(bool f32_weights, std::shared_ptr<CpuWeightCopies> shared) {
+  return std::make_unique<CpuTrainOps>(f32_weights, shared ? std::move(shared) : make_cpu_weight_copies());
+}
 
 }  // namespace gf::train

@@ -11,6 +11,12 @@ namespace gf::train {
 // (the plain FMA kernel) instead of the checkpoint's own dtype, whose BF16
 // kernel rounds activations to a hi + lo bf16 pair (~1e-5 relative): a loss
 // smooth enough for finite differences, at twice the weight memory.
-std::unique_ptr<TrainOps> make_cpu_train_ops(bool f32_weights);
+// shared: the weight copies (backward transposes, f32 copies) of several ops
+// over one model, e.g. the ranks of a data-parallel group: each copy is made
+// once, by the first ops that adds the weight (under a lock), then only read.
+// Null: the ops keep their own.
+struct CpuWeightCopies;
+std::shared_ptr<CpuWeightCopies> make_cpu_weight_copies();
+std::unique_ptr<TrainOps> make_cpu_train_ops(bool f32_weights, std::shared_ptr<CpuWeightCopies> shared = nullptr);
 
 }  // namespace gf::train

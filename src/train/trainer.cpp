@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include "train/lora_io.h"
+#include "train/rank_reduce.h"
 
 #include <chrono>
 #include <cmath>
@@ -15,7 +16,7 @@ namespace gf::train {
 namespace fs = std::filesystem;
 
 Result<std::unique_ptr<Trainer>> Trainer::create(LoraModel& model, const TrainConfig& cfg, std::vector<Example> train,
-                                                 std::vector<Example> eval) {
+                                                 std::vector<Example> eval, Collective* comm) {
   if (cfg.steps <= 0) return Err("--steps must be positive");
   if (cfg.batch <= 0 || cfg.grad_accum <= 0) return Err("--batch and --grad-accum must be positive");
   if (!(cfg.lr > 0)) return Err("--lr must be positive");
@@ -23,7 +24,10 @@ Result<std::unique_ptr<Trainer>> Trainer::create(LoraModel& model, const TrainCo
   if (cfg.log_every <= 0) return Err("--log-every must be positive");
   if (train.empty()) return Err("no training examples");
   if (cfg.out_dir.empty()) return Err("no output folder (--out)");
-  std::unique_ptr<Trainer> t(new Trainer(model, cfg));
+  if (comm && cfg.batch % comm->world() != 0)
+    return Err("--batch " + std::to_string(cfg.batch) + " is not a multiple of --dp " + std::to_string(comm->world()) +
+               " (--batch is the global micro-batch, split evenly between the ranks)");
+  std::unique_ptr<Trainer> t(new Trainer(model, cfg, comm));
   t->train_ = std::move(train);
   t->eval_ = std::move(eval);
   if (!cfg.init_adapter.empty()) {
@@ -37,11 +41,12 @@ Result<std::unique_ptr<Trainer>> Trainer::create(LoraModel& model, const TrainCo
   std::vector<size_t> sizes;
   for (size_t i = 0; i < t->adapter_.num_tensors(); ++i) sizes.push_back(t->adapter_.tensor(i).size());
   t->opt_ = AdamW(cfg.adam, sizes);
+  if (!cfg.resume.empty()) GF_RETURN_IF_ERROR(t->resume_from(cfg.resume));
+  if (t->step_ > cfg.steps) return Err("--resume: the checkpoint is at step " + std::to_string(t->step_) + ", past --steps " + std::to_string(cfg.steps));
+  if (!t->leads()) return t;
   std::error_code ec;
   fs::create_directories(cfg.out_dir, ec);
   if (!fs::is_directory(cfg.out_dir)) return Err("cannot create the output folder " + cfg.out_dir + (ec ? ": " + ec.message() : ""));
-  if (!cfg.resume.empty()) GF_RETURN_IF_ERROR(t->resume_from(cfg.resume));
-  if (t->step_ > cfg.steps) return Err("--resume: the checkpoint is at step " + std::to_string(t->step_) + ", past --steps " + std::to_string(cfg.steps));
   // metrics.jsonl: a fresh run starts it; a resumed one keeps the lines up to its step.
   const std::string metrics = cfg.out_dir + "/metrics.jsonl";
   std::string kept;
@@ -73,10 +78,28 @@ const Example& Trainer::example_at(int64_t g) {
   return train_[order_[static_cast<size_t>(g % n)]];
 }
 
+Status Trainer::agreed(const Status& s) { return comm_ ? all_ok(*comm_, s) : s; }
+
+Result<SeqLoss> Trainer::forward_backward(const std::vector<LoraModel::Seq>& seqs, LoraGrads* grads, float grad_scale) {
+  if (!comm_) return model_.forward_backward(seqs, adapter_, grads, grad_scale);
+  // Rank r's share: the r-th contiguous N-th (uneven when N does not divide the count, as for evaluation).
+  const size_t n = seqs.size(), r = static_cast<size_t>(comm_->rank()), w = static_cast<size_t>(comm_->world());
+  const std::vector<LoraModel::Seq> mine(seqs.begin() + static_cast<std::ptrdiff_t>(n * r / w),
+                                         seqs.begin() + static_cast<std::ptrdiff_t>(n * (r + 1) / w));
+  Result<SeqLoss> l = mine.empty() ? Result<SeqLoss>(SeqLoss{}) : model_.forward_backward(mine, adapter_, grads, grad_scale);
+  GF_RETURN_IF_ERROR(all_ok(*comm_, l.status()));
+  if (grads) GF_RETURN_IF_ERROR(all_reduce_grads(*comm_, *grads));
+  SeqLoss sum;
+  GF_ASSIGN_OR_RETURN(sum.nll_sum, sum_over_ranks(*comm_, l->nll_sum));
+  GF_ASSIGN_OR_RETURN(const double tokens, sum_over_ranks(*comm_, static_cast<double>(l->tokens)));
+  sum.tokens = static_cast<int64_t>(tokens);
+  return sum;
+}
+
 Result<double> Trainer::mean_loss(const std::vector<Example>& examples) {
   std::vector<LoraModel::Seq> seqs;
   for (const Example& e : examples) seqs.push_back({&e.ids, &e.mask, &e.pos, 0});
-  GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(seqs, adapter_, nullptr, 1.0f));
+  GF_ASSIGN_OR_RETURN(SeqLoss l, forward_backward(seqs, nullptr, 1.0f));
   return l.tokens > 0 ? l.nll_sum / static_cast<double>(l.tokens) : 0.0;
 }
 
@@ -126,7 +149,7 @@ Status Trainer::run(const std::function<void(const StepStats&)>& on_log) {
     std::vector<LoraModel::Seq> seqs;
     for (size_t j = 0; j < ex.size(); ++j)
       seqs.push_back({&ex[j]->ids, &ex[j]->mask, &ex[j]->pos, mix_seed(cfg_.seed, static_cast<uint64_t>(s) * 1000003ull + j)});
-    GF_ASSIGN_OR_RETURN(SeqLoss l, model_.forward_backward(seqs, adapter_, &grads_, 1.0f / static_cast<float>(targets)));
+    GF_ASSIGN_OR_RETURN(SeqLoss l, forward_backward(seqs, &grads_, 1.0f / static_cast<float>(targets)));
     StepStats st;
     st.step = s + 1;
     st.total = cfg_.steps;
@@ -144,11 +167,16 @@ Status Trainer::run(const std::function<void(const StepStats&)>& on_log) {
     }
     st.elapsed_s = std::chrono::duration<double>(clock::now() - t0).count();
     st.eta_s = st.elapsed_s / static_cast<double>(step_ - first) * static_cast<double>(cfg_.steps - step_);
-    GF_RETURN_IF_ERROR(append_metrics(st));
-    if (on_log && (step_ % cfg_.log_every == 0 || step_ == cfg_.steps || step_ == first + 1)) on_log(st);
-    if (cfg_.save_every > 0 && step_ % cfg_.save_every == 0) GF_RETURN_IF_ERROR(save_checkpoint());
+    // Rank 0 writes; if it fails, the whole group stops.
+    Status io = Ok();
+    if (leads()) {
+      io = append_metrics(st);
+      if (io.ok() && on_log && (step_ % cfg_.log_every == 0 || step_ == cfg_.steps || step_ == first + 1)) on_log(st);
+      if (io.ok() && cfg_.save_every > 0 && step_ % cfg_.save_every == 0) io = save_checkpoint();
+    }
+    GF_RETURN_IF_ERROR(agreed(io));
   }
-  return save_adapter_to(cfg_.out_dir);
+  return agreed(leads() ? save_adapter_to(cfg_.out_dir) : Ok());
 }
 
 }  // namespace gf::train

@@ -7,6 +7,13 @@
 // (the data is reshuffled each epoch from the seed), LoRA dropout masks are
 // drawn from (seed, s, example), and every kernel reduces in a fixed order,
 // so a run resumed from a checkpoint repeats the uninterrupted run exactly.
+//
+// Data parallelism (train/data_parallel.h): a Trainer per rank, each given the
+// group's Collective. Every rank walks the same loop over the same data
+// stream; rank r of N runs the r-th contiguous N-th of each step's sequences,
+// the gradients are all-reduced (summed in rank order) before clipping, and
+// every rank makes the same AdamW update, so the adapters stay bitwise equal.
+// Rank 0 alone writes metrics.jsonl, checkpoints and the adapter.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -14,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/collective.h"
 #include "core/status.h"
 #include "train/dataset.h"
 #include "train/lora_model.h"
@@ -54,13 +62,16 @@ struct StepStats {
 
 class Trainer {
  public:
+  // comm: this rank's collective in a data-parallel group (null: one rank);
+  // cfg.batch must be a multiple of its world.
   static Result<std::unique_ptr<Trainer>> create(LoraModel& model, const TrainConfig& cfg, std::vector<Example> train,
-                                                 std::vector<Example> eval);
-  // Runs the remaining steps; on_log is called at every logging step.
+                                                 std::vector<Example> eval, Collective* comm = nullptr);
+  // Runs the remaining steps; on_log is called at every logging step (by rank 0 only).
   Status run(const std::function<void(const StepStats&)>& on_log);
   // Mean loss per target token over the eval set (no dropout); -1 without one.
   Result<double> evaluate();
-  // Mean loss per target token of the given examples with the current adapter.
+  // Mean loss per target token of the given examples with the current adapter
+  // (in a group: every rank calls it with the same examples and runs its share).
   Result<double> mean_loss(const std::vector<Example>& examples);
   const LoraAdapter& adapter() const { return adapter_; }
   int64_t step() const { return step_; }
@@ -70,13 +81,20 @@ class Trainer {
   Status save_adapter_to(const std::string& dir) const;
 
  private:
-  Trainer(LoraModel& m, const TrainConfig& cfg) : model_(m), cfg_(cfg) {}
+  Trainer(LoraModel& m, const TrainConfig& cfg, Collective* comm) : model_(m), cfg_(cfg), comm_(comm) {}
+  // Rank 0 (or the only rank): the one that writes files.
+  bool leads() const { return !comm_ || comm_->rank() == 0; }
+  // s, made the group's common verdict (see rank_reduce.h all_ok).
+  Status agreed(const Status& s);
+  // The loss (and gradients) of all of seqs: in a group, this rank's share, summed over the ranks.
+  Result<SeqLoss> forward_backward(const std::vector<LoraModel::Seq>& seqs, LoraGrads* grads, float grad_scale);
   const Example& example_at(int64_t global_index);
   Status resume_from(const std::string& path);
   Status append_metrics(const StepStats& st);
 
   LoraModel& model_;
   TrainConfig cfg_;
+  Collective* comm_ = nullptr;
   std::vector<Example> train_, eval_;
   LoraAdapter adapter_;
   LoraGrads grads_;
