@@ -3,7 +3,7 @@
 // or decoded from GGUF blocks); activations and the adapters are float32.
 // Frozen products are cuBLAS GEMMs of bf16 inputs (activations rounded on the
 // way in) with float32 accumulation and output; the LoRA products are float32
-// GEMMs. Buffers come from the stream-ordered allocator (cudaMallocAsync),
+// GEMMs on the TF32 tensor cores. Buffers come from the stream-ordered allocator (cudaMallocAsync),
 // which keeps freed memory for reuse. Kernels: train_kernels.cu,
 // train_attention.cu.
 #include <cublas_v2.h>
@@ -484,7 +484,10 @@ void CudaTrainOps::gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
   if (!ok() || M <= 0 || N <= 0) return;
   constexpr int64_t kMax = 0x7fffffff;
   if (!need(M <= kMax && N <= kMax && K <= kMax, "gemm (dimension above 2^31)")) return;
-  const train::GemmCall g{ta, tb, M, N, K, alpha, beta, A, ta ? M : K, 0, B, tb ? K : N, 0, ab, C, N, 0, 1};
+  train::GemmCall g{ta, tb, M, N, K, alpha, beta, A, ta ? M : K, 0, B, tb ? K : N, 0, ab, C, N, 0, 1};
+  // The float32 (LoRA) products on the TF32 tensor cores: as plain SGEMMs their skinny
+  // rank-r shapes took as long as the frozen bf16 GEMMs (GEMFORGE_TRAIN_PROFILE, gemma2-9b).
+  if (ab == CUDA_R_32F) g.compute = CUBLAS_COMPUTE_32F_FAST_TF32;
   if (train::gemm(blas_, g) != CUBLAS_STATUS_SUCCESS)
     fail("cublasGemmEx failed for [" + std::to_string(M) + ", " + std::to_string(K) + "] x [" + std::to_string(K) + ", " +
          std::to_string(N) + "]");
