@@ -6,6 +6,7 @@
 # .device/ (see bench/cuda_device_run.sh).
 # Usage: bench/cuda_serving_run.sh [model] [prompts] [input] [output] [parallel] [rates]
 set -u
+. "$(dirname "$0")/wait_for_server.sh"
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 M=${1:-gemma2-9b}
@@ -22,11 +23,7 @@ echo "== serve $M"
 .device/bin/gemforge serve --backend cuda --synthetic "$M" --tokenizer .device/tok/gemma_tokenizer.json.xz --port $PORT --kv-tokens 131072 \
   --parallel "$PAR" --chunk 2048 >"$OUT/serve_$M.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 600); do
-  (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
-  kill -0 $SERVER 2>/dev/null || { echo "server exited"; tail "$OUT/serve_$M.log"; exit 1; }
-  sleep 0.5
-done
+wait_for_server $PORT $SERVER "$OUT/serve_$M.log" || exit 1
 gf bench serve --port $PORT --request-rate "$RATES" --num-prompts "$N" --input-words "$IN" --output-tokens "$GEN" \
   --usd-per-hour 3 --json "$OUT/bench_serve_$M.json" 2>&1 | tee "$OUT/bench_serve_$M.log"
 kill $SERVER

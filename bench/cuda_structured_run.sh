@@ -4,6 +4,7 @@
 # (bench/structured_outputs_bench.py). Carry .device/bin, .device/lib and .device/tok (see bench/cuda_device_run.sh).
 # Usage (device, repo root): bench/cuda_structured_run.sh [model] [repeats]
 set -u
+. "$(dirname "$0")/wait_for_server.sh"
 M=${1:-gemma3-1b}
 REPS=${2:-2}
 PORT=8093
@@ -14,11 +15,7 @@ case $M in gemma3*) TOK=.device/tok/gemma3_tokenizer.json.xz;; *) TOK=.device/to
 .device/bin/gemforge serve --backend cuda --synthetic "$M" --tokenizer "$TOK" --port $PORT --parallel 64 --kv-tokens 65536 \
   >"$OUT/serve_structured_$M.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 600); do
-  (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
-  kill -0 $SERVER 2>/dev/null || { echo "server exited"; tail "$OUT/serve_structured_$M.log"; exit 1; }
-  sleep 0.5
-done
+wait_for_server $PORT $SERVER "$OUT/serve_structured_$M.log" || exit 1
 python3 bench/structured_outputs_bench.py $PORT plain 1 $SERVER  # warm-up (graphs captured)
 for _ in $(seq "$REPS"); do
   python3 bench/structured_outputs_bench.py $PORT json 1 $SERVER
