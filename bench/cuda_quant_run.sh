@@ -17,7 +17,11 @@ DEADLINE_S=${DEADLINE_S:-540}
 GF_LIBS=$PWD/.device/lib:/usr/local/cuda/lib64
 left() { echo $(( DEADLINE_S - $(date +%s) + T0 )); }
 say() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
-tok_for() { case $1 in gemma3*) echo .device/peer/tok/gemma3_tokenizer.json.xz;; *) echo .device/peer/tok/gemma_tokenizer.json.xz;; esac; }
+# The tokenizer written into the files (llama.cpp loads no model without a vocabulary): .device/peer/tok or .device/tok.
+tok_for() {
+  local f; case $1 in gemma3*) f=gemma3_tokenizer.json.xz;; *) f=gemma_tokenizer.json.xz;; esac
+  if [ -f .device/peer/tok/$f ]; then echo .device/peer/tok/$f; else echo .device/tok/$f; fi
+}
 gguf() {  # gguf NAME DTYPE [--tiny]: the file's path, written once
   local f=/tmp/gguf/$1-$2${3:+-tiny}.gguf tok
   tok=$(tok_for "$1")
