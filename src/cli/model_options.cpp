@@ -12,9 +12,9 @@
 #include "train/lora_io.h"
 #include "formats/gguf.h"
 #include "core/thread_pool.h"
+#include "train/cpu_train_ops.h"
 #ifdef GEMFORGE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
-#include "train/cpu_train_ops.h"
 #endif
 
 namespace gf::cli {
@@ -151,27 +151,30 @@ Result<std::unique_ptr<Decoder>> create_decoder(const Model& m, Backend& be, con
 }
 
 namespace {
-// The backend's object for --backend: cpu() or, on cuda, cuda() of a build with CUDA.
+// The backend's object for --backend: cpu() or cuda().
 template <class T, class Cpu, class Cuda>
 Result<std::unique_ptr<T>> for_backend(const ModelOptions& o, Cpu&& cpu, Cuda&& cuda) {
   if (o.backend == "cpu") return cpu();
-  if (o.backend == "cuda") {
-#ifdef GEMFORGE_HAVE_CUDA
-    return cuda();
-#else
-    return Err("this build has no CUDA backend (nvcc was not found when it was configured)");
-#endif
-  }
+  if (o.backend == "cuda") return cuda();
   return Err("unknown backend \"" + o.backend + "\" (cpu, cuda)");
 }
+
+#ifdef GEMFORGE_HAVE_CUDA
+Result<std::unique_ptr<Backend>> cuda_backend() { return try_make_cuda_backend(0); }
+Result<std::unique_ptr<TrainOps>> cuda_train_ops() { return try_make_cuda_train_ops(0); }
+#else
+Error no_cuda() { return Err("this build has no CUDA backend (nvcc was not found when it was configured)"); }
+Result<std::unique_ptr<Backend>> cuda_backend() { return no_cuda(); }
+Result<std::unique_ptr<TrainOps>> cuda_train_ops() { return no_cuda(); }
+#endif
 }  // namespace
 
 Result<std::unique_ptr<Backend>> make_backend_from_options(const ModelOptions& o) {
-  return for_backend<Backend>(o, [] { return make_cpu_backend(); }, [] { return try_make_cuda_backend(0); });
+  return for_backend<Backend>(o, [] { return make_cpu_backend(); }, cuda_backend);
 }
 
 Result<std::unique_ptr<TrainOps>> make_train_ops_from_options(const ModelOptions& o, std::shared_ptr<train::CpuWeightCopies> shared) {
-  return for_backend<TrainOps>(o, [&] { return train::make_cpu_train_ops(false, shared); }, [] { return try_make_cuda_train_ops(0); });
+  return for_backend<TrainOps>(o, [&] { return train::make_cpu_train_ops(false, shared); }, cuda_train_ops);
 }
 
 int fail(const Status& s) {
