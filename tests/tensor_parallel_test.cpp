@@ -74,8 +74,9 @@ bool heads_split(const ModelSpec& s, int world) {
 //  - the AVX-512 BF16 kernel carries activations as two bf16 (hi + lo, 2^-18
 //    relative, bf16_matmul_avx512.cpp), so a last-bit change can move a value
 //    to the next point of that grid: its tp = 1 differs from AVX2's by up to 4.8e-4.
+//    Both together (Gemma 4 on AVX-512) reached 5.9e-4 in the sanitizer build.
 double tolerance(const ModelSpec& s, cpu::Isa isa) {
-  if (isa == cpu::Isa::kAvx512) return 5e-4;
+  if (isa == cpu::Isa::kAvx512) return s.family == Family::Gemma4 ? 1e-3 : 5e-4;
   return s.family == Family::Gemma4 ? 5e-5 : 1e-5;
 }
 

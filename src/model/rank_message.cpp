@@ -13,7 +13,7 @@ class Writer {
   }
   void put(const std::vector<int32_t>& v) {
     put<uint64_t>(v.size());
-    out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int32_t));
+    if (!v.empty()) out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int32_t));
   }
   std::string take() { return std::move(out_); }
 
@@ -35,7 +35,7 @@ class Reader {
     uint64_t n = 0;
     if (!get(n) || n > (s_.size() - at_) / sizeof(int32_t)) return false;
     v.resize(n);
-    std::memcpy(v.data(), s_.data() + at_, n * sizeof(int32_t));
+    if (n) std::memcpy(v.data(), s_.data() + at_, n * sizeof(int32_t));  // (an empty vector's data() may be null)
     at_ += n * sizeof(int32_t);
     return true;
   }
