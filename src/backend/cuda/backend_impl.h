@@ -95,7 +95,7 @@ class CudaBackend final : public Backend {
   void dispatch(const Cmd& c);
   ExecCtx ctx() { return ExecCtx{stream_, meta_.device(), meta_.layout(), pdl_, scratch_, gemm_}; }
   // Host ints for an op (token ids, gather rows, sampling parameters) after the metadata.
-  int64_t put_extra(const int32_t* v, int64_t n);
+  int64_t put_extra(const int32_t* v, int64_t n, int64_t total = 0);  // zero-padded to total words
 
   int device_;
   cudaStream_t stream_ = nullptr;

@@ -10,6 +10,7 @@
 // then on the graph is replayed: per step only the metadata (positions, slots,
 // block tables, token ids, sampling parameters) goes up in one copy and the
 // sampled ids come down (sample(), which ends the step like a download).
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -75,14 +76,15 @@ void CudaBackend::begin_batch(const BatchLayout& L) {
   }
 }
 
-int64_t CudaBackend::put_extra(const int32_t* v, int64_t n) {
-  if (!meta_.fits(n)) {
+int64_t CudaBackend::put_extra(const int32_t* v, int64_t n, int64_t total) {
+  total = std::max(total, n);
+  if (!meta_.fits(total + 3)) {
     // Rare (more extras than planned): keep what is there.
     flush_if_recording();
-    meta_.grow_keeping(n, stream_);
+    meta_.grow_keeping(total + 3, stream_);
   }
-  const int64_t off = meta_.append(v, n);
-  if (!recording_) meta_.upload_range(off, n, stream_);
+  const int64_t off = meta_.append(v, n, total);
+  if (!recording_) meta_.upload_range(off, total, stream_);
   return off;
 }
 

@@ -220,7 +220,7 @@ struct AttentionArgs {
 // mask i (`words` int32 words each, in the step metadata) is clear.
 struct MaskRowsArgs {
   float* logits;
-  int64_t rows, vocab, words, rows_meta, bits_meta;
+  int64_t rows, vocab, row_stride, rows_meta, bits_meta;  // row_stride: 32-bit words between rows' masks
   std::string shape() const { return rows_shape(rows); }
 };
 

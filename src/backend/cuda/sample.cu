@@ -10,45 +10,44 @@
 
 namespace gf::cuda {
 
-__global__ void k_mask_rows(float* __restrict__ logits, int64_t V, int64_t words, const int32_t* __restrict__ rows,
+__global__ void k_mask_rows(float* __restrict__ logits, int64_t V, int64_t row_stride, const int32_t* __restrict__ rows,
                             const uint32_t* __restrict__ bits) {
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= V) return;
-  const uint32_t* m = bits + blockIdx.y * words;
-  const bool allowed = t / 32 < words && (m[t / 32] >> (t % 32) & 1u);
+  const uint32_t* m = bits + blockIdx.y * row_stride;
+  const bool allowed = m[t / 32] >> (t % 32) & 1u;
   if (!allowed) logits[static_cast<int64_t>(rows[blockIdx.y]) * V + t] = -INFINITY;
 }
 
 void launch(const ExecCtx& ctx, const MaskRowsArgs& a) {
   const dim3 grid(static_cast<unsigned>((a.vocab + 255) / 256), static_cast<unsigned>(a.rows));
-  k_mask_rows<<<grid, 256, 0, ctx.stream>>>(a.logits, a.vocab, a.words, ctx.dm(a.rows_meta),
+  k_mask_rows<<<grid, 256, 0, ctx.stream>>>(a.logits, a.vocab, a.row_stride, ctx.dm(a.rows_meta),
                                            reinterpret_cast<const uint32_t*>(ctx.dm(a.bits_meta)));
 }
 
-// Structured outputs' masks: uploaded as int32 words in the step metadata (a
-// 64-bit word is two little-endian 32-bit words), applied in place before the
-// sampling kernel reads the rows.
+// Structured outputs' masks: each row's bitmask goes straight from the
+// constraint into the step metadata (a 64-bit word is two little-endian 32-bit
+// words), zero-padded to the vocabulary (a shorter mask bans the tail), and is
+// applied in place before the sampling kernel reads the rows.
 void CudaBackend::mask_rows(const Act& logits, const std::vector<RowSampling>& rows) {
   const int64_t V = logits.cols, words = (V + 31) / 32;
-  std::vector<int32_t> which, bits;
-  for (size_t r = 0; r < rows.size(); ++r) {
-    const RowSampling& s = rows[r];
-    if (!s.allowed) continue;
-    which.push_back(static_cast<int32_t>(r));
-    const size_t at = bits.size();
-    bits.resize(at + static_cast<size_t>(words), 0);
-    const int64_t n = std::min<int64_t>(s.allowed_words * 2, words);
-    std::memcpy(bits.data() + at, s.allowed, static_cast<size_t>(n) * 4);
-  }
+  std::vector<int32_t> which;
+  for (size_t r = 0; r < rows.size(); ++r)
+    if (rows[r].allowed) which.push_back(static_cast<int32_t>(r));
   if (which.empty()) return;
   Cmd c = make_cmd(Op::MaskRows);
   MaskRowsArgs& a = c.a.mask_rows;
   a.logits = static_cast<float*>(logits.data);
   a.rows = static_cast<int64_t>(which.size());
   a.vocab = V;
-  a.words = words;
+  a.row_stride = (words + 3) & ~int64_t(3);  // put_extra starts each row 16-byte aligned
   a.rows_meta = put_extra(which.data(), a.rows);
-  a.bits_meta = put_extra(bits.data(), static_cast<int64_t>(bits.size()));
+  for (size_t i = 0; i < which.size(); ++i) {
+    const RowSampling& s = rows[static_cast<size_t>(which[i])];
+    const int64_t n = std::min<int64_t>(s.allowed_words * 2, words);
+    const int64_t off = put_extra(reinterpret_cast<const int32_t*>(s.allowed), n, words);
+    if (i == 0) a.bits_meta = off;
+  }
   submit(c);
 }
 

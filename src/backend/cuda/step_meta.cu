@@ -78,10 +78,11 @@ void StepMeta::ensure(int64_t ints, cudaStream_t stream) {
   CK(cudaMalloc(&dmeta_, static_cast<size_t>(cap_) * 4));
 }
 
-int64_t StepMeta::append(const int32_t* v, int64_t n) {
+int64_t StepMeta::append(const int32_t* v, int64_t n, int64_t total) {
   const int64_t off = extra_;
   std::memcpy(hmeta_ + off, v, static_cast<size_t>(n) * 4);
-  extra_ += (n + 3) & ~int64_t(3);
+  std::fill(hmeta_ + off + n, hmeta_ + off + total, 0);
+  extra_ += (total + 3) & ~int64_t(3);
   return off;
 }
 

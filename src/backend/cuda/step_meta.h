@@ -41,7 +41,8 @@ class StepMeta {
   // Appends n host ints after the layout, returns their offset; the caller
   // uploads them (upload_range) unless the step is being recorded.
   bool fits(int64_t n) const { return extra_ + n <= cap_; }
-  int64_t append(const int32_t* v, int64_t n);
+  // n words from v, zeros up to total (>= n); the next append starts 16-byte aligned.
+  int64_t append(const int32_t* v, int64_t n, int64_t total);
   // Grows the buffers to take n more ints, keeping (and re-uploading) what is there.
   void grow_keeping(int64_t n, cudaStream_t stream);
 
