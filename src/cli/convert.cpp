@@ -32,6 +32,8 @@ int run_convert(ConvertOptions o) {
       if (auto t = read_text_file(dir + "/chat_template.jinja"); t.ok()) tmpl = *t;
       return add_gemma4_tokenizer_keys(dir + "/tokenizer.json", tmpl, w);
     };
+  } else if (m->spec.family == Family::Gemma4 && m->format != "gguf") {
+    std::fprintf(stderr, "note: the GGUF gets no tokenizer (%s has no tokenizer.json); serve takes --tokenizer\n", dir.c_str());
   } else if (m->format != "gguf") {
     std::fprintf(stderr, "note: the GGUF gets no tokenizer (converting %s tokenizers is not supported yet); "
                          "serve takes --tokenizer, or convert from a GGUF\n",
