@@ -15,6 +15,7 @@ struct ConvertOptions {
   ModelOptions model;
   std::string positional;
   std::string out;
+  std::string tokenizer;  // a tokenizer.json (.xz allowed) for a Gemma 4 model, instead of the folder's
   GgufExportOptions gguf;
 };
 
@@ -26,7 +27,13 @@ int run_convert(ConvertOptions o) {
   if (Status sup = m->spec.check_supported(); !sup.ok()) return fail(sup);
   // A Gemma 4 folder's tokenizer.json becomes llama.cpp's "gemma4" tokenizer.
   const std::string dir = m->tokenizer_path;
-  if (m->spec.family == Family::Gemma4 && file_exists(dir + "/tokenizer.json")) {
+  if (!o.tokenizer.empty() && m->spec.family != Family::Gemma4)
+    return fail(Err("--tokenizer is for Gemma 4 models (llama.cpp's \"gemma4\" tokenizer); this model is " +
+                    std::string(family_name(m->spec.family))));
+  if (!o.tokenizer.empty()) {
+    if (!file_exists(o.tokenizer)) return fail(Err("--tokenizer " + o.tokenizer + ": no such file"));
+    o.gguf.add_tokenizer = [file = o.tokenizer](GgufWriter& w) { return add_gemma4_tokenizer_keys(file, "", w); };
+  } else if (m->spec.family == Family::Gemma4 && file_exists(dir + "/tokenizer.json")) {
     o.gguf.add_tokenizer = [dir](GgufWriter& w) {
       std::string tmpl;
       if (auto t = read_text_file(dir + "/chat_template.jinja"); t.ok()) tmpl = *t;
@@ -59,6 +66,9 @@ CommandRegistration reg(75, [](CLI::App& root) {
       ->capture_default_str();
   c->add_flag("!--no-gemforge-keys", o->gguf.gemforge_keys,
               "Leave out the gemforge.* keys (gemforge then computes the embedding scale and RoPE frequencies in float32, as llama.cpp does)");
+  c->add_option("--tokenizer", o->tokenizer,
+                 "Gemma 4 only: embed this tokenizer.json (.xz allowed) as llama.cpp's \"gemma4\" vocabulary, e.g. for a --synthetic model")
+      ->check(CLI::ExistingFile);
   c->add_option("--name", o->gguf.name, "general.name (default: the source's file name)");
   c->callback([o] { set_exit_code(run_convert(*o)); });
 });
