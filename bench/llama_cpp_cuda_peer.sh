@@ -54,11 +54,20 @@ tok_arg() { echo "--tokenizer $(tok_for "$1")"; }  # llama.cpp loads no model wi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader
 df -h /tmp | tail -1
 
+# Gemma 1-3: bench/make_synthetic_gguf.py; Gemma 4: our own writer, which writes what llama.cpp's converter
+# does (tests/gguf_llama_converter.py), with the Gemma 3 vocabulary (Gemma 4's ordinary one) as "gemma4".
+write_gguf() {  # NAME DEST
+  case $1 in
+    gemma4*) LD_LIBRARY_PATH=$GF_LIBS "$GF" convert --synthetic "$1" --type "$DTYPE" --no-gemforge-keys \
+               --tokenizer "$PEER/tok/gemma3_tokenizer.json.xz" -o "$2" ;;
+    *) python3 bench/make_synthetic_gguf.py $TINY "$1" "$2" --dtype "$DTYPE" $(tok_arg "$1") ;;
+  esac
+}
+
 # ---- llama.cpp binaries: warm build dir, carried tarball, or build from source
 gguf_bg() {  # write the first model's GGUF while the compiler runs
   mkdir -p "$GGUF_DIR"
-  python3 bench/make_synthetic_gguf.py $TINY "$1" "$GGUF_DIR/$1.tmp" --dtype "$DTYPE" $(tok_arg "$1") \
-    > "$GGUF_DIR/$1.log" 2>&1 && mv "$GGUF_DIR/$1.tmp" "$GGUF_DIR/$1.gguf"
+  write_gguf "$1" "$GGUF_DIR/$1.tmp" > "$GGUF_DIR/$1.log" 2>&1 && mv "$GGUF_DIR/$1.tmp" "$GGUF_DIR/$1.gguf"
 }
 if [ ! -x "$BUILD/bin/llama-server" ] && ls "$PEER"/llama-bin.tar.xz.part-* >/dev/null 2>&1; then
   say "unpacking carried llama.cpp binaries"
@@ -97,7 +106,7 @@ make_gguf() {
   [ -s "$f" ] && return 0
   mkdir -p "$GGUF_DIR"
   rm -f "$GGUF_DIR"/*.tmp; find "$GGUF_DIR" -name "*.gguf" ! -name "$m.gguf" -delete  # left by an earlier call cut short
-  python3 bench/make_synthetic_gguf.py $TINY "$m" "$f.tmp" --dtype "$DTYPE" $(tok_arg "$m") && mv "$f.tmp" "$f"
+  write_gguf "$m" "$f.tmp" && mv "$f.tmp" "$f"
 }
 left() { echo $(( DEADLINE_S - $(elapsed) )); }
 
