@@ -4,7 +4,7 @@
 # then `gemforge bench offline` (the same engine without HTTP) on the same
 # prompts' shape and concurrency. Binaries and the tokenizer are carried in
 # .device/ (see bench/cuda_device_run.sh).
-# Usage: bench/cuda_serving_run.sh [model] [prompts] [input] [output] [parallel] [rates]
+# Usage: bench/cuda_serving_run.sh [model] [prompts] [input] [output] [parallel] [rates]   (SKIP_OFFLINE=1: the sweep only)
 set -u
 . "$(dirname "$0")/wait_for_server.sh"
 OUT=${OUT:-/tmp/out}
@@ -28,6 +28,7 @@ gf bench serve --port $PORT --request-rate "$RATES" --num-prompts "$N" --input-w
   --usd-per-hour 3 --json "$OUT/bench_serve_$M.json" 2>&1 | tee "$OUT/bench_serve_$M.log"
 kill $SERVER
 wait $SERVER
+[ -n "${SKIP_OFFLINE:-}" ] && exit 0  # the HTTP sweep only
 echo "== bench offline $M"
 gf bench offline --backend cuda --synthetic "$M" --num-prompts "$N" --input-tokens "$IN" --output-tokens "$GEN" --parallel "$PAR" \
   --kv-tokens 131072 --chunk 2048 --usd-per-hour 3 --json "$OUT/offline_$M.json" 2>&1 | tee "$OUT/offline_$M.log"
